@@ -1,0 +1,219 @@
+"""The agent wire protocol: one definition of every message.
+
+JSON text frames over the ``/agent`` websocket. Every frame is an object with
+the protocol version ``v`` and a ``kind``; the remaining fields are checked
+against the schema below. Pure: no I/O, no awaits; both the agent and the
+supervisor call `parse` on what they receive and `make` on what they send.
+"""
+
+import json
+import re
+
+#: bumped when a message changes incompatibly
+VERSION = 1
+
+#: header that carries the agent's id; the secret travels as a bearer token
+AGENT_ID_HEADER = "X-Simvisor-Agent"
+
+#: largest frame either side accepts (Tornado's websocket_max_message_size)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: stdout lines of a simulation that start with this carry structured output
+REPORT_PREFIX = "#simvisor "
+
+#: statuses a run can end in, as reported by an agent
+END_STATUSES = frozenset(("completed", "error", "canceled", "timed_out"))
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ProtocolError(ValueError):
+    """A frame that does not match the schema; the message says why."""
+
+
+def _is_id(v):
+    return isinstance(v, str) and bool(_ID_RE.match(v))
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str(v):
+    return isinstance(v, str)
+
+
+def _is_dict(v):
+    return isinstance(v, dict)
+
+
+def _is_list(v):
+    return isinstance(v, list)
+
+
+def _is_opt_int(v):
+    return v is None or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def _is_opt_str(v):
+    return v is None or isinstance(v, str)
+
+
+def _is_progress(v):
+    return _is_num(v) and 0 <= v <= 1
+
+
+def _is_end_status(v):
+    return v in END_STATUSES
+
+
+def _is_run_list(v):
+    """hello's runs: what the agent still holds, running or finished."""
+    if not isinstance(v, list):
+        return False
+    for r in v:
+        if not (
+            isinstance(r, dict)
+            and _is_id(r.get("run_id"))
+            and r.get("state") in ("running", "exited")
+            and _is_int(r.get("frames"))
+            and _is_int(r.get("log_chars"))
+        ):
+            return False
+    return True
+
+
+def _is_adopt_map(v):
+    """welcome's runs: run_id -> where the supervisor's copy ends."""
+    if not isinstance(v, dict):
+        return False
+    return all(
+        _is_id(k) and _is_dict(c) and _is_int(c.get("frames_next"))
+        and _is_int(c.get("log_next"))
+        for k, c in v.items()
+    )
+
+
+# kind -> {field: check}; every field listed is required, others are refused
+_RUN_FIELDS = {
+    "run_id": _is_id,
+    "op_id": _is_int,
+    "code": _is_id,
+    "argv": lambda v: _is_list(v) and bool(v) and all(_is_str(a) for a in v),
+    "params": _is_dict,
+    "run_dir": _is_str,
+    "cores": lambda v: _is_int(v) and v >= 1,
+    "max_run_secs": lambda v: _is_num(v) and v > 0,
+    "inputs": lambda v: _is_dict(v) and all(_is_str(x) for x in v.values()),
+}
+
+#: messages the agent sends
+TO_SUPERVISOR = {
+    "hello": {
+        "agent_id": _is_id,
+        "version": _is_str,
+        "host": _is_str,
+        "pid": _is_int,
+        "runs": _is_run_list,
+    },
+    "started": {"run_id": _is_id, "pid": _is_int},
+    "progress": {"run_id": _is_id, "progress": _is_progress},
+    "frame": {"run_id": _is_id, "seq": _is_int, "data": _is_dict},
+    "log": {"run_id": _is_id, "offset": _is_int, "text": _is_str},
+    "exited": {
+        "run_id": _is_id,
+        "status": _is_end_status,
+        "exit_code": _is_opt_int,
+        "error": _is_opt_str,
+    },
+    "reply": {
+        "op_id": _is_int,
+        "ok": lambda v: isinstance(v, bool),
+        "result": lambda v: True,
+        "error": _is_opt_str,
+    },
+    "error": {"message": _is_str},
+}
+
+#: messages the supervisor sends
+TO_AGENT = {
+    "welcome": {"runs": _is_adopt_map},
+    "run": _RUN_FIELDS,
+    "analysis": _RUN_FIELDS,
+    "cancel": {"op_id": _is_int, "run_id": _is_id},
+    "forget": {"run_id": _is_id},
+    "fetch_file": {"op_id": _is_int, "path": _is_str, "max_bytes": _is_int},
+    "put_file": {"op_id": _is_int, "path": _is_str, "content": _is_str},
+    "shutdown": {},
+    "error": {"message": _is_str},
+}
+
+
+def _check_tables():
+    for t in (TO_SUPERVISOR, TO_AGENT):
+        for k, f in t.items():
+            assert _is_id(k), k
+            assert "v" not in f and "kind" not in f, k
+
+
+_check_tables()
+
+
+def make(table, kind, **fields):
+    """Build a frame, checking it against the schema (a bug if it fails).
+
+    Args:
+        table (dict): `TO_SUPERVISOR` or `TO_AGENT`
+        kind (str): message kind
+    Returns:
+        str: JSON text
+    """
+    m = dict(v=VERSION, kind=kind, **fields)
+    _validate(table, m)
+    return json.dumps(m, separators=(",", ":"))
+
+
+def parse(table, text):
+    """Decode and validate a frame.
+
+    Args:
+        table (dict): `TO_SUPERVISOR` or `TO_AGENT`
+        text (str or bytes): what arrived
+    Returns:
+        dict: the message
+    Raises:
+        ProtocolError: with the reason
+    """
+    if isinstance(text, bytes):
+        raise ProtocolError("binary frames are not accepted")
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"frame of {len(text)} chars is too large")
+    try:
+        m = json.loads(text)
+    except ValueError as e:
+        raise ProtocolError(f"not JSON: {e}") from e
+    _validate(table, m)
+    return m
+
+
+def _validate(table, m):
+    if not isinstance(m, dict):
+        raise ProtocolError("frame is not an object")
+    if m.get("v") != VERSION:
+        raise ProtocolError(f"protocol version={m.get('v')!r} expected={VERSION}")
+    k = m.get("kind")
+    s = table.get(k) if isinstance(k, str) else None
+    if s is None:
+        raise ProtocolError(f"unknown kind={k!r}")
+    for f, check in s.items():
+        if f not in m:
+            raise ProtocolError(f"kind={k} missing field={f}")
+        if not check(m[f]):
+            raise ProtocolError(f"kind={k} bad field={f} value={m[f]!r:.80}")
+    x = set(m) - set(s) - {"v", "kind"}
+    if x:
+        raise ProtocolError(f"kind={k} unknown fields={sorted(x)}")

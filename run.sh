@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# ./run.sh [--port N] [--data-dir DIR] [--test-codes]   start the supervisor
+# ./run.sh test [pytest args]                           run the test suite
+# ./run.sh bench                                        run the benchmarks
+set -euo pipefail
+cd "$(dirname "$0")"
+
+_venv() {
+    # (Re)install when setup.py changes; the project is installed editable.
+    if [[ ! -x .venv/bin/python || setup.py -nt .venv/.installed ]]; then
+        python3 -m venv .venv
+        .venv/bin/pip install -q --upgrade pip
+        .venv/bin/pip install -q -e '.[test]'
+        touch .venv/.installed
+    fi
+}
+
+case ${1:-} in
+    test)
+        shift
+        _venv
+        exec .venv/bin/python -m pytest "$@"
+        ;;
+    bench)
+        shift
+        _venv
+        exec .venv/bin/python -m tests.bench "$@"
+        ;;
+    *)
+        _venv
+        exec .venv/bin/supervisor service "$@"
+        ;;
+esac

@@ -1,0 +1,24 @@
+"""simvisor: a web-based supervisor for simulation jobs."""
+
+import setuptools
+
+setuptools.setup(
+    name="simvisor",
+    version="0.1.0",
+    description="Web-based supervisor for simulation jobs: run, watch and cancel",
+    packages=setuptools.find_packages(include=["supervisor*", "agent*"]),
+    package_data={"": ["*.json"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "tornado>=6.3",
+        "pykern",
+        "requests",
+        "prometheus-client",
+    ],
+    extras_require={
+        # the agent alone needs only tornado; see agent/__init__.py
+        "agent": ["tornado>=6.3"],
+        "test": ["pytest", "pytest-timeout", "pytest-asyncio"],
+    },
+    entry_points={"console_scripts": ["supervisor=supervisor.cli:main"]},
+)

@@ -1,0 +1,54 @@
+"""Configuration: every setting with a default, a parser and a line of doc.
+
+Set through the environment as ``SUPERVISOR_CONFIG_<NAME>``; the command line
+(`supervisor service --port ...`) overrides a few. `load` returns a copy so a
+test can start several supervisors with different settings.
+"""
+
+import os
+
+from pykern import pkconfig
+from pykern.pkcollections import PKDict
+
+
+def _cores():
+    return os.cpu_count() or 1
+
+
+_cfg = pkconfig.init(
+    host=("127.0.0.1", str, "address to listen on (loopback only by default)"),
+    port=(8000, pkconfig.parse_positive_int, "port to listen on"),
+    data_dir=("var", str, "data directory: db/ (json-store) and run/ (run dirs)"),
+    test_codes=(False, pkconfig.parse_bool, "add the test codes to the catalog"),
+    catalog=(None, str, "catalog file (default: etc/codes.json of the project)"),
+    default_driver=("local", str, "driver for runs that do not name one"),
+    local_cores=(_cores(), pkconfig.parse_positive_int, "core budget of the local host"),
+    basic_max_running=(2, int, "running jobs per user on the basic plan"),
+    basic_max_run_secs=(3600, int, "max run time on the basic plan"),
+    basic_max_cores=(2, int, "max cores of one run on the basic plan"),
+    premium_max_running=(8, int, "running jobs per user on the premium plan"),
+    premium_max_run_secs=(86400, int, "max run time on the premium plan"),
+    premium_max_cores=(64, int, "max cores of one run on the premium plan"),
+    max_analyses=(4, int, "concurrent analysis runs per user (their own lane)"),
+    max_run_slack_secs=(5, int, "supervisor ends a run this long after the agent should have"),
+    lost_grace_secs=(300, int, "a lost run becomes error after this long without its agent"),
+    agent_start_timeout_secs=(30, int, "an agent that does not call back by then is killed"),
+    agent_idle_secs=(300, int, "an agent with no work for this long is shut down"),
+    cancel_timeout_secs=(10, int, "how long a cancel waits for the agent to confirm"),
+    kill_grace_secs=(2.0, float, "agent: SIGTERM, then SIGKILL after this long"),
+    max_body_bytes=(16 * 1024 * 1024, int, "largest HTTP request body"),
+    max_upload_bytes=(8 * 1024 * 1024, int, "largest uploaded input file"),
+    max_frames=(10000, int, "frames kept per run"),
+    log_tail_chars=(1024 * 1024, int, "log text kept per run"),
+)
+
+
+def load(**overrides):
+    """A copy of the configuration with `overrides` (None values ignored)."""
+    c = PKDict(_cfg)
+    for k, v in overrides.items():
+        if k not in c:
+            raise KeyError(f"unknown config key={k}")
+        if v is not None:
+            c[k] = v
+    return c

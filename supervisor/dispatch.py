@@ -1,0 +1,49 @@
+"""Awaitless dispatch: run a handler until its prerequisites are all ready.
+
+A handler checks every prerequisite synchronously. One that is not ready
+raises `Awaited` with what to wait for and a situation for people to read; the
+dispatcher records the situation, waits, and runs the handler again from the
+top, so nothing checked before the wait is trusted after it. Code that changes
+state does so between awaits; there are no locks.
+"""
+
+import asyncio
+
+
+class Awaited(Exception):
+    """A prerequisite is not ready: wait for `waitable`, then restart.
+
+    The only exception used for control flow; only `dispatch` catches it.
+    """
+
+    def __init__(self, waitable, situation):
+        super().__init__(situation)
+        self.waitable = waitable
+        self.situation = situation
+
+
+async def dispatch(handler, request, on_wait=None):
+    """Call ``await handler(request)`` until it returns.
+
+    Args:
+        handler (coroutine function): checks, commits, then one edge await
+        request (object): passed to handler; it owns what the handler holds
+        on_wait (callable): ``on_wait(request, situation)`` before each wait
+            (publish the situation, count the restart)
+    Returns:
+        object: what the handler returned
+    """
+    while True:
+        try:
+            return await handler(request)
+        except Awaited as a:
+            if on_wait:
+                on_wait(request, a.situation)
+            w = a.waitable
+            try:
+                await w
+            except asyncio.CancelledError:
+                # our own cancellation propagates; a waitable canceled by its
+                # owner (a waiter dropped on removal) just means "check again"
+                if asyncio.current_task().cancelling():
+                    raise

@@ -1,0 +1,134 @@
+"""The local driver: each agent is a subprocess of the supervisor's host.
+
+The agent runs in its own session, so a supervisor that stops (or is killed)
+leaves it and its simulations running; it reconnects to the next supervisor.
+Its secret is written to its stdin; its output goes to a log file.
+"""
+
+import asyncio
+import os
+import pathlib
+import signal
+import sys
+
+from pykern.pkdebug import pkdlog
+
+from supervisor import resources
+
+HOST = "localhost"
+
+
+class LocalDriver:
+    name = "local"
+
+    def __init__(self, cfg, supervisor_url):
+        self._cfg = cfg
+        self._url = supervisor_url
+        self._data_dir = pathlib.Path(cfg.data_dir).resolve()
+        self._target = resources.Target(HOST, cfg.local_cores)
+        # agent id -> asyncio.subprocess.Process (only agents we started)
+        self._procs = {}
+        self._waits = set()
+
+    def targets(self):
+        return [self._target]
+
+    def log_path(self, agent):
+        return self._data_dir / "log" / f"agent-{agent.id}.log"
+
+    async def start(self, agent, secret, on_exit):
+        r = self._data_dir / "run" / agent.user
+        r.mkdir(parents=True, exist_ok=True)
+        lp = self.log_path(agent)
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        with open(lp, "ab") as log:
+            p = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agent",
+                "--url",
+                self._url(),
+                "--agent-id",
+                agent.id,
+                "--run-root",
+                str(r),
+                "--kill-grace-secs",
+                str(self._cfg.kill_grace_secs),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        p.stdin.write(secret.encode() + b"\n")
+        await p.stdin.drain()
+        p.stdin.close()
+        agent.info["pid"] = p.pid
+        agent.info["log"] = str(lp)
+        self._procs[agent.id] = p
+        t = asyncio.get_running_loop().create_task(self._wait(agent, p, on_exit))
+        self._waits.add(t)
+        t.add_done_callback(self._waits.discard)
+        pkdlog("{} started pid={}", agent, p.pid)
+
+    async def _wait(self, agent, proc, on_exit):
+        rc = await proc.wait()
+        self._procs.pop(agent.id, None)
+        pkdlog("{} exited returncode={}", agent, rc)
+        on_exit(agent, f"agent exited with code {rc}: {self._log_tail(agent)}")
+
+    def _log_tail(self, agent):
+        try:
+            t = self.log_path(agent).read_text(errors="replace")
+        except OSError:
+            return ""
+        return t[-500:].strip()
+
+    async def kill(self, agent):
+        p = self._procs.pop(agent.id, None)
+        pid = p.pid if p else agent.info.get("pid")
+        if not pid or not _is_agent(pid, agent.id):
+            return
+        # the agent got "shutdown" if it was connected: give it a moment to
+        # cancel its runs, then make sure
+        if await _wait_pid(pid, self._cfg.kill_grace_secs + 3):
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def describe(self, agent):
+        return {"pid": agent.info.get("pid")}
+
+    async def destroy(self):
+        for t in list(self._waits):
+            t.cancel()
+        await asyncio.gather(*self._waits, return_exceptions=True)
+
+
+async def _wait_pid(pid, timeout_secs):
+    """True if `pid` exits within the timeout (an event, not a poll: pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    f = loop.create_future()
+    loop.add_reader(fd, lambda: f.done() or f.set_result(None))
+    try:
+        await asyncio.wait_for(f, timeout_secs)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _is_agent(pid, agent_id):
+    """Is `pid` still our agent (and not a reused pid)?"""
+    try:
+        c = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return agent_id.encode() in c

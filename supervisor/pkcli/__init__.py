@@ -1,0 +1,1 @@
+"""Command-line modules: ``supervisor <module> <function>``."""

@@ -1,0 +1,48 @@
+"""supervisor user add|list: manage users in a data directory's store.
+
+Works on the store directly, so it is for when the service is stopped or for
+the first admin; with the service running use the admin API (the service
+does not see changes made behind its back until it restarts).
+"""
+
+import asyncio
+
+
+def add(name, admin=False, plan="basic", data_dir=None):
+    """Create a user and print its new API token (shown only this once).
+
+    Args:
+        name (str): user name
+        admin (bool): give the admin role
+        plan (str): basic or premium
+        data_dir (str): data directory (default: configured)
+    """
+
+    async def _add():
+        s, u = _open(data_dir)
+        try:
+            _, t, f = u.add(name, role="admin" if admin else "user", plan=plan)
+            await f
+            return t
+        finally:
+            s.destroy()
+
+    return asyncio.run(_add())
+
+
+def list(data_dir=None):
+    """List users: name, role, plan.
+
+    Args:
+        data_dir (str): data directory (default: configured)
+    """
+    s, u = _open(data_dir)
+    s.destroy()
+    return "\n".join(f"{x.name}\t{x.role}\t{x.plan}" for x in u.all())
+
+
+def _open(data_dir):
+    from supervisor import config, store, users
+
+    s = store.Store(config.load(data_dir=data_dir).data_dir)
+    return s, users.Users(s)

@@ -1,0 +1,474 @@
+"""Runs: from a run request to the run's end, and what agents report.
+
+A run request returns at once; the job's own task dispatches `_start`, whose
+prerequisites (turn, user limit, cores, a connected agent) are checked in that
+order, synchronously, each raising `Awaited` when not ready. Then it commits
+(cores, status `starting`, the op to the agent) and does its one edge await:
+the agent's `started`. From then on, the agent's messages drive the run; each
+applies only if it names the job's current run id.
+
+A `Run` owns what the run holds (its queue entry, cores, timers, its task);
+`Run.destroy` gives everything back and is idempotent, so cancel, supersede,
+timeouts and agent loss all end the same way, in `_end`.
+"""
+
+import asyncio
+import json
+import time
+
+from pykern.pkdebug import pkdexc, pkdlog
+
+from supervisor import agents, errors, job, resources
+from supervisor.dispatch import dispatch
+
+
+class Run:
+    """The current run of one simulation, while its job is active."""
+
+    def __init__(self, sim, run_id, max_run_secs, request=None):
+        self.sim = sim
+        self.run_id = run_id
+        self.max_run_secs = max_run_secs
+        self.request = request
+        self.grant = None
+        self.agent = None
+        self.task = None
+        self.started = asyncio.get_running_loop().create_future()
+        self.timers = []
+        self.destroyed = False
+
+    def destroy(self, resources_):
+        if self.destroyed:
+            return
+        self.destroyed = True
+        if self.request is not None:
+            resources_.remove(self.request)
+        if self.grant is not None:
+            self.grant.destroy()
+        for t in self.timers:
+            t.cancel()
+        self.timers = []
+        if not self.started.done():
+            self.started.set_result(None)
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+    def pkdebug_str(self):
+        return f"Run({self.run_id} sim={self.sim.id})"
+
+
+class Runs:
+    def __init__(self, sv):
+        self._sv = sv
+        self._cfg = sv.cfg
+        # run_id -> Run, for every active run
+        self.active = {}
+        self._tasks = set()
+        self._positions_pending = False
+        self.restarts = 0
+        # kind -> handler of an agent message about a run; built once
+        self.on_agent_message = _table(
+            started=self._started,
+            progress=self._progress,
+            frame=self._frame,
+            log=self._log,
+            exited=self._exited,
+        )
+
+    # --- requests ------------------------------------------------------------
+
+    def request_run(self, user, sim, cores=None, driver=None):
+        """Queue a new run of `sim`; returns the future of its durable record."""
+        sv = self._sv
+        code = sv.catalog.get(sim.code)
+        plan = sv.plans[user.plan]
+        driver = driver or self._cfg.default_driver
+        d = sv.drivers.get(driver) if isinstance(driver, str) else None
+        if d is None:
+            raise errors.BadInput("unknown_driver", f"there is no driver {driver!r}")
+        cores = 1 if cores is None else cores
+        m = min(code.max_cores, plan.max_cores)
+        if not isinstance(cores, int) or isinstance(cores, bool) or not 1 <= cores <= m:
+            raise errors.BadInput(
+                "bad_cores", f"cores must be an integer from 1 to {m} for {code.name}"
+            )
+        inputs = self._inputs(user, sim, code)
+        if sim.run is not None:
+            self._end(sim.run, job.CANCELED, error="superseded by a newer run")
+        rid = sv.run_ids.next()
+        sv.sims.new_run(sim)
+        sim.job.queue(rid, cores, driver, code.kind, time.time())
+        lane = resources.ANALYSIS if code.kind == "analysis" else resources.RUN
+        r = Run(
+            sim,
+            rid,
+            plan.max_run_secs,
+            resources.Request(
+                sim.id, user.name, plan, cores, [t.name for t in d.targets()], lane
+            ),
+        )
+        r.inputs = inputs
+        self._queue(r)
+        return self._changed(sim)
+
+    def _queue(self, run):
+        run.sim.run = run
+        self.active[run.run_id] = run
+        self._sv.resources.add(run.request)
+        run.task = self._spawn(self._run_task(run))
+
+    def _inputs(self, user, sim, code):
+        """Input files for the run op: uploads and analysis sources."""
+        res = {}
+        for p in code.params:
+            if p["type"] == "simulation":
+                src = self._sv.sims.get(user, sim.params.get(p["name"]))
+                res["source_frames.jsonl"] = "".join(
+                    json.dumps(f, separators=(",", ":")) + "\n" for f in src.frames
+                )
+        d = self._sv.inputs_dir(sim)
+        if d.exists():
+            for f in sorted(d.iterdir()):
+                res[f.name] = f.read_text()
+        return res
+
+    async def cancel(self, sim, status=job.CANCELED, error=None):
+        """End the current run; idempotent. Waits for the agent's confirmation."""
+        r = sim.run
+        if r is None:
+            return
+        a = r.agent
+        if sim.job.status in (job.STARTING, job.RUNNING) and a and a.is_ready():
+            sim.job.situation = "canceling"
+            self._publish_job(sim)
+            i, f = self._sv.agents.new_op(a)
+            a.send("cancel", op_id=i, run_id=r.run_id)
+            try:
+                # the agent reports exited (canceled), then replies
+                await asyncio.wait_for(asyncio.shield(f), self._cfg.cancel_timeout_secs)
+            except (asyncio.TimeoutError, agents.AgentGone, RuntimeError) as e:
+                pkdlog("{} cancel not confirmed error={}", r, e)
+        # a queued run, a lost one (its agent kills it when it reconnects: the
+        # run is not adopted), or one the agent did not confirm in time
+        await self._end(r, status, error=error)
+
+    # --- the dispatch handler ----------------------------------------------
+
+    async def _run_task(self, run):
+        try:
+            await dispatch(self._start, run, self._on_wait)
+        except agents.AgentStartFailed as e:
+            self._end(run, job.ERROR, error=str(e))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            pkdlog("{} error={} stack={}", run, e, pkdexc())
+            self._end(run, job.ERROR, error=f"internal error: {e}")
+
+    async def _start(self, run):
+        sv = self._sv
+        sim = run.sim
+        # 1. prerequisites, in order; each passes or raises Awaited
+        if run.destroyed or sim.run is not run:
+            return
+        t = sv.resources.check(run.request)
+        a = sv.agents.check_ready(sim.user, sim.job.driver, t.name)
+        # 2. commit, synchronously
+        run.grant = sv.resources.commit(run.request, t)
+        run.request = None
+        run.agent = a
+        a.runs[run.run_id] = run
+        sv.agents.check_idle(a)
+        sim.agent_id = a.id
+        sim.job.transition(job.STARTING)
+        sim.job.host = t.name
+        sim.job.situation = "starting"
+        sim.job.queue_position = None
+        c = sv.catalog.get(sim.code)
+        a.send(
+            "analysis" if c.kind == "analysis" else "run",
+            op_id=0,
+            run_id=run.run_id,
+            code=c.name,
+            argv=c.command,
+            params=sim.params,
+            run_dir=sim.id,
+            cores=sim.job.cores,
+            max_run_secs=run.max_run_secs,
+            inputs=run.inputs,
+        )
+        self._changed(sim)
+        # 3. the one edge await; the agent's messages do the rest
+        await run.started
+
+    def _on_wait(self, run, situation):
+        self.restarts += 1
+        j = run.sim.job
+        if j.situation != situation:
+            j.situation = situation
+            self._publish_job(run.sim)
+
+    def positions_changed(self):
+        """Resources changed: publish queue positions once per loop turn."""
+        if not self._positions_pending:
+            self._positions_pending = True
+            asyncio.get_running_loop().call_soon(self._publish_positions)
+
+    def _publish_positions(self):
+        self._positions_pending = False
+        for req, p in self._sv.resources.positions().items():
+            r = self.active.get(self._sv.sims.by_id[req.key].job.run_id)
+            if r and r.sim.job.queue_position != p:
+                r.sim.job.queue_position = p
+                self._publish_job(r.sim)
+
+    # --- agent messages ------------------------------------------------------
+
+    def _current(self, agent, msg):
+        r = self.active.get(msg["run_id"])
+        if r is None or r.destroyed or r.agent is not agent:
+            return None
+        return r
+
+    def _started(self, agent, msg):
+        r = self._current(agent, msg)
+        if r is None or r.sim.job.status != job.STARTING:
+            return
+        j = r.sim.job
+        j.transition(job.RUNNING)
+        j.started_at = time.time()
+        j.situation = ""
+        self._max_run_timer(r)
+        r.started.set_result(None)
+        self._changed(r.sim)
+
+    def _progress(self, agent, msg):
+        r = self._current(agent, msg)
+        if r is not None:
+            r.sim.job.progress = msg["progress"]
+            self._publish_job(r.sim)
+
+    def _frame(self, agent, msg):
+        r = self._current(agent, msg)
+        if r is not None and self._sv.sims.add_frame(r.sim, msg["seq"], msg["data"]):
+            self._publish(
+                r.sim,
+                {"type": "frame", "simulation": r.sim.id, "seq": msg["seq"], "frame": msg["data"]},
+            )
+
+    def _log(self, agent, msg):
+        r = self._current(agent, msg)
+        if r is None:
+            return
+        t = self._sv.sims.add_log(r.sim, msg["offset"], msg["text"])
+        if t:
+            self._publish(
+                r.sim,
+                {"type": "log", "simulation": r.sim.id, "offset": r.sim.log_chars - len(t), "text": t},
+            )
+
+    def _exited(self, agent, msg):
+        r = self._current(agent, msg)
+        if r is None:
+            # not ours any more: the agent may drop it
+            agent.send("forget", run_id=msg["run_id"])
+            return
+        f = self._end(r, msg["status"], exit_code=msg["exit_code"], error=msg["error"])
+        # the agent keeps the run until its end is durable here
+        f.add_done_callback(lambda _: agent.send("forget", run_id=msg["run_id"]))
+
+    # --- ends ----------------------------------------------------------------
+
+    def _end(self, run, status, exit_code=None, error=None):
+        """End `run` with `status`; returns the future of the durable record."""
+        sim = run.sim
+        if sim.run is not run:
+            f = asyncio.get_running_loop().create_future()
+            f.set_result(None)
+            return f
+        sim.run = None
+        self.active.pop(run.run_id, None)
+        if sim.job.status == job.QUEUED and status not in (job.CANCELED, job.ERROR):
+            status = job.ERROR
+        sim.job.end(status, time.time(), exit_code, error)
+        self._sv.sims.end_run(sim)
+        a = run.agent
+        run.destroy(self._sv.resources)
+        if a is not None:
+            a.runs.pop(run.run_id, None)
+            self._sv.agents.check_idle(a)
+        pkdlog("{} ended status={} error={}", run, status, error)
+        return self._changed(sim)
+
+    def _max_run_timer(self, run):
+        s = run.max_run_secs + self._cfg.max_run_slack_secs
+        if run.sim.job.started_at:
+            s -= time.time() - run.sim.job.started_at
+        run.timers.append(
+            asyncio.get_running_loop().call_later(max(0, s), self._max_run_expired, run)
+        )
+
+    def _max_run_expired(self, run):
+        # the agent should have ended it already; make sure
+        if not run.destroyed:
+            self._spawn(
+                self.cancel(
+                    run.sim,
+                    job.TIMED_OUT,
+                    error=f"exceeded the max run time of {run.max_run_secs} s",
+                )
+            )
+
+    def agent_ready(self, agent, hello):
+        """An agent said hello: adopt the runs it holds; returns welcome's map."""
+        res = {}
+        held = {h["run_id"]: h for h in hello["runs"]}
+        for rid, h in held.items():
+            r = self.active.get(rid)
+            if r is None or r.destroyed or r.sim.job.status not in job.ON_AGENT:
+                continue
+            if r.agent is not agent and r.sim.agent_id != agent.id:
+                continue
+            r.agent = agent
+            agent.runs[rid] = r
+            self._cancel_grace(r)
+            if r.sim.job.status == job.LOST:
+                r.sim.job.transition(job.RUNNING)
+                r.sim.job.situation = ""
+                if not r.sim.job.started_at:
+                    r.sim.job.started_at = time.time()
+                self._max_run_timer(r)
+            elif r.sim.job.status == job.STARTING:
+                r.sim.job.transition(job.RUNNING)
+                r.sim.job.started_at = time.time()
+                r.sim.job.situation = ""
+                self._max_run_timer(r)
+                r.started.set_result(None)
+            self._changed(r.sim)
+            res[rid] = {"frames_next": len(r.sim.frames), "log_next": r.sim.log_chars}
+        for rid, r in list(agent.runs.items()):
+            if rid not in held:
+                self._end(
+                    r, job.ERROR, error=f"agent {agent.id} restarted without this run"
+                )
+        return res
+
+    def agent_lost(self, agent):
+        """The agent's connection closed: its runs are lost until it returns."""
+        for r in list(agent.runs.values()):
+            j = r.sim.job
+            if j.status in (job.STARTING, job.RUNNING):
+                j.transition(job.LOST)
+                j.situation = "agent disconnected"
+                self._lost(r)
+                self._changed(r.sim)
+
+    def _lost(self, run):
+        if not run.started.done():
+            run.started.set_result(None)
+        for t in run.timers:
+            t.cancel()
+        run.timers = [
+            asyncio.get_running_loop().call_later(
+                self._cfg.lost_grace_secs, self._grace_expired, run
+            )
+        ]
+
+    def _cancel_grace(self, run):
+        for t in run.timers:
+            t.cancel()
+        run.timers = []
+
+    def _grace_expired(self, run):
+        if not run.destroyed and run.sim.job.status == job.LOST:
+            self._end(
+                run,
+                job.ERROR,
+                error=f"lost: its agent did not return within {self._cfg.lost_grace_secs} s",
+            )
+
+    def agent_stopped(self, agent, reason):
+        """The agent is gone for good (killed, reaped, never started)."""
+        for r in list(agent.runs.values()):
+            if reason == "killed by an admin":
+                self._end(r, job.CANCELED, error="agent killed by an admin")
+            elif r.sim.job.status != job.LOST:
+                self._end(r, job.ERROR, error=f"agent stopped: {reason}")
+
+    # --- restart -------------------------------------------------------------
+
+    def recover(self, sims):
+        """After a restart: requeue queued runs, mark on-agent runs lost."""
+        sv = self._sv
+        for s in sorted(sims, key=lambda s: s.job.queued_at or 0):
+            j = s.job
+            if not j.is_active():
+                continue
+            u = sv.users.get(s.user)
+            plan = sv.plans[u.plan if u else "basic"]
+            if j.status == job.QUEUED:
+                d = sv.drivers.get(j.driver)
+                if d is None or u is None:
+                    j.transition(job.STARTING)
+                    j.end(job.ERROR, time.time(), error=f"driver {j.driver} is gone")
+                    self._changed(s)
+                    continue
+                lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
+                r = Run(
+                    s,
+                    j.run_id,
+                    plan.max_run_secs,
+                    resources.Request(
+                        s.id, s.user, plan, j.cores, [t.name for t in d.targets()], lane
+                    ),
+                )
+                r.inputs = self._inputs(u, s, sv.catalog.get(s.code))
+                self._queue(r)
+                continue
+            r = Run(s, j.run_id, plan.max_run_secs)
+            r.grant = sv.resources.adopt(s.user, j.host, j.cores)
+            s.run = r
+            self.active[r.run_id] = r
+            if j.status != job.LOST:
+                j.transition(job.LOST)
+            j.situation = "supervisor restarted: waiting for the agent"
+            self._lost(r)
+            self._changed(s)
+
+    # --- publishing and persistence ------------------------------------------
+
+    def _changed(self, sim):
+        self._publish_job(sim)
+        if sim.deleted:
+            f = asyncio.get_running_loop().create_future()
+            f.set_result(None)
+            return f
+        return self._sv.sims.save(sim)
+
+    def _publish_job(self, sim):
+        self._publish(sim, {"type": "job", "simulation": sim.id, "job": sim.job.to_dict()})
+
+    def _publish(self, sim, msg):
+        self._sv.hub.publish(sim.user, sim.id, msg)
+
+    # --- tasks -------------------------------------------------------------
+
+    def _spawn(self, coro):
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._task_done)
+        return t
+
+    def _task_done(self, task):
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception():
+            pkdlog("run task error={}", task.exception())
+
+    async def destroy(self):
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _table(**handlers):
+    return dict(handlers)

@@ -1,0 +1,300 @@
+"""The `Supervisor`: built once at start, passed to every handler.
+
+It composes the store, users, catalog, simulations, resources, agents, runs,
+drivers and the push hub, and holds the few operations that span them
+(simulation create/edit/delete, files, admin views). `serve` runs it until
+SIGTERM or SIGINT; agents and their simulations keep running across a restart.
+"""
+
+import asyncio
+import os
+import pathlib
+import secrets
+import signal
+import time
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from pykern.pkdebug import pkdlog
+
+from agent import protocol
+from supervisor import (
+    agents,
+    catalog,
+    drivers,
+    errors,
+    events,
+    http,
+    job,
+    metrics,
+    resources,
+    runs,
+    sims,
+    store,
+    users,
+    ws,
+)
+
+_STATIC = pathlib.Path(__file__).resolve().parents[1] / "static"
+_MAX_NAME_CHARS = 200
+
+
+class Supervisor:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.data_dir = pathlib.Path(cfg.data_dir).resolve()
+        self.port = None
+        self.store = store.Store(self.data_dir)
+        self.users = users.Users(self.store)
+        self.catalog = catalog.Catalog(cfg.catalog, cfg.test_codes)
+        self.plans = {
+            p: resources.Plan(
+                p,
+                cfg[f"{p}_max_running"],
+                cfg[f"{p}_max_run_secs"],
+                cfg[f"{p}_max_cores"],
+                cfg.max_analyses,
+            )
+            for p in users.PLANS
+        }
+        self.run_ids = job.RunIds()
+        self.hub = events.Hub()
+        self.sims = sims.Sims(cfg, self.store)
+        self.drivers = drivers.build(cfg, lambda: f"ws://127.0.0.1:{self.port}/agent")
+        self.runs = runs.Runs(self)
+        self.resources = resources.Resources(
+            [t for d in self.drivers.values() for t in d.targets()],
+            on_change=self.runs.positions_changed,
+        )
+        self.agents = agents.Agents(
+            cfg,
+            self.store,
+            self.drivers,
+            on_ready=self.runs.agent_ready,
+            on_lost=self.runs.agent_lost,
+            on_stopped=self.runs.agent_stopped,
+        )
+        self.agent_handlers = dict(
+            hello=self.agents.hello,
+            reply=self.agents.reply,
+            error=lambda a, m: pkdlog("{} reports error={}", a, m["message"]),
+            **self.runs.on_agent_message,
+        )
+        assert set(self.agent_handlers) == set(protocol.TO_SUPERVISOR)
+        self.metrics = metrics.Metrics(self)
+        self._server = None
+
+    # --- start and stop ------------------------------------------------------
+
+    async def start(self):
+        """Load the store, listen, and recover what was running."""
+        first = not self.users.all()
+        s = tornado.netutil.bind_sockets(self.cfg.port, self.cfg.host)
+        self.port = s[0].getsockname()[1]
+        self.agents.load()
+        self.runs.recover(self.sims.load())
+        self._server = tornado.httpserver.HTTPServer(
+            self._app(),
+            # bodies a bit over our limit get a JSON 413 from the handler
+            max_body_size=self.cfg.max_body_bytes * 2,
+            xheaders=False,
+        )
+        self._server.add_sockets(s)
+        if first:
+            await self._first_start()
+        pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
+
+    async def _first_start(self):
+        _, t, f = self.users.add("admin", role="admin")
+        await f
+        p = self.data_dir / "admin-token"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as o:
+            o.write(t + "\n")
+        # the token itself is never printed: it is in the file
+        print(
+            f"simvisor: created user admin; its token is in {p}\n"
+            f"simvisor: sign in at http://{self.cfg.host}:{self.port}/",
+            flush=True,
+        )
+
+    def _app(self):
+        return tornado.web.Application(
+            [
+                (r"/agent", ws.Agent, {"sv": self}),
+                (r"/api/events", ws.Events, {"sv": self}),
+                *http.routes(self),
+                (
+                    r"/(.*)",
+                    tornado.web.StaticFileHandler,
+                    {"path": str(_STATIC), "default_filename": "index.html"},
+                ),
+            ],
+            cookie_secret=self._cookie_secret(),
+            xsrf_cookies=True,
+            websocket_max_message_size=protocol.MAX_MESSAGE_BYTES,
+            websocket_ping_interval=10,
+            websocket_ping_timeout=30,
+        )
+
+    def _cookie_secret(self):
+        p = self.store.root / "cookie-secret"
+        if not p.exists():
+            store.write_atomic(p, secrets.token_urlsafe(48).encode())
+        return p.read_text().strip()
+
+    async def stop(self):
+        """Stop serving; agents and their runs keep going."""
+        if self._server:
+            self._server.stop()
+        await self.runs.destroy()
+        await self.agents.destroy()
+        for d in self.drivers.values():
+            await d.destroy()
+        self.sims.destroy()
+        # the final writes must land even if we are being canceled
+        await asyncio.shield(self.store.flush())
+        self.store.destroy()
+
+    # --- simulations -------------------------------------------------------
+
+    async def create_simulation(self, user, body):
+        c = self.catalog.get(body.get("code"))
+        n = _name(body.get("name", c.title))
+        p = c.check_params(body.get("params", {}))
+        s = self.sims.create(user, c.name, n, p)
+        await self.sims.save(s)
+        self._publish_sim(s)
+        return s
+
+    async def update_simulation(self, sim, body):
+        x = set(body) - {"name", "params"}
+        if x:
+            raise errors.BadInput("bad_field", f"cannot change {', '.join(sorted(x))}")
+        if "params" in body and sim.job.status in job.ACTIVE:
+            raise errors.Conflict("running", "parameters cannot change while it runs")
+        n = _name(body["name"]) if "name" in body else sim.name
+        p = (
+            self.catalog.get(sim.code).check_params(body["params"], base=sim.params)
+            if "params" in body
+            else sim.params
+        )
+        sim.name = n
+        sim.params = p
+        sim.updated = time.time()
+        await self.sims.save(sim)
+        self._publish_sim(sim)
+        return sim
+
+    async def delete_simulation(self, sim):
+        await self.runs.cancel(sim)
+        if sim.deleted:
+            return
+        f = self.sims.delete(sim)
+        d = self.inputs_dir(sim)
+        for p in d.glob("*") if d.exists() else ():
+            p.unlink()
+        self.hub.publish(
+            sim.user, sim.id, {"type": "simulation", "simulation": {"id": sim.id, "deleted": True}}
+        )
+        await f
+
+    def _publish_sim(self, sim):
+        self.hub.publish(sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()})
+
+    def snapshot(self, user, sim_id=None):
+        """What a new events subscriber sees first."""
+        if sim_id:
+            try:
+                ss = [self.sims.get(user, sim_id)]
+            except errors.NotFound:
+                ss = []
+        elif user.is_admin():
+            ss = list(self.sims.by_id.values())
+        else:
+            ss = self.sims.for_user(user.name)
+        for s in ss:
+            yield {"type": "simulation", "simulation": s.to_dict()}
+        yield {"type": "synced"}
+
+    # --- files ---------------------------------------------------------------
+
+    def inputs_dir(self, sim):
+        return self.data_dir / "inputs" / sim.user / sim.id
+
+    def list_files(self, sim):
+        d = self.sims.run_dir(sim)
+        res = []
+        if d.exists():
+            for p in sorted(d.rglob("*")):
+                if p.is_file():
+                    st = p.stat()
+                    res.append(
+                        {"path": str(p.relative_to(d)), "size": st.st_size, "mtime": st.st_mtime}
+                    )
+        i = self.inputs_dir(sim)
+        inputs = sorted(p.name for p in i.iterdir()) if i.exists() else []
+        return {"files": res, "inputs": inputs}
+
+    def output_path(self, sim, path):
+        d = self.sims.run_dir(sim).resolve()
+        p = (d / path).resolve()
+        if not p.is_relative_to(d) or not p.is_file():
+            raise errors.NotFound("unknown_file", f"no file {path}")
+        return p
+
+    async def put_input(self, sim, name, content):
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or not name or len(name) > 100 or name == "params.json":
+            raise errors.BadInput("bad_name", "input file name must be a plain file name")
+        if len(content) > self.cfg.max_upload_bytes:
+            raise errors.TooLarge("too_large", f"input files are limited to {self.cfg.max_upload_bytes} bytes")
+        try:
+            content.decode()
+        except UnicodeDecodeError as e:
+            raise errors.BadInput("not_text", "input files must be UTF-8 text") from e
+        await self.store.call(store.write_atomic, self.inputs_dir(sim) / name, content)
+
+    # --- admin ---------------------------------------------------------------
+
+    def admin_jobs(self):
+        res = []
+        for s in self.sims.by_id.values():
+            if s.job.status in job.ACTIVE:
+                res.append(
+                    dict(
+                        s.job.to_dict(),
+                        user=s.user,
+                        simulation=s.id,
+                        name=s.name,
+                        code=s.code,
+                        agent=s.agent_id,
+                    )
+                )
+        res.sort(key=lambda r: r["queued_at"] or 0)
+        for r in res:
+            del r["history"]
+        return res
+
+
+def _name(v):
+    if not isinstance(v, str) or not v.strip() or len(v) > _MAX_NAME_CHARS:
+        raise errors.BadInput("bad_name", f"name must be text of 1 to {_MAX_NAME_CHARS} characters")
+    return v.strip()
+
+
+def serve(cfg):
+    """Run the supervisor until SIGTERM or SIGINT."""
+
+    async def _main():
+        sv = Supervisor(cfg)
+        await sv.start()
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(s, done.set)
+        await done.wait()
+        pkdlog("stopping")
+        await sv.stop()
+
+    asyncio.run(_main())

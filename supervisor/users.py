@@ -1,0 +1,117 @@
+"""Users, roles, plans and API tokens (stored only as hashes)."""
+
+import hashlib
+import re
+import secrets
+import time
+
+from supervisor import errors
+
+ROLES = ("user", "admin")
+PLANS = ("basic", "premium")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def hash_token(token):
+    # tokens are 256 random bits, so a fast hash is enough to make a leak of
+    # the store useless; no salt or stretching is needed
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token():
+    return "sv_" + secrets.token_urlsafe(32)
+
+
+class User:
+    def __init__(self, doc):
+        self.name = doc["name"]
+        self.role = doc.get("role", "user")
+        self.plan = doc.get("plan", "basic")
+        self.token_hashes = list(doc.get("token_hashes", []))
+        self.created = doc.get("created")
+
+    def is_admin(self):
+        return self.role == "admin"
+
+    def to_dict(self):
+        return {
+            "name": self.name,
+            "role": self.role,
+            "plan": self.plan,
+            "tokens": len(self.token_hashes),
+            "created": self.created,
+        }
+
+    def to_doc(self):
+        return dict(self.to_dict(), token_hashes=self.token_hashes)
+
+    def pkdebug_str(self):
+        return f"User({self.name})"
+
+
+class Users:
+    """All users, loaded from and saved to the store."""
+
+    def __init__(self, store):
+        self._store = store
+        self._by_name = {}
+        self._by_hash = {}
+        for _, d in store.load_all("users"):
+            self._index(User(d))
+
+    def _index(self, user):
+        self._by_name[user.name] = user
+        for h in user.token_hashes:
+            self._by_hash[h] = user
+
+    def all(self):
+        return sorted(self._by_name.values(), key=lambda u: u.name)
+
+    def get(self, name):
+        return self._by_name.get(name)
+
+    def by_token(self, token):
+        if not token:
+            return None
+        return self._by_hash.get(hash_token(token))
+
+    def add(self, name, role="user", plan="basic"):
+        """Create a user; returns (user, token, saved future)."""
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise errors.BadInput(
+                "bad_name", "user name: lower-case letters, digits, _ or -, up to 32"
+            )
+        if name in self._by_name:
+            raise errors.Conflict("user_exists", f"user {name} already exists")
+        _check(role, plan)
+        u = User({"name": name, "role": role, "plan": plan, "created": time.time()})
+        t = self._new_token(u)
+        return u, t, self._save(u)
+
+    def update(self, user, role=None, plan=None, new_token=False, revoke_tokens=False):
+        """Change a user; returns (token or None, saved future)."""
+        _check(role or user.role, plan or user.plan)
+        user.role = role or user.role
+        user.plan = plan or user.plan
+        if revoke_tokens:
+            for h in user.token_hashes:
+                self._by_hash.pop(h, None)
+            user.token_hashes = []
+        t = self._new_token(user) if new_token else None
+        return t, self._save(user)
+
+    def _new_token(self, user):
+        t = new_token()
+        user.token_hashes.append(hash_token(t))
+        self._index(user)
+        return t
+
+    def _save(self, user):
+        return self._store.save(f"users/{user.name}.json", user.to_doc())
+
+
+def _check(role, plan):
+    if role not in ROLES:
+        raise errors.BadInput("bad_role", f"role must be one of {', '.join(ROLES)}")
+    if plan not in PLANS:
+        raise errors.BadInput("bad_plan", f"plan must be one of {', '.join(PLANS)}")
