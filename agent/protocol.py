@@ -32,7 +32,7 @@ class ProtocolError(ValueError):
 
 
 def _is_id(v):
-    return isinstance(v, str) and bool(_ID_RE.match(v))
+    return isinstance(v, str) and bool(_ID_RE.fullmatch(v))
 
 
 def _is_int(v):
@@ -92,7 +92,9 @@ def _is_adopt_map(v):
     if not isinstance(v, dict):
         return False
     return all(
-        _is_id(k) and _is_dict(c) and _is_int(c.get("frames_next"))
+        _is_id(k)
+        and _is_dict(c)
+        and _is_int(c.get("frames_next"))
         and _is_int(c.get("log_next"))
         for k, c in v.items()
     )
@@ -190,7 +192,7 @@ def parse(table, text):
     """
     if isinstance(text, bytes):
         raise ProtocolError("binary frames are not accepted")
-    if len(text) > MAX_MESSAGE_BYTES:
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode()) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"frame of {len(text)} chars is too large")
     try:
         m = json.loads(text)

@@ -41,7 +41,7 @@ async def dispatch(handler, request, on_wait=None):
                 on_wait(request, a.situation)
             w = a.waitable
             try:
-                await w
+                await asyncio.shield(w)
             except asyncio.CancelledError:
                 # our own cancellation propagates; a waitable canceled by its
                 # owner (a waiter dropped on removal) just means "check again"

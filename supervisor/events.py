@@ -50,14 +50,19 @@ class Hub:
 
 
 class Subscriber:
-    """One ``/api/events`` connection: `write` is the websocket's writer."""
+    """One ``/api/events`` connection; `write` is the websocket's writer.
 
-    def __init__(self, user, simulation_id, write, buffered_bytes, close):
+    Counts the bytes Tornado has not yet written to the socket (each write's
+    future resolves when it is), so a stalled client cannot make us buffer
+    without bound.
+    """
+
+    def __init__(self, user, simulation_id, write, close):
         self.user = user
         self.simulation_id = simulation_id
         self._write = write
-        self._buffered_bytes = buffered_bytes
         self._close = close
+        self._pending_bytes = 0
         self.closed = False
 
     def wants(self, simulation_id):
@@ -66,9 +71,23 @@ class Subscriber:
     def send_text(self, text):
         if self.closed:
             return
-        if self._buffered_bytes() > MAX_BUFFERED_BYTES:
+        if self._pending_bytes > MAX_BUFFERED_BYTES:
             pkdlog("slow events subscriber user={} closed", self.user.name)
             self.closed = True
             self._close()
             return
-        self._write(text)
+        n = len(text)
+        self._pending_bytes += n
+        try:
+            f = self._write(text)
+        except Exception:
+            # closed under us: on_close unsubscribes
+            self.closed = True
+            return
+        f.add_done_callback(lambda f: self._written(f, n))
+
+    def _written(self, future, n):
+        self._pending_bytes -= n
+        if not future.cancelled():
+            # a closed stream: nothing to do, on_close cleans up
+            future.exception()

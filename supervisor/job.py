@@ -80,7 +80,7 @@ class RunIds:
         self._counter = itertools.count(1)
 
     def next(self):
-        return f"{self._prefix}-{next(self._counter):06x}"
+        return f"{self._prefix}-{next(self._counter):012x}"
 
 
 class Job:

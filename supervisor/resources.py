@@ -235,6 +235,8 @@ class Resources:
                     if free[n] >= request.cores:
                         return self.targets[n]
                 return None
+            # a head that can never fit anywhere must not block everyone else
+            c = [n for n in c if self.targets[n].cores >= h.cores]
             if c:
                 # reserve where it fits best, so it is not starved
                 n = max(c, key=lambda n: free[n])
@@ -264,7 +266,8 @@ class Resources:
 
     def _wake_analyses(self, user):
         for r in self._analysis_waiters:
-            if r.user == user:
+            # the first one still asleep: one already woken holds its turn
+            if r.user == user and r.waiter is not None and not r.waiter.done():
                 self._wake(r)
                 return
 

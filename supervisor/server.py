@@ -100,9 +100,10 @@ class Supervisor:
             max_body_size=self.cfg.max_body_bytes * 2,
             xheaders=False,
         )
-        self._server.add_sockets(s)
         if first:
+            # before we listen: once healthy, the token file is there
             await self._first_start()
+        self._server.add_sockets(s)
         pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
 
     async def _first_start(self):
@@ -134,8 +135,8 @@ class Supervisor:
             cookie_secret=self._cookie_secret(),
             xsrf_cookies=True,
             websocket_max_message_size=protocol.MAX_MESSAGE_BYTES,
-            websocket_ping_interval=10,
-            websocket_ping_timeout=30,
+            websocket_ping_interval=15,
+            websocket_ping_timeout=15,
         )
 
     def _cookie_secret(self):

@@ -116,13 +116,14 @@ class Store:
                 p[0] = data
                 p[1].append(f)
                 return f
-            self._pending[key] = [data, [f]]
-        self._executor.submit(self._flush, key, asyncio.get_running_loop())
+            p = self._pending[key] = [data, [f]]
+        self._executor.submit(self._flush, key, p, asyncio.get_running_loop())
         return f
 
-    def _flush(self, key, loop):
+    def _flush(self, key, p, loop):
         with self._lock:
-            p = self._pending.pop(key)
+            if self._pending.get(key) is p:
+                del self._pending[key]
         t = time.perf_counter()
         e = None
         try:
@@ -139,6 +140,9 @@ class Store:
 
     def call(self, fn, *args):
         """Run `fn` on the writer thread, in order with the writes."""
+        with self._lock:
+            # saves after this call must not join writes queued before it
+            self._pending.clear()
         return asyncio.wrap_future(self._executor.submit(fn, *args))
 
     async def flush(self):

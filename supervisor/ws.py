@@ -51,7 +51,6 @@ class Events(tornado.websocket.WebSocketHandler):
             self.user,
             s,
             self.write_message,
-            lambda: self.ws_connection.stream._write_buffer_size if self.ws_connection else 0,
             self.close,
         )
         # current state first, then changes: nothing can interleave, since

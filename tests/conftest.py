@@ -48,12 +48,12 @@ def wait_for(predicate, timeout_secs=20, interval_secs=0.02, what="condition"):
         time.sleep(interval_secs)
 
 
-def procs_under(path):
+def procs_under(path, exclude=()):
     """Pids whose command line or working directory is under `path`."""
     p = str(path)
     res = []
     for d in pathlib.Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
+        if not d.name.isdigit() or int(d.name) in (os.getpid(), *exclude):
             continue
         try:
             if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
@@ -160,8 +160,12 @@ class Server:
                 for a in self.api("GET", "/admin/agents").json():
                     self.api("POST", f"/admin/agents/{a['id']}/kill")
                 wait_for(lambda: not self.api("GET", "/admin/agents").json(), 15, what="agents gone")
-                wait_for(lambda: not procs_under(self.data_dir), 15, what="processes gone")
-            except (AssertionError, requests.RequestException):
+                wait_for(
+                    lambda: not procs_under(self.data_dir, (self.proc.pid,)),
+                    15,
+                    what="processes gone",
+                )
+            except (AssertionError, KeyError, requests.RequestException):
                 pass
         self.stop()
         left = procs_under(self.data_dir)

@@ -1,0 +1,530 @@
+"""The agent's websocket client: reports runs to the supervisor and takes its ops.
+
+The agent dials out to the supervisor's ``/agent`` websocket and keeps
+reconnecting (exponential backoff, full jitter) for as long as it has work;
+a supervisor restart never kills runs. The `pool.Run` records are the source
+of truth; per run, `_Cursors` say how much of it the supervisor has. Sending
+live is advancing the cursors while connected; after a reconnect the
+``welcome`` resets them to what the supervisor holds, and the agent sends the
+rest (frames, log, progress, end state).
+"""
+
+import asyncio
+import base64
+import binascii
+import os
+import random
+import socket
+import stat
+import tempfile
+import time
+
+import tornado.httpclient
+import tornado.websocket
+
+import agent
+from agent import pool, protocol
+from agent.pool import log
+
+#: first reconnect delay; it doubles up to --max-backoff-secs
+INITIAL_BACKOFF_SECS = 0.1
+
+#: websocket keepalive (Tornado's ping); a dead link is noticed within the timeout
+PING_INTERVAL_SECS = 15.0
+PING_TIMEOUT_SECS = PING_INTERVAL_SECS
+
+CONNECT_TIMEOUT_SECS = 10.0
+
+#: log text is sent at most this often per connection, or at once past
+#: `LOG_FLUSH_CHARS`, and always before ``exited``
+LOG_FLUSH_SECS = 0.1
+LOG_FLUSH_CHARS = 64 * 1024
+
+#: one ``log`` message holds at most this much (JSON may escape a char to 6 bytes)
+MAX_LOG_MESSAGE_CHARS = 512 * 1024
+
+#: largest file content ``fetch_file`` returns, below the message size limit
+#: once base64 encoded
+MAX_FETCH_BYTES = 8 * 1024 * 1024
+
+
+def backoff_secs(attempt, initial_secs, max_secs, rand=random.random):
+    """Delay before reconnect attempt `attempt`: "full jitter" exponential backoff.
+
+    Args:
+        attempt (int): failed attempts since the last welcome (0 first)
+        initial_secs (float): cap of the first delay
+        max_secs (float): largest cap
+        rand (callable): uniform in [0, 1)
+    Returns:
+        float: seconds, uniform in [0, min(max_secs, initial_secs * 2**attempt))
+    """
+    # the exponent is bounded so a long outage cannot overflow a float
+    return rand() * min(max_secs, initial_secs * 2 ** min(attempt, 64))
+
+
+async def main(args, secret):
+    """Run the agent until ``shutdown``, a stop, or giving up.
+
+    Args:
+        args (argparse.Namespace): see `agent.__main__`
+        secret (str): the agent's secret (never logged)
+    Returns:
+        int: exit code
+    """
+    return await Client(args, secret).run()
+
+
+class _Cursors:
+    """How much of one run the supervisor has (or has been sent)."""
+
+    def __init__(self, frames_next=0, log_next=0):
+        self.frames_next = frames_next
+        self.log_next = log_next
+        self.progress_sent = None
+        self.exited_sent = False
+        #: kept across connections: only the first connection is told
+        self.started_sent = False
+
+
+class Client:
+    """One agent: the pool, the connection loop and the op handlers.
+
+    Args:
+        args (argparse.Namespace): url, agent_id, run_root, kill_grace_secs,
+            max_procs, max_analyses, max_backoff_secs, give_up_secs
+        secret (str): sent as a bearer token, never logged
+    """
+
+    def __init__(self, args, secret):
+        self.args = args
+        self.pool = pool.Pool(
+            run_root=args.run_root,
+            kill_grace_secs=args.kill_grace_secs,
+            max_procs=args.max_procs,
+            max_analyses=args.max_analyses,
+            on_event=self._on_run_event,
+        )
+        self._secret = secret
+        self._ws = None
+        self._welcomed = False
+        #: run_id -> _Cursors, for the runs the supervisor knows about
+        self._cursors = {}
+        self._handlers = self._handler_table()
+        self._tasks = set()
+        self._log_flush_timer = None
+        self._stopping = False
+        #: set once every run has ended after a stop
+        self._stop = asyncio.Event()
+        self._last_contact_secs = time.monotonic()
+
+    async def run(self):
+        """Connect, serve, reconnect until stopped or given up.
+
+        Returns:
+            int: exit code
+        """
+        a = 0
+        try:
+            while not self._stop.is_set():
+                if await self._connect_and_serve():
+                    a = 0
+                if self._stop.is_set():
+                    break
+                if self._should_give_up():
+                    log(
+                        "give_up",
+                        no_contact_secs=round(
+                            time.monotonic() - self._last_contact_secs
+                        ),
+                    )
+                    break
+                d = backoff_secs(a, INITIAL_BACKOFF_SECS, self.args.max_backoff_secs)
+                a += 1
+                log("reconnect", attempt=a, delay_secs=round(d, 3))
+                try:
+                    await asyncio.wait_for(self._stop.wait(), d)
+                except asyncio.TimeoutError:
+                    pass
+            return 0
+        finally:
+            await self._destroy()
+
+    def stop(self):
+        """Cancel every run (reporting it if connected), then exit; e.g. on SIGTERM."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._track(self._shutdown())
+
+    def _handler_table(self):
+        rv = {}
+        for k, h in (
+            ("welcome", self._op_welcome),
+            ("run", self._op_run),
+            ("analysis", self._op_run),
+            ("cancel", self._op_cancel),
+            ("forget", self._op_forget),
+            ("fetch_file", self._op_fetch_file),
+            ("put_file", self._op_put_file),
+            ("shutdown", self._op_shutdown),
+            ("error", self._op_error),
+        ):
+            assert k not in rv, f"duplicate handler kind={k}"
+            assert k in protocol.TO_AGENT, f"unknown kind={k}"
+            rv[k] = h
+        assert set(rv) == set(protocol.TO_AGENT), set(protocol.TO_AGENT) - set(rv)
+        return rv
+
+    async def _connect_and_serve(self):
+        """One connection; returns True if it got to ``welcome``."""
+        try:
+            ws = await tornado.websocket.websocket_connect(
+                tornado.httpclient.HTTPRequest(
+                    self.args.url,
+                    headers={
+                        "Authorization": "Bearer " + self._secret,
+                        protocol.AGENT_ID_HEADER: self.args.agent_id,
+                    },
+                    connect_timeout=CONNECT_TIMEOUT_SECS,
+                    request_timeout=CONNECT_TIMEOUT_SECS,
+                ),
+                max_message_size=protocol.MAX_MESSAGE_BYTES,
+                ping_interval=PING_INTERVAL_SECS,
+                ping_timeout=PING_TIMEOUT_SECS,
+            )
+        except Exception as e:
+            # refused, unreachable, or rejected at the upgrade (401/403/404)
+            log("connect_failed", url=self.args.url, error=_brief(e))
+            return False
+        if self._stop.is_set():
+            ws.close(1000, "shutdown")
+            return False
+        log("connected", url=self.args.url)
+        self._ws = ws
+        welcomed = False
+        try:
+            self._send("hello", **self._hello())
+            while True:
+                m = await ws.read_message()
+                if m is None:
+                    break
+                self._receive(m)
+                welcomed = welcomed or self._welcomed
+        finally:
+            self._ws = None
+            self._welcomed = False
+            if self._log_flush_timer:
+                self._log_flush_timer.cancel()
+                self._log_flush_timer = None
+            if welcomed:
+                self._last_contact_secs = time.monotonic()
+            ws.close()
+            log("disconnected", code=ws.close_code, reason=ws.close_reason)
+        return welcomed
+
+    def _hello(self):
+        return dict(
+            agent_id=self.args.agent_id,
+            version=agent.VERSION,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            runs=[
+                dict(
+                    run_id=r.run_id,
+                    state="exited" if r.is_exited else "running",
+                    frames=len(r.frames),
+                    log_chars=r.log.end,
+                )
+                for r in self.pool.runs.values()
+            ],
+        )
+
+    def _receive(self, text):
+        try:
+            m = protocol.parse(protocol.TO_AGENT, text)
+        except protocol.ProtocolError as e:
+            log("bad_frame", error=str(e))
+            self._send("error", message=f"bad frame: {e}")
+            return
+        k = m["kind"]
+        if not self._welcomed and k not in ("welcome", "error"):
+            log("op_before_welcome", kind=k)
+            self._send("error", message=f"kind={k} before welcome")
+            return
+        try:
+            self._handlers[k](m)
+        except Exception as e:
+            log("op_error", kind=k, error=pool.stack(e))
+            if "op_id" in m:
+                self._reply(m, False, error=f"agent error: {e!r}")
+            else:
+                self._send("error", message=f"kind={k} failed: {e!r}")
+
+    def _send(self, kind, **fields):
+        """Send if connected; returns False if not (the cursors catch up later)."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            f = ws.write_message(protocol.make(protocol.TO_SUPERVISOR, kind, **fields))
+        except tornado.websocket.WebSocketClosedError:
+            return False
+        # a write to a link that died is caught up on the next welcome
+        f.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return True
+
+    def _reply(self, op, ok, result=None, error=None):
+        self._send("reply", op_id=op["op_id"], ok=ok, result=result, error=error)
+
+    def _track(self, coro):
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    def _should_give_up(self):
+        return (
+            time.monotonic() - self._last_contact_secs >= self.args.give_up_secs
+            and not self.pool.running()
+        )
+
+    async def _destroy(self):
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._log_flush_timer:
+            self._log_flush_timer.cancel()
+            self._log_flush_timer = None
+        self.pool.destroy()
+        await self.pool.join()
+
+    # ---- run records -> supervisor
+
+    def _on_run_event(self, run, kind):
+        self._sync(run, flush_log=kind == "exited")
+
+    def _sync(self, run, flush_log=False):
+        """Send what the supervisor lacks of `run`, if connected and welcomed."""
+        c = self._cursors.get(run.run_id)
+        if c is None or not self._welcomed:
+            return
+        i = run.run_id
+        if run.pid is not None and not c.started_sent:
+            c.started_sent = True
+            self._send("started", run_id=i, pid=run.pid)
+        while c.frames_next < len(run.frames):
+            self._send(
+                "frame", run_id=i, seq=c.frames_next, data=run.frames[c.frames_next]
+            )
+            c.frames_next += 1
+        if run.progress is not None and run.progress != c.progress_sent:
+            c.progress_sent = run.progress
+            self._send("progress", run_id=i, progress=run.progress)
+        if run.log.end > c.log_next:
+            if flush_log or run.is_exited or run.log.end - c.log_next > LOG_FLUSH_CHARS:
+                self._send_log(run, c)
+            elif self._log_flush_timer is None:
+                self._log_flush_timer = asyncio.get_running_loop().call_later(
+                    LOG_FLUSH_SECS, self._flush_logs
+                )
+        if run.is_exited and not c.exited_sent:
+            c.exited_sent = True
+            self._send(
+                "exited",
+                run_id=i,
+                status=run.status,
+                exit_code=run.exit_code,
+                error=run.error,
+            )
+
+    def _send_log(self, run, cursors):
+        while cursors.log_next < run.log.end:
+            o, t = run.log.text_from(cursors.log_next, MAX_LOG_MESSAGE_CHARS)
+            self._send("log", run_id=run.run_id, offset=o, text=t)
+            cursors.log_next = o + len(t)
+
+    def _flush_logs(self):
+        self._log_flush_timer = None
+        if not self._welcomed:
+            return
+        for i, c in self._cursors.items():
+            r = self.pool.runs.get(i)
+            if r is not None and r.log.end > c.log_next:
+                self._send_log(r, c)
+
+    # ---- ops from the supervisor
+
+    def _op_welcome(self, msg):
+        held = msg["runs"]
+        self._welcomed = True
+        self._last_contact_secs = time.monotonic()
+        log("welcome", runs=len(held))
+        for r in list(self.pool.runs.values()):
+            h = held.get(r.run_id)
+            if h is None:
+                # the supervisor no longer wants it (it has its end state or
+                # gave up on it): stop it silently and drop it
+                self._cursors.pop(r.run_id, None)
+                self._track(self._drop(r.run_id))
+                continue
+            c = self._cursors.get(r.run_id)
+            if c is None:
+                c = self._cursors[r.run_id] = _Cursors()
+                # a record the supervisor adopted has been started
+                c.started_sent = True
+            c.frames_next = min(h["frames_next"], len(r.frames))
+            c.log_next = min(h["log_next"], r.log.end)
+            c.progress_sent = None
+            c.exited_sent = False
+            self._sync(r, flush_log=True)
+
+    async def _drop(self, run_id):
+        log("drop_run", run_id=run_id)
+        await self.pool.cancel(run_id)
+        if run_id not in self._cursors:
+            self.pool.forget(run_id)
+
+    def _op_run(self, msg):
+        if self._stopping:
+            self._send(
+                "exited",
+                run_id=msg["run_id"],
+                status="error",
+                exit_code=None,
+                error="agent is shutting down",
+            )
+            return
+        try:
+            r = self.pool.start(msg)
+        except pool.PoolError as e:
+            log("run_refused", run_id=msg["run_id"], error=str(e))
+            self._send("error", message=str(e))
+            return
+        self._cursors[r.run_id] = _Cursors()
+
+    def _op_cancel(self, msg):
+        async def _cancel():
+            await self.pool.cancel(msg["run_id"])
+            self._reply(msg, True)
+
+        self._track(_cancel())
+
+    def _op_forget(self, msg):
+        i = msg["run_id"]
+        if not self.pool.forget(i):
+            log("forget_running", run_id=i)
+            self._send("error", message=f"forget run_id={i}: it is still running")
+            return
+        self._cursors.pop(i, None)
+
+    def _op_fetch_file(self, msg):
+        self._track(
+            self._file_op(
+                msg, _read_file, self.pool.run_root, msg["path"], msg["max_bytes"]
+            )
+        )
+
+    def _op_put_file(self, msg):
+        self._track(
+            self._file_op(
+                msg, _write_file, self.pool.run_root, msg["path"], msg["content"]
+            )
+        )
+
+    async def _file_op(self, msg, func, *args):
+        try:
+            r = await asyncio.to_thread(func, *args)
+        except _FileError as e:
+            self._reply(msg, False, error=str(e))
+        except OSError as e:
+            self._reply(msg, False, error=f"{e.strerror or e}: {msg['path']}")
+        except Exception as e:
+            log("file_op_error", kind=msg["kind"], error=pool.stack(e))
+            self._reply(msg, False, error=f"agent error: {e!r}")
+        else:
+            self._reply(msg, True, result=r)
+
+    def _op_shutdown(self, msg):
+        log("shutdown")
+        self.stop()
+
+    def _op_error(self, msg):
+        log("supervisor_error", message=msg["message"])
+
+    async def _shutdown(self):
+        await asyncio.gather(*(self.pool.cancel(r.run_id) for r in self.pool.running()))
+        self._stop.set()
+        ws = self._ws
+        if ws is not None:
+            # the exited messages are queued ahead of the close frame
+            ws.close(1000, "shutdown")
+
+
+class _FileError(Exception):
+    """A file op refused; the message goes back to the supervisor."""
+
+
+def _brief(e):
+    return f"{type(e).__name__}: {e}"[:300]
+
+
+def _read_file(root, path, max_bytes):
+    p = pool.resolve_inside(root, path)
+    if p is None:
+        raise _FileError(f"path={path!r} is not inside run_root")
+    # O_NONBLOCK: a FIFO left by a simulation must not hang the thread
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        s = os.fstat(fd)
+        if not stat.S_ISREG(s.st_mode):
+            raise _FileError(f"path={path!r} is not a regular file")
+        n = min(max_bytes, MAX_FETCH_BYTES)
+        b = []
+        k = 0
+        while k < n:
+            x = os.read(fd, n - k)
+            if not x:
+                break
+            b.append(x)
+            k += len(x)
+    finally:
+        os.close(fd)
+    c = b"".join(b)
+    return {
+        "content_b64": base64.b64encode(c).decode("ascii"),
+        "size": s.st_size,
+        "truncated": s.st_size > len(c),
+    }
+
+
+def _write_file(root, path, content_b64):
+    p = pool.resolve_inside(root, path)
+    if p is None:
+        raise _FileError(f"path={path!r} is not inside run_root")
+    try:
+        c = base64.b64decode(content_b64, validate=True)
+    except binascii.Error as e:
+        raise _FileError(f"content is not base64: {e}") from e
+    if p.is_dir():
+        raise _FileError(f"path={path!r} is a directory")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, t = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(t, p)
+    except BaseException:
+        try:
+            os.unlink(t)
+        except OSError:
+            pass
+        raise
+    d = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(d)
+    finally:
+        os.close(d)
+    return {"size": len(c)}

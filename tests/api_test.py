@@ -1,0 +1,211 @@
+"""The HTTP API's contract: bad input is a 4xx JSON error and changes nothing."""
+
+import json
+import pathlib
+
+import pytest
+import requests
+from tornado import httpclient, websocket
+
+from agent import protocol
+from supervisor import users
+
+
+def _state(server):
+    """Everything stored about simulations and users, to compare."""
+    db = server.data_dir / "db"
+    return {
+        str(p.relative_to(db)): p.read_bytes()
+        for p in sorted(db.rglob("*"))
+        if p.is_file() and "agents" not in p.parts
+    }
+
+
+def test_health_and_codes(server):
+    r = requests.get(server.url + "/api/health", timeout=5)
+    assert r.json()["ok"] is True and r.json()["version"]
+    c = {x["name"]: x for x in server.api("GET", "/codes", expect=200).json()}
+    assert {"heat", "lorenz", "stats", "sleep", "burn", "crash", "forker", "forever"} <= set(c)
+    s = next(p for p in c["heat"]["params"] if p["name"] == "steps")
+    assert s["type"] == "int" and s["min"] >= 1 and s["max"] > s["default"]
+    assert c["stats"]["kind"] == "analysis"
+
+
+def test_first_start_token_file(server):
+    p = server.data_dir / "admin-token"
+    assert p.stat().st_mode & 0o777 == 0o600
+    assert server.tokens["admin"] not in server.log_path.read_text()
+    assert server.api("GET", "/admin/users", expect=200).json()[0]["name"] == "admin"
+
+
+@pytest.mark.parametrize(
+    "method,path,body,status,code",
+    [
+        ("POST", "/simulations", {"code": "nope"}, 400, "unknown_code"),
+        ("POST", "/simulations", {"code": "heat", "params": {"steps": "ten"}}, 400, "bad_param"),
+        ("POST", "/simulations", {"code": "heat", "params": {"steps": 10**12}}, 400, "bad_param"),
+        ("POST", "/simulations", {"code": "heat", "params": {"steps": True}}, 400, "bad_param"),
+        ("POST", "/simulations", {"code": "heat", "params": {"zzz": 1}}, 400, "unknown_param"),
+        ("POST", "/simulations", {"code": "heat", "params": {"initial": "x"}}, 400, "bad_param"),
+        ("POST", "/simulations", {"code": "heat", "name": ""}, 400, "bad_name"),
+        ("POST", "/simulations", [1, 2], 400, "bad_json"),
+        ("GET", "/simulations/abcdef", None, 404, "unknown_simulation"),
+        ("POST", "/simulations/abcdef/run", {}, 404, "unknown_simulation"),
+        ("GET", "/nothing/here", None, 404, "not_found"),
+    ],
+)
+def test_bad_input(server, method, path, body, status, code):
+    server.create("admin", "heat")
+    before = _state(server)
+    r = server.api(method, path, json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code
+    assert r.json()["message"]
+    assert _state(server) == before
+
+
+def test_bad_json_and_large_body(server):
+    before = _state(server)
+    h = {"Authorization": "Bearer " + server.tokens["admin"]}
+    r = requests.post(server.url + "/api/simulations", data=b"{not json", headers=h, timeout=5)
+    assert r.status_code == 400 and r.json()["error"] == "bad_json"
+    r = requests.post(
+        server.url + "/api/simulations", data=b"x" * (17 * 1024 * 1024), headers=h, timeout=30
+    )
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+    assert _state(server) == before
+
+
+def test_bad_run_requests(server):
+    s = server.create("admin", "heat")
+    before = _state(server)
+    for body, code in (
+        ({"cores": 0}, "bad_cores"),
+        ({"cores": 99}, "bad_cores"),
+        ({"cores": "2"}, "bad_cores"),
+        ({"driver": "nope"}, "unknown_driver"),
+    ):
+        r = server.api("POST", f"/simulations/{s['id']}/run", json=body)
+        assert r.status_code == 400 and r.json()["error"] == code, r.text
+    assert _state(server) == before
+
+
+def test_auth(server):
+    r = requests.get(server.url + "/api/simulations", timeout=5)
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    r = requests.get(
+        server.url + "/api/simulations", headers={"Authorization": "Bearer bad"}, timeout=5
+    )
+    assert r.status_code == 401
+    server.add_user("zed")
+    assert server.api("GET", "/admin/agents", "zed").status_code == 403
+    assert server.api("POST", "/admin/users", "zed", json={"name": "x"}).status_code == 403
+
+
+def test_cookie_login_needs_xsrf(server):
+    s = requests.Session()
+    r = s.post(server.url + "/api/login", json={"token": "wrong"}, timeout=5)
+    assert r.status_code == 401
+    r = s.post(server.url + "/api/login", json={"token": server.tokens["admin"]}, timeout=5)
+    assert r.status_code == 200
+    x = r.json()["xsrf"]
+    assert s.get(server.url + "/api/simulations", timeout=5).status_code == 200
+    r = s.post(server.url + "/api/simulations", json={"code": "heat"}, timeout=5)
+    assert r.status_code == 403
+    r = s.post(
+        server.url + "/api/simulations", json={"code": "heat"}, headers={"X-XSRFToken": x}, timeout=5
+    )
+    assert r.status_code == 201
+
+
+def test_files_traversal_and_upload(server):
+    s = server.create("admin", "sleep", secs=0.05)
+    sid = s["id"]
+    server.run("admin", sid)
+    server.wait_status("admin", sid, "completed")
+    for p in ("../../../etc/passwd", "..%2F..%2Fdb%2Fusers%2Fadmin.json", "/etc/passwd"):
+        r = server.api("GET", f"/simulations/{sid}/files/{p}")
+        assert r.status_code == 404, (p, r.status_code)
+    before = _state(server)
+    for n in ("../x", ".hidden", "a/b"):
+        r = server.api("POST", f"/simulations/{sid}/files?name={n}", data=b"hi")
+        assert r.status_code == 400, (n, r.text)
+    r = server.api("POST", f"/simulations/{sid}/files?name=big.txt", data=b"x" * (9 * 1024 * 1024))
+    assert r.status_code == 413
+    assert _state(server) == before
+    server.api("POST", f"/simulations/{sid}/files?name=input.txt", data=b"hello", expect=201)
+    assert server.api("GET", f"/simulations/{sid}/files", expect=200).json()["inputs"] == ["input.txt"]
+    server.run("admin", sid)
+    server.wait_status("admin", sid, "completed")
+    assert server.api("GET", f"/simulations/{sid}/files/input.txt", expect=200).content == b"hello"
+
+
+def test_patch_and_delete(server):
+    s = server.create("admin", "heat")
+    r = server.api("PATCH", f"/simulations/{s['id']}", json={"name": "renamed", "params": {"nx": 50}}, expect=200)
+    assert r.json()["name"] == "renamed" and r.json()["params"]["nx"] == 50
+    assert r.json()["params"]["steps"] == s["params"]["steps"]
+    assert server.api("PATCH", f"/simulations/{s['id']}", json={"code": "lorenz"}).status_code == 400
+    server.api("DELETE", f"/simulations/{s['id']}", expect=200)
+    assert server.api("GET", f"/simulations/{s['id']}").status_code == 404
+    assert not list((server.data_dir / "db" / "jobs").rglob(f"{s['id']}*"))
+
+
+def test_metrics(server):
+    s = server.create("admin", "sleep", secs=0.01)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "completed")
+    t = requests.get(server.url + "/metrics", timeout=5).text
+    assert 'simvisor_jobs{status="completed"} 1.0' in t
+    assert "simvisor_dispatch_restarts_total" in t
+    assert "simvisor_http_request_seconds_bucket" in t
+    assert 'simvisor_agents{state="connected"} 1.0' in t
+
+
+async def test_agent_frames_are_validated(server_factory, tmp_path):
+    """An unknown agent is refused; a known one's bad frames get errors."""
+    d = tmp_path / "agentdata"
+    secret = "s3cret-for-test"
+    p = d / "db" / "agents" / "admin-local-test.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(
+        json.dumps(
+            {
+                "id": "admin-local-test",
+                "user": "admin",
+                "driver": "local",
+                "host": "localhost",
+                "secret_hash": users.hash_token(secret),
+            }
+        )
+    )
+    server = server_factory(data_dir=d)
+    url = server.url.replace("http", "ws") + "/agent"
+
+    def req(agent_id, s):
+        return httpclient.HTTPRequest(
+            url, headers={"Authorization": "Bearer " + s, protocol.AGENT_ID_HEADER: agent_id}
+        )
+
+    for i, s in (("admin-local-test", "wrong"), ("nobody", secret)):
+        with pytest.raises(httpclient.HTTPClientError) as e:
+            await websocket.websocket_connect(req(i, s))
+        assert e.value.code == 401
+    ws = await websocket.websocket_connect(req("admin-local-test", secret))
+    try:
+        for bad in ("not json", "[]", '{"v":1,"kind":"zap"}', '{"v":9,"kind":"hello"}', json.dumps({"v": 1, "kind": "progress", "run_id": "x", "progress": 7})):
+            ws.write_message(bad)
+            m = protocol.parse(protocol.TO_AGENT, await ws.read_message())
+            assert m["kind"] == "error" and m["message"]
+        ws.write_message(
+            protocol.make(
+                protocol.TO_SUPERVISOR, "hello", agent_id="admin-local-test", version="0", host="h", pid=1, runs=[]
+            )
+        )
+        m = protocol.parse(protocol.TO_AGENT, await ws.read_message())
+        assert m["kind"] == "welcome" and m["runs"] == {}
+    finally:
+        ws.close()
+        while await ws.read_message() is not None:
+            pass
+    assert requests.get(server.url + "/api/health", timeout=5).status_code == 200
