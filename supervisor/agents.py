@@ -167,6 +167,10 @@ class Agents:
         try:
             d = self._drivers[agent.driver]
             await d.start(agent, secret, self._agent_exited)
+            if agent.state == STOPPED:
+                # stopped (timed out, killed) while it was being started
+                await d.kill(agent)
+                return
             self._store.save(f"agents/{agent.id}.json", agent.to_doc())
         except Exception as e:
             pkdlog("{} start failed error={} stack={}", agent, e, pkdexc())

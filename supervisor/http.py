@@ -158,7 +158,7 @@ class Run(Base):
     async def post(self, sim_id):
         s = self.sim(sim_id)
         b = self.body()
-        await self.sv.runs.request_run(self.user, s, b.get("cores"), b.get("driver"))
+        await self.sv.runs.run(self.user, s, b.get("cores"), b.get("driver"))
         self.reply(s.job.to_dict(), 202)
 
 

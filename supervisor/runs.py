@@ -35,6 +35,9 @@ class Run:
         self.task = None
         self.started = asyncio.get_running_loop().create_future()
         self.timers = []
+        # (status, error) a cancel asked for, applied when the agent confirms
+        self.end_as = None
+        self.inputs = {}
         self.destroyed = False
 
     def destroy(self, resources_):
@@ -77,8 +80,21 @@ class Runs:
 
     # --- requests ------------------------------------------------------------
 
-    def request_run(self, user, sim, cores=None, driver=None):
-        """Queue a new run of `sim`; returns the future of its durable record."""
+    async def run(self, user, sim, cores=None, driver=None):
+        """Queue a new run of `sim`, superseding (canceling) the current one.
+
+        The old run is canceled first and confirmed gone, so the two never
+        share the run directory; then everything is checked again.
+        """
+        self._check_request(user, sim, cores, driver)
+        while sim.run is not None:
+            await self.cancel(sim, error="superseded by a newer run")
+            if sim.deleted:
+                raise errors.NotFound("unknown_simulation", f"no simulation {sim.id}")
+        await self.request_run(user, sim, cores, driver)
+
+    def _check_request(self, user, sim, cores, driver):
+        """Validate a run request; returns (code, plan, driver)."""
         sv = self._sv
         code = sv.catalog.get(sim.code)
         plan = sv.plans[user.plan]
@@ -92,9 +108,16 @@ class Runs:
             raise errors.BadInput(
                 "bad_cores", f"cores must be an integer from 1 to {m} for {code.name}"
             )
+        return code, plan, d
+
+    def request_run(self, user, sim, cores=None, driver=None):
+        """Queue a new run of `sim` (none active); returns the durable future."""
+        assert sim.run is None
+        sv = self._sv
+        code, plan, d = self._check_request(user, sim, cores, driver)
+        cores = 1 if cores is None else cores
+        driver = d.name
         inputs = self._inputs(user, sim, code)
-        if sim.run is not None:
-            self._end(sim.run, job.CANCELED, error="superseded by a newer run")
         rid = sv.run_ids.next()
         sv.sims.new_run(sim)
         sim.job.queue(rid, cores, driver, code.kind, time.time())
@@ -139,6 +162,8 @@ class Runs:
             return
         a = r.agent
         if sim.job.status in (job.STARTING, job.RUNNING) and a and a.is_ready():
+            # the agent's exited (canceled) then ends it with our reason
+            r.end_as = (status, error)
             sim.job.situation = "canceling"
             self._publish_job(sim)
             i, f = self._sv.agents.new_op(a)
@@ -273,19 +298,31 @@ class Runs:
             # not ours any more: the agent may drop it
             agent.send("forget", run_id=msg["run_id"])
             return
-        f = self._end(r, msg["status"], exit_code=msg["exit_code"], error=msg["error"])
+        st, e = msg["status"], msg["error"]
+        if st == job.CANCELED and r.end_as:
+            st, e = r.end_as
+        f = self._end(r, st, exit_code=msg["exit_code"], error=e, from_agent=True)
         # the agent keeps the run until its end is durable here
         f.add_done_callback(lambda _: agent.send("forget", run_id=msg["run_id"]))
 
     # --- ends ----------------------------------------------------------------
 
-    def _end(self, run, status, exit_code=None, error=None):
-        """End `run` with `status`; returns the future of the durable record."""
+    def _end(self, run, status, exit_code=None, error=None, from_agent=False):
+        """End `run` with `status`; returns the future of the durable record.
+
+        Unless the agent itself reported the end, a connected agent is told to
+        kill the run (a disconnected one does when it returns: the run is not
+        adopted).
+        """
         sim = run.sim
         if sim.run is not run:
             f = asyncio.get_running_loop().create_future()
             f.set_result(None)
             return f
+        a = run.agent
+        if not from_agent and sim.job.status in job.ON_AGENT and a and a.is_ready():
+            # op 0: nobody waits for this reply
+            a.send("cancel", op_id=0, run_id=run.run_id)
         sim.run = None
         self.active.pop(run.run_id, None)
         if sim.job.status == job.QUEUED and status not in (job.CANCELED, job.ERROR):

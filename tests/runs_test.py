@@ -282,3 +282,90 @@ async def _close(ws):
     ws.close()
     while await ws.read_message() is not None:
         pass
+
+
+def test_sigterm_stops_quickly_and_runs_survive(server):
+    s = server.create("admin", "heat", steps=300000)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "running")
+    t = time.monotonic()
+    server.stop(signal.SIGTERM)
+    assert time.monotonic() - t < 5
+    assert procs_under(_run_dir(server, "admin", s["id"])), "the simulation kept running"
+    server.start()
+    j = server.wait_status("admin", s["id"], ("completed", "error"), 60)
+    assert j["status"] == "completed", j
+    assert j["frames"] == len(server.api("GET", f"/simulations/{s['id']}/frames", expect=200).json()["frames"])
+
+
+def test_agent_start_timeout_tells_waiting_jobs(server_factory):
+    # no agent can call back within 10 ms: the job is told why
+    server = server_factory(agent_start_timeout_secs=0.01)
+    s = server.create("admin", "sleep", secs=1)
+    server.run("admin", s["id"])
+    j = server.wait_status("admin", s["id"], ("error", "completed"))
+    assert j["status"] == "error"
+    assert "did not call back" in j["error"]
+
+
+def test_idle_agent_is_reaped_and_restarted(server_factory):
+    server = server_factory(agent_idle_secs=1)
+    s = server.create("admin", "sleep", secs=0.01)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "completed")
+    a = server.api("GET", "/admin/agents", expect=200).json()
+    assert len(a) == 1
+    wait_for(lambda: not server.api("GET", "/admin/agents").json(), 10, what="agent reaped")
+    wait_for(lambda: not _alive(a[0]["pid"]), 10, what="agent process gone")
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "completed")
+
+
+def test_new_run_supersedes_the_running_one(server):
+    s = server.create("admin", "forever")
+    j1 = server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "running")
+    j2 = server.run("admin", s["id"])
+    assert j2["run_id"] > j1["run_id"]
+    j = server.wait_status("admin", s["id"], "running")
+    assert j["run_id"] == j2["run_id"]
+    assert j["history"][0]["status"] == "canceled"
+    assert "superseded" in j["history"][0]["error"]
+    wait_for(lambda: len(procs_under(_run_dir(server, "admin", s["id"]))) == 1, 10, what="one process")
+    server.api("POST", f"/simulations/{s['id']}/cancel", expect=200)
+
+
+def test_admin_sees_and_cancels_anyones_run(server):
+    server.add_user("fay")
+    s = server.create("fay", "forever")
+    server.run("fay", s["id"])
+    server.wait_status("fay", s["id"], "running")
+    jobs = server.api("GET", "/admin/jobs", expect=200).json()
+    assert [(x["user"], x["simulation"], x["status"]) for x in jobs] == [("fay", s["id"], "running")]
+    h = server.api("GET", "/admin/hosts", expect=200).json()
+    assert h[0]["cores_used"] == 1
+    assert server.api("GET", "/simulations?user=fay", expect=200).json()[0]["id"] == s["id"]
+    j = server.api("POST", f"/admin/jobs/{s['id']}/cancel", expect=200).json()
+    assert j["status"] == "canceled" and "admin" in j["error"]
+    assert server.api("GET", "/admin/hosts", expect=200).json()[0]["cores_used"] == 0
+
+
+def test_admin_kills_agent_runs_end_canceled(server):
+    s = server.create("admin", "forever")
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "running")
+    a = server.api("GET", "/admin/agents", expect=200).json()[0]
+    assert a["state"] == "connected" and a["runs"]
+    server.api("POST", f"/admin/agents/{a['id']}/kill", expect=200)
+    j = server.wait_status("admin", s["id"], "canceled")
+    assert "killed" in j["error"]
+    wait_for(lambda: not procs_under(_run_dir(server, "admin", s["id"])), 10, what="no processes")
+
+
+def test_drained_host_takes_no_new_work(server):
+    server.api("POST", "/admin/hosts/localhost/drain", json={"drain": True}, expect=200)
+    s = server.create("admin", "sleep", secs=0.01)
+    server.run("admin", s["id"])
+    wait_for(lambda: "draining" in server.job("admin", s["id"])["situation"], what="draining situation")
+    server.api("POST", "/admin/hosts/localhost/drain", json={"drain": False}, expect=200)
+    server.wait_status("admin", s["id"], "completed")
