@@ -88,8 +88,12 @@ class LocalDriver:
         pid = p.pid if p else agent.info.get("pid")
         if not pid or not _is_agent(pid, agent.id):
             return
-        # the agent got "shutdown" if it was connected: give it a moment to
-        # cancel its runs, then make sure
+        # SIGTERM (like "shutdown") makes the agent cancel its runs and exit;
+        # give it a moment to, then make sure
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
         if await _wait_pid(pid, self._cfg.kill_grace_secs + 3):
             return
         try:
