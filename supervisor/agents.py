@@ -121,7 +121,9 @@ class Agents:
             a = Agent(d)
             self._add(a)
             # give it as long as a start to call back, then forget it
-            self._set_timer(a, self._cfg.agent_start_timeout_secs, self._reconnect_expired, a)
+            self._set_timer(
+                a, self._cfg.agent_start_timeout_secs, self._reconnect_expired, a
+            )
 
     def _add(self, agent):
         self.by_id[agent.id] = agent
@@ -142,7 +144,14 @@ class Agents:
         return self._await_ready(a)
 
     def _await_ready(self, agent):
-        raise Awaited(agent.ready, "starting agent" if agent.state == STARTING else "waiting for agent to reconnect")
+        raise Awaited(
+            agent.ready,
+            (
+                "starting agent"
+                if agent.state == STARTING
+                else "waiting for agent to reconnect"
+            ),
+        )
 
     def _create(self, user, driver, host):
         s = secrets.token_urlsafe(32)
@@ -163,7 +172,9 @@ class Agents:
         return a
 
     async def _start(self, agent, secret):
-        self._set_timer(agent, self._cfg.agent_start_timeout_secs, self._start_expired, agent)
+        self._set_timer(
+            agent, self._cfg.agent_start_timeout_secs, self._start_expired, agent
+        )
         try:
             d = self._drivers[agent.driver]
             await d.start(agent, secret, self._agent_exited)
@@ -274,7 +285,9 @@ class Agents:
                 f.set_exception(AgentGone(f"agent {agent.id} disconnected"))
         agent.ops.clear()
         self._on_lost(agent)
-        self._set_timer(agent, self._cfg.agent_start_timeout_secs, self._reconnect_expired, agent)
+        self._set_timer(
+            agent, self._cfg.agent_start_timeout_secs, self._reconnect_expired, agent
+        )
 
     def reply(self, agent, msg):
         f = agent.ops.pop(msg["op_id"], None)

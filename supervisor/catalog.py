@@ -31,7 +31,10 @@ class Code:
             "title": self.title,
             "kind": self.kind,
             "params": [
-                {k: p.get(k) for k in ("name", "type", "default", "min", "max", "label")}
+                {
+                    k: p.get(k)
+                    for k in ("name", "type", "default", "min", "max", "label")
+                }
                 | ({"choices": p["choices"]} if "choices" in p else {})
                 for p in self.params
             ],
@@ -77,7 +80,11 @@ def _check(code, p, v):
         if not isinstance(v, int) or isinstance(v, bool):
             raise bad("must be an integer")
     elif t == "float":
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if (
+            not isinstance(v, (int, float))
+            or isinstance(v, bool)
+            or not math.isfinite(v)
+        ):
             raise bad("must be a number")
         v = float(v)
     else:

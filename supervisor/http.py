@@ -87,9 +87,17 @@ class Base(tornado.web.RequestHandler):
                 m = e.log_message or getattr(e, "reason", None) or "request refused"
                 self.reply({"error": "http_error", "message": m}, e.status_code)
             return
-        pkdlog("{} {} error={} stack={}", self.request.method, self.request.path, e, pkdexc())
+        pkdlog(
+            "{} {} error={} stack={}",
+            self.request.method,
+            self.request.path,
+            e,
+            pkdexc(),
+        )
         if not self._finished:
-            self.reply({"error": "internal", "message": "internal error; it was logged"}, 500)
+            self.reply(
+                {"error": "internal", "message": "internal error; it was logged"}, 500
+            )
 
     def on_finish(self):
         self.sv.metrics.observe_request(
@@ -107,7 +115,9 @@ class Login(Base):
         u = self.sv.users.by_token(self.body().get("token"))
         if u is None:
             raise errors.Unauthorized("that token is not valid")
-        self.set_signed_cookie(COOKIE, u.name, httponly=True, samesite="Strict", expires_days=30)
+        self.set_signed_cookie(
+            COOKIE, u.name, httponly=True, samesite="Strict", expires_days=30
+        )
         self.reply({"user": u.to_dict(), "xsrf": self.xsrf_token.decode()})
 
 
@@ -119,7 +129,9 @@ class Logout(Base):
 
 class Whoami(Base):
     def get(self):
-        self.reply({"user": self.require_user().to_dict(), "xsrf": self.xsrf_token.decode()})
+        self.reply(
+            {"user": self.require_user().to_dict(), "xsrf": self.xsrf_token.decode()}
+        )
 
 
 class Codes(Base):
@@ -178,7 +190,9 @@ class Frames(Base):
     def get(self, sim_id):
         s = self.sim(sim_id)
         n = _int_arg(self, "since", 0)
-        self.reply({"frames": s.frames[n:], "next": len(s.frames), "run_id": s.job.run_id})
+        self.reply(
+            {"frames": s.frames[n:], "next": len(s.frames), "run_id": s.job.run_id}
+        )
 
 
 class Log(Base):
@@ -212,7 +226,8 @@ class File(Base):
     def get(self, sim_id, path):
         p = self.sv.output_path(self.sim(sim_id), path)
         self.set_header(
-            "Content-Type", mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+            "Content-Type",
+            mimetypes.guess_type(p.name)[0] or "application/octet-stream",
         )
         self.set_header("Content-Disposition", f'attachment; filename="{p.name}"')
         with open(p, "rb") as f:
@@ -275,7 +290,9 @@ class AdminUsers(Base):
     async def post(self):
         self.require_admin()
         b = self.body()
-        u, t, f = self.sv.users.add(b.get("name"), b.get("role", "user"), b.get("plan", "basic"))
+        u, t, f = self.sv.users.add(
+            b.get("name"), b.get("role", "user"), b.get("plan", "basic")
+        )
         await f
         self.reply(dict(u.to_dict(), token=t), 201)
 

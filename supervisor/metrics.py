@@ -19,7 +19,20 @@ class Metrics:
             "HTTP request latency",
             ["method", "status"],
             registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                10,
+            ),
         )
         self.registry.register(_Collector(sv))
 
@@ -41,7 +54,9 @@ class _Collector:
         for k in sorted(c):
             j.add_metric([k], c[k])
         yield j
-        q = GaugeMetricFamily("simvisor_queue_length", "queued runs by user", labels=["user"])
+        q = GaugeMetricFamily(
+            "simvisor_queue_length", "queued runs by user", labels=["user"]
+        )
         for u, n in sorted(sv.resources.queue_lengths().items()):
             q.add_metric([u], n)
         yield q
@@ -50,16 +65,22 @@ class _Collector:
         for k in sorted(c):
             a.add_metric([k], c[k])
         yield a
-        h = GaugeMetricFamily("simvisor_cores_used", "cores in use by host", labels=["host"])
+        h = GaugeMetricFamily(
+            "simvisor_cores_used", "cores in use by host", labels=["host"]
+        )
         for t in sv.resources.targets.values():
             h.add_metric([t.name], t.used)
         yield h
         yield CounterMetricFamily(
-            "simvisor_dispatch_restarts", "dispatch restarts after Awaited", value=sv.runs.restarts
+            "simvisor_dispatch_restarts",
+            "dispatch restarts after Awaited",
+            value=sv.runs.restarts,
         )
         yield CounterMetricFamily(
             "simvisor_store_writes", "durable document writes", value=sv.store.writes
         )
         yield GaugeMetricFamily(
-            "simvisor_event_subscribers", "open /api/events connections", value=sv.hub.count()
+            "simvisor_event_subscribers",
+            "open /api/events connections",
+            value=sv.hub.count(),
         )

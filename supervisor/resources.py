@@ -163,7 +163,9 @@ class Resources:
             return self.targets.get(request.targets[0]) if request.targets else None
         q = self._queues[request.user]
         if q[0] is not request:
-            raise self._wait(request, f"queue position {q.index(request) + 1} of your runs")
+            raise self._wait(
+                request, f"queue position {q.index(request) + 1} of your runs"
+            )
         if self._running[request.user] >= request.plan.max_running:
             raise self._wait(
                 request,

@@ -278,7 +278,12 @@ class Runs:
         if r is not None and self._sv.sims.add_frame(r.sim, msg["seq"], msg["data"]):
             self._publish(
                 r.sim,
-                {"type": "frame", "simulation": r.sim.id, "seq": msg["seq"], "frame": msg["data"]},
+                {
+                    "type": "frame",
+                    "simulation": r.sim.id,
+                    "seq": msg["seq"],
+                    "frame": msg["data"],
+                },
             )
 
     def _log(self, agent, msg):
@@ -289,7 +294,12 @@ class Runs:
         if t:
             self._publish(
                 r.sim,
-                {"type": "log", "simulation": r.sim.id, "offset": r.sim.log_chars - len(t), "text": t},
+                {
+                    "type": "log",
+                    "simulation": r.sim.id,
+                    "offset": r.sim.log_chars - len(t),
+                    "text": t,
+                },
             )
 
     def _exited(self, agent, msg):
@@ -360,7 +370,7 @@ class Runs:
         """An agent said hello: adopt the runs it holds; returns welcome's map."""
         res = {}
         held = {h["run_id"]: h for h in hello["runs"]}
-        for rid, h in held.items():
+        for rid in held:
             r = self.active.get(rid)
             if r is None or r.destroyed or r.sim.job.status not in job.ON_AGENT:
                 continue
@@ -483,7 +493,9 @@ class Runs:
         return self._sv.sims.save(sim)
 
     def _publish_job(self, sim):
-        self._publish(sim, {"type": "job", "simulation": sim.id, "job": sim.job.to_dict()})
+        self._publish(
+            sim, {"type": "job", "simulation": sim.id, "job": sim.job.to_dict()}
+        )
 
     def _publish(self, sim, msg):
         self._sv.hub.publish(sim.user, sim.id, msg)

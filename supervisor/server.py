@@ -197,12 +197,16 @@ class Supervisor:
         for p in d.glob("*") if d.exists() else ():
             p.unlink()
         self.hub.publish(
-            sim.user, sim.id, {"type": "simulation", "simulation": {"id": sim.id, "deleted": True}}
+            sim.user,
+            sim.id,
+            {"type": "simulation", "simulation": {"id": sim.id, "deleted": True}},
         )
         await f
 
     def _publish_sim(self, sim):
-        self.hub.publish(sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()})
+        self.hub.publish(
+            sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()}
+        )
 
     def snapshot(self, user, sim_id=None):
         """What a new events subscriber sees first."""
@@ -232,7 +236,11 @@ class Supervisor:
                 if p.is_file():
                     st = p.stat()
                     res.append(
-                        {"path": str(p.relative_to(d)), "size": st.st_size, "mtime": st.st_mtime}
+                        {
+                            "path": str(p.relative_to(d)),
+                            "size": st.st_size,
+                            "mtime": st.st_mtime,
+                        }
                     )
         i = self.inputs_dir(sim)
         inputs = sorted(p.name for p in i.iterdir()) if i.exists() else []
@@ -246,10 +254,22 @@ class Supervisor:
         return p
 
     async def put_input(self, sim, name, content):
-        if not isinstance(name, str) or "/" in name or name.startswith(".") or not name or len(name) > 100 or name == "params.json":
-            raise errors.BadInput("bad_name", "input file name must be a plain file name")
+        if (
+            not isinstance(name, str)
+            or "/" in name
+            or name.startswith(".")
+            or not name
+            or len(name) > 100
+            or name == "params.json"
+        ):
+            raise errors.BadInput(
+                "bad_name", "input file name must be a plain file name"
+            )
         if len(content) > self.cfg.max_upload_bytes:
-            raise errors.TooLarge("too_large", f"input files are limited to {self.cfg.max_upload_bytes} bytes")
+            raise errors.TooLarge(
+                "too_large",
+                f"input files are limited to {self.cfg.max_upload_bytes} bytes",
+            )
         try:
             content.decode()
         except UnicodeDecodeError as e:
@@ -280,7 +300,9 @@ class Supervisor:
 
 def _name(v):
     if not isinstance(v, str) or not v.strip() or len(v) > _MAX_NAME_CHARS:
-        raise errors.BadInput("bad_name", f"name must be text of 1 to {_MAX_NAME_CHARS} characters")
+        raise errors.BadInput(
+            "bad_name", f"name must be text of 1 to {_MAX_NAME_CHARS} characters"
+        )
     return v.strip()
 
 

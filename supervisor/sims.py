@@ -165,7 +165,9 @@ class Sims:
             return False
         sim.frames.append(data)
         sim.job.frames = len(sim.frames)
-        self._file(sim, 0).write(json.dumps(data, separators=(",", ":")).encode() + b"\n")
+        self._file(sim, 0).write(
+            json.dumps(data, separators=(",", ":")).encode() + b"\n"
+        )
         return True
 
     def add_log(self, sim, offset, text):

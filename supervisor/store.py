@@ -95,7 +95,9 @@ class Store:
                 continue
             if p.suffix == ".json" and p.is_file():
                 try:
-                    res.append((str(p.relative_to(self.root)), json.loads(p.read_bytes())))
+                    res.append(
+                        (str(p.relative_to(self.root)), json.loads(p.read_bytes()))
+                    )
                 except ValueError as e:
                     pkdlog("unreadable document={} error={}", p, e)
         return res

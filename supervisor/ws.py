@@ -34,7 +34,11 @@ class Events(tornado.websocket.WebSocketHandler):
         if u is None:
             self.set_status(401)
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"error": "unauthorized", "message": "sign in with a valid token"}))
+            self.finish(
+                json.dumps(
+                    {"error": "unauthorized", "message": "sign in with a valid token"}
+                )
+            )
             return
         self.user = u
         await super().get(*args, **kwargs)
@@ -119,7 +123,9 @@ class Agent(tornado.websocket.WebSocketHandler):
 
     def _error(self, message):
         try:
-            self.write_message(protocol.make(protocol.TO_AGENT, "error", message=message))
+            self.write_message(
+                protocol.make(protocol.TO_AGENT, "error", message=message)
+            )
         except tornado.websocket.WebSocketClosedError:
             pass
 

@@ -1,7 +1,6 @@
 """The HTTP API's contract: bad input is a 4xx JSON error and changes nothing."""
 
 import json
-import pathlib
 
 import pytest
 import requests
@@ -25,7 +24,16 @@ def test_health_and_codes(server):
     r = requests.get(server.url + "/api/health", timeout=5)
     assert r.json()["ok"] is True and r.json()["version"]
     c = {x["name"]: x for x in server.api("GET", "/codes", expect=200).json()}
-    assert {"heat", "lorenz", "stats", "sleep", "burn", "crash", "forker", "forever"} <= set(c)
+    assert {
+        "heat",
+        "lorenz",
+        "stats",
+        "sleep",
+        "burn",
+        "crash",
+        "forker",
+        "forever",
+    } <= set(c)
     s = next(p for p in c["heat"]["params"] if p["name"] == "steps")
     assert s["type"] == "int" and s["min"] >= 1 and s["max"] > s["default"]
     assert c["stats"]["kind"] == "analysis"
@@ -42,11 +50,41 @@ def test_first_start_token_file(server):
     "method,path,body,status,code",
     [
         ("POST", "/simulations", {"code": "nope"}, 400, "unknown_code"),
-        ("POST", "/simulations", {"code": "heat", "params": {"steps": "ten"}}, 400, "bad_param"),
-        ("POST", "/simulations", {"code": "heat", "params": {"steps": 10**12}}, 400, "bad_param"),
-        ("POST", "/simulations", {"code": "heat", "params": {"steps": True}}, 400, "bad_param"),
-        ("POST", "/simulations", {"code": "heat", "params": {"zzz": 1}}, 400, "unknown_param"),
-        ("POST", "/simulations", {"code": "heat", "params": {"initial": "x"}}, 400, "bad_param"),
+        (
+            "POST",
+            "/simulations",
+            {"code": "heat", "params": {"steps": "ten"}},
+            400,
+            "bad_param",
+        ),
+        (
+            "POST",
+            "/simulations",
+            {"code": "heat", "params": {"steps": 10**12}},
+            400,
+            "bad_param",
+        ),
+        (
+            "POST",
+            "/simulations",
+            {"code": "heat", "params": {"steps": True}},
+            400,
+            "bad_param",
+        ),
+        (
+            "POST",
+            "/simulations",
+            {"code": "heat", "params": {"zzz": 1}},
+            400,
+            "unknown_param",
+        ),
+        (
+            "POST",
+            "/simulations",
+            {"code": "heat", "params": {"initial": "x"}},
+            400,
+            "bad_param",
+        ),
         ("POST", "/simulations", {"code": "heat", "name": ""}, 400, "bad_name"),
         ("POST", "/simulations", [1, 2], 400, "bad_json"),
         ("GET", "/simulations/abcdef", None, 404, "unknown_simulation"),
@@ -67,10 +105,15 @@ def test_bad_input(server, method, path, body, status, code):
 def test_bad_json_and_large_body(server):
     before = _state(server)
     h = {"Authorization": "Bearer " + server.tokens["admin"]}
-    r = requests.post(server.url + "/api/simulations", data=b"{not json", headers=h, timeout=5)
+    r = requests.post(
+        server.url + "/api/simulations", data=b"{not json", headers=h, timeout=5
+    )
     assert r.status_code == 400 and r.json()["error"] == "bad_json"
     r = requests.post(
-        server.url + "/api/simulations", data=b"x" * (17 * 1024 * 1024), headers=h, timeout=30
+        server.url + "/api/simulations",
+        data=b"x" * (17 * 1024 * 1024),
+        headers=h,
+        timeout=30,
     )
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert _state(server) == before
@@ -94,26 +137,35 @@ def test_auth(server):
     r = requests.get(server.url + "/api/simulations", timeout=5)
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     r = requests.get(
-        server.url + "/api/simulations", headers={"Authorization": "Bearer bad"}, timeout=5
+        server.url + "/api/simulations",
+        headers={"Authorization": "Bearer bad"},
+        timeout=5,
     )
     assert r.status_code == 401
     server.add_user("zed")
     assert server.api("GET", "/admin/agents", "zed").status_code == 403
-    assert server.api("POST", "/admin/users", "zed", json={"name": "x"}).status_code == 403
+    assert (
+        server.api("POST", "/admin/users", "zed", json={"name": "x"}).status_code == 403
+    )
 
 
 def test_cookie_login_needs_xsrf(server):
     s = requests.Session()
     r = s.post(server.url + "/api/login", json={"token": "wrong"}, timeout=5)
     assert r.status_code == 401
-    r = s.post(server.url + "/api/login", json={"token": server.tokens["admin"]}, timeout=5)
+    r = s.post(
+        server.url + "/api/login", json={"token": server.tokens["admin"]}, timeout=5
+    )
     assert r.status_code == 200
     x = r.json()["xsrf"]
     assert s.get(server.url + "/api/simulations", timeout=5).status_code == 200
     r = s.post(server.url + "/api/simulations", json={"code": "heat"}, timeout=5)
     assert r.status_code == 403
     r = s.post(
-        server.url + "/api/simulations", json={"code": "heat"}, headers={"X-XSRFToken": x}, timeout=5
+        server.url + "/api/simulations",
+        json={"code": "heat"},
+        headers={"X-XSRFToken": x},
+        timeout=5,
     )
     assert r.status_code == 201
 
@@ -123,29 +175,52 @@ def test_files_traversal_and_upload(server):
     sid = s["id"]
     server.run("admin", sid)
     server.wait_status("admin", sid, "completed")
-    for p in ("../../../etc/passwd", "..%2F..%2Fdb%2Fusers%2Fadmin.json", "/etc/passwd"):
+    for p in (
+        "../../../etc/passwd",
+        "..%2F..%2Fdb%2Fusers%2Fadmin.json",
+        "/etc/passwd",
+    ):
         r = server.api("GET", f"/simulations/{sid}/files/{p}")
         assert r.status_code == 404, (p, r.status_code)
     before = _state(server)
     for n in ("../x", ".hidden", "a/b"):
         r = server.api("POST", f"/simulations/{sid}/files?name={n}", data=b"hi")
         assert r.status_code == 400, (n, r.text)
-    r = server.api("POST", f"/simulations/{sid}/files?name=big.txt", data=b"x" * (9 * 1024 * 1024))
+    r = server.api(
+        "POST", f"/simulations/{sid}/files?name=big.txt", data=b"x" * (9 * 1024 * 1024)
+    )
     assert r.status_code == 413
     assert _state(server) == before
-    server.api("POST", f"/simulations/{sid}/files?name=input.txt", data=b"hello", expect=201)
-    assert server.api("GET", f"/simulations/{sid}/files", expect=200).json()["inputs"] == ["input.txt"]
+    server.api(
+        "POST", f"/simulations/{sid}/files?name=input.txt", data=b"hello", expect=201
+    )
+    assert server.api("GET", f"/simulations/{sid}/files", expect=200).json()[
+        "inputs"
+    ] == ["input.txt"]
     server.run("admin", sid)
     server.wait_status("admin", sid, "completed")
-    assert server.api("GET", f"/simulations/{sid}/files/input.txt", expect=200).content == b"hello"
+    assert (
+        server.api("GET", f"/simulations/{sid}/files/input.txt", expect=200).content
+        == b"hello"
+    )
 
 
 def test_patch_and_delete(server):
     s = server.create("admin", "heat")
-    r = server.api("PATCH", f"/simulations/{s['id']}", json={"name": "renamed", "params": {"nx": 50}}, expect=200)
+    r = server.api(
+        "PATCH",
+        f"/simulations/{s['id']}",
+        json={"name": "renamed", "params": {"nx": 50}},
+        expect=200,
+    )
     assert r.json()["name"] == "renamed" and r.json()["params"]["nx"] == 50
     assert r.json()["params"]["steps"] == s["params"]["steps"]
-    assert server.api("PATCH", f"/simulations/{s['id']}", json={"code": "lorenz"}).status_code == 400
+    assert (
+        server.api(
+            "PATCH", f"/simulations/{s['id']}", json={"code": "lorenz"}
+        ).status_code
+        == 400
+    )
     server.api("DELETE", f"/simulations/{s['id']}", expect=200)
     assert server.api("GET", f"/simulations/{s['id']}").status_code == 404
     assert not list((server.data_dir / "db" / "jobs").rglob(f"{s['id']}*"))
@@ -184,7 +259,11 @@ async def test_agent_frames_are_validated(server_factory, tmp_path):
 
     def req(agent_id, s):
         return httpclient.HTTPRequest(
-            url, headers={"Authorization": "Bearer " + s, protocol.AGENT_ID_HEADER: agent_id}
+            url,
+            headers={
+                "Authorization": "Bearer " + s,
+                protocol.AGENT_ID_HEADER: agent_id,
+            },
         )
 
     for i, s in (("admin-local-test", "wrong"), ("nobody", secret)):
@@ -193,13 +272,25 @@ async def test_agent_frames_are_validated(server_factory, tmp_path):
         assert e.value.code == 401
     ws = await websocket.websocket_connect(req("admin-local-test", secret))
     try:
-        for bad in ("not json", "[]", '{"v":1,"kind":"zap"}', '{"v":9,"kind":"hello"}', json.dumps({"v": 1, "kind": "progress", "run_id": "x", "progress": 7})):
+        for bad in (
+            "not json",
+            "[]",
+            '{"v":1,"kind":"zap"}',
+            '{"v":9,"kind":"hello"}',
+            json.dumps({"v": 1, "kind": "progress", "run_id": "x", "progress": 7}),
+        ):
             ws.write_message(bad)
             m = protocol.parse(protocol.TO_AGENT, await ws.read_message())
             assert m["kind"] == "error" and m["message"]
         ws.write_message(
             protocol.make(
-                protocol.TO_SUPERVISOR, "hello", agent_id="admin-local-test", version="0", host="h", pid=1, runs=[]
+                protocol.TO_SUPERVISOR,
+                "hello",
+                agent_id="admin-local-test",
+                version="0",
+                host="h",
+                pid=1,
+                runs=[],
             )
         )
         m = protocol.parse(protocol.TO_AGENT, await ws.read_message())

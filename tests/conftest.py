@@ -58,7 +58,12 @@ def procs_under(path, exclude=()):
         try:
             if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 continue
-            c = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            c = (
+                (d / "cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
             w = os.readlink(d / "cwd")
         except OSError:
             continue
@@ -108,7 +113,9 @@ class Server:
 
     def _healthy(self):
         if self.proc.poll() is not None:
-            raise AssertionError(f"supervisor exited: {self.log_path.read_text()[-3000:]}")
+            raise AssertionError(
+                f"supervisor exited: {self.log_path.read_text()[-3000:]}"
+            )
         try:
             return requests.get(self.url + "/api/health", timeout=1).status_code == 200
         except requests.ConnectionError:
@@ -124,23 +131,36 @@ class Server:
         h = kwargs.pop("headers", {})
         if user:
             h["Authorization"] = "Bearer " + self.tokens[user]
-        r = requests.request(method, self.url + "/api" + path, headers=h, timeout=30, **kwargs)
+        r = requests.request(
+            method, self.url + "/api" + path, headers=h, timeout=30, **kwargs
+        )
         if expect is not None:
             assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
         return r
 
     def add_user(self, name, plan="basic", role="user"):
-        r = self.api("POST", "/admin/users", json={"name": name, "plan": plan, "role": role}, expect=201)
+        r = self.api(
+            "POST",
+            "/admin/users",
+            json={"name": name, "plan": plan, "role": role},
+            expect=201,
+        )
         self.tokens[name] = r.json()["token"]
         return self.tokens[name]
 
     def create(self, user, code, **params):
         return self.api(
-            "POST", "/simulations", user, json={"code": code, "name": code, "params": params}, expect=201
+            "POST",
+            "/simulations",
+            user,
+            json={"code": code, "name": code, "params": params},
+            expect=201,
         ).json()
 
     def run(self, user, sim_id, **body):
-        return self.api("POST", f"/simulations/{sim_id}/run", user, json=body, expect=202).json()
+        return self.api(
+            "POST", f"/simulations/{sim_id}/run", user, json=body, expect=202
+        ).json()
 
     def job(self, user, sim_id):
         return self.api("GET", f"/simulations/{sim_id}/job", user, expect=200).json()
@@ -159,7 +179,11 @@ class Server:
             try:
                 for a in self.api("GET", "/admin/agents").json():
                     self.api("POST", f"/admin/agents/{a['id']}/kill")
-                wait_for(lambda: not self.api("GET", "/admin/agents").json(), 15, what="agents gone")
+                wait_for(
+                    lambda: not self.api("GET", "/admin/agents").json(),
+                    15,
+                    what="agents gone",
+                )
                 wait_for(
                     lambda: not procs_under(self.data_dir, (self.proc.pid,)),
                     15,

@@ -6,7 +6,6 @@ import pathlib
 import signal
 import time
 
-import pytest
 from tornado import websocket, httpclient
 
 from conftest import procs_under, wait_for
@@ -37,7 +36,12 @@ def test_heat_completes_with_frames_and_progress(server):
     f = server.api("GET", f"/simulations/{s['id']}/frames?since=1", expect=200).json()
     assert f["next"] == j["frames"] and len(f["frames"]) == j["frames"] - 1
     assert {"step", "time", "x", "u"} <= set(f["frames"][0])
-    n = [x["path"] for x in server.api("GET", f"/simulations/{s['id']}/files", expect=200).json()["files"]]
+    n = [
+        x["path"]
+        for x in server.api("GET", f"/simulations/{s['id']}/files", expect=200).json()[
+            "files"
+        ]
+    ]
     assert "result.json" in n
     r = server.api("GET", f"/simulations/{s['id']}/files/result.json", expect=200)
     assert json.loads(r.content)
@@ -52,7 +56,10 @@ def test_crash_gives_error_with_stderr(server):
     assert j["status"] == "error"
     assert j["exit_code"] == 3
     assert "boom at step 7" in j["error"]
-    assert "boom at step 7" in server.api("GET", f"/simulations/{s['id']}/log", expect=200).text
+    assert (
+        "boom at step 7"
+        in server.api("GET", f"/simulations/{s['id']}/log", expect=200).text
+    )
 
 
 def test_cancel_running_kills_whole_group(server):
@@ -60,7 +67,9 @@ def test_cancel_running_kills_whole_group(server):
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "running")
     c = _run_dir(server, "admin", s["id"]) / "children.txt"
-    wait_for(lambda: c.exists() and len(c.read_text().split()) == 3, what="children.txt")
+    wait_for(
+        lambda: c.exists() and len(c.read_text().split()) == 3, what="children.txt"
+    )
     pids = [int(x) for x in c.read_text().split()]
     assert all(_alive(p) for p in pids)
     t = time.monotonic()
@@ -70,7 +79,12 @@ def test_cancel_running_kills_whole_group(server):
     assert not [p for p in pids if _alive(p)]
     assert time.monotonic() - t < 5
     # idempotent
-    assert server.api("POST", f"/simulations/{s['id']}/cancel", expect=200).json()["status"] == "canceled"
+    assert (
+        server.api("POST", f"/simulations/{s['id']}/cancel", expect=200).json()[
+            "status"
+        ]
+        == "canceled"
+    )
 
 
 def test_cancel_queued_and_fifo(server_factory):
@@ -81,7 +95,9 @@ def test_cancel_queued_and_fifo(server_factory):
     server.wait_status("admin", a["id"], "running")
     server.run("admin", b["id"])
     j = server.wait_status("admin", b["id"], "queued")
-    wait_for(lambda: "cores" in server.job("admin", b["id"])["situation"], what="situation")
+    wait_for(
+        lambda: "cores" in server.job("admin", b["id"])["situation"], what="situation"
+    )
     j = server.api("POST", f"/simulations/{b['id']}/cancel", expect=200).json()
     assert j["status"] == "canceled"
     assert j["history"][0]["started_at"] is None
@@ -110,7 +126,11 @@ async def test_cancel_while_starting(server):
     finally:
         await _close(ws)
     assert j["status"] == "canceled"
-    wait_for(lambda: not procs_under(_run_dir(server, "admin", s["id"])), 5, what="no processes")
+    wait_for(
+        lambda: not procs_under(_run_dir(server, "admin", s["id"])),
+        5,
+        what="no processes",
+    )
 
 
 def test_cancel_while_starting_agent(server):
@@ -140,7 +160,10 @@ def test_fair_between_users(server_factory):
     server = server_factory(local_cores=1)
     for u in ("ann", "ben"):
         server.add_user(u, plan="premium")
-    sims = {u: [server.create(u, "sleep", secs=0.2)["id"] for _ in range(3)] for u in ("ann", "ben")}
+    sims = {
+        u: [server.create(u, "sleep", secs=0.2)["id"] for _ in range(3)]
+        for u in ("ann", "ben")
+    }
     # warm both agents so agent start-up does not skew the order
     for u in ("ann", "ben"):
         server.run(u, sims[u][0])
@@ -148,17 +171,16 @@ def test_fair_between_users(server_factory):
     blocker = server.create("admin", "forever")["id"]
     server.run("admin", blocker)
     server.wait_status("admin", blocker, "running")
-    for i in range(3):
-        for u in ("ann", "ben") if i % 2 == 0 else ("ben", "ann"):
-            pass
-    for u in ("ann",):
+    # all of ann's first, then all of ben's: fairness interleaves them
+    for u in ("ann", "ben"):
         for x in sims[u]:
             server.run(u, x)
-    for x in sims["ben"]:
-        server.run("ben", x)
     p = {x: server.job(u, x)["queue_position"] for u in sims for x in sims[u]}
     wait_for(
-        lambda: sorted((server.job(u, x)["queue_position"] or 0) for u in sims for x in sims[u]) == [1, 2, 3, 4, 5, 6],
+        lambda: sorted(
+            (server.job(u, x)["queue_position"] or 0) for u in sims for x in sims[u]
+        )
+        == [1, 2, 3, 4, 5, 6],
         what="queue positions",
     )
     server.api("POST", f"/simulations/{blocker}/cancel", expect=200)
@@ -192,7 +214,10 @@ def test_users_cannot_touch_each_other(server):
     assert server.api("GET", "/simulations?user=admin", "eve").status_code == 403
     assert server.api("GET", "/admin/jobs", "eve").status_code == 403
     # and it is all still there, untouched
-    assert server.api("GET", f"/simulations/{s['id']}", expect=200).json()["job"]["status"] == "missing"
+    assert (
+        server.api("GET", f"/simulations/{s['id']}", expect=200).json()["job"]["status"]
+        == "missing"
+    )
 
 
 async def test_events_push_every_status_in_order(server):
@@ -263,7 +288,9 @@ def test_analysis_of_a_finished_run(server_factory):
     server.run("admin", a["id"])
     j = server.wait_status("admin", a["id"], ("completed", "error"))
     assert j["status"] == "completed", j
-    assert server.api("GET", f"/simulations/{a['id']}/frames", expect=200).json()["frames"]
+    assert server.api("GET", f"/simulations/{a['id']}/frames", expect=200).json()[
+        "frames"
+    ]
     server.api("POST", f"/simulations/{f['id']}/cancel", expect=200)
 
 
@@ -291,11 +318,15 @@ def test_sigterm_stops_quickly_and_runs_survive(server):
     t = time.monotonic()
     server.stop(signal.SIGTERM)
     assert time.monotonic() - t < 5
-    assert procs_under(_run_dir(server, "admin", s["id"])), "the simulation kept running"
+    assert procs_under(
+        _run_dir(server, "admin", s["id"])
+    ), "the simulation kept running"
     server.start()
     j = server.wait_status("admin", s["id"], ("completed", "error"), 60)
     assert j["status"] == "completed", j
-    assert j["frames"] == len(server.api("GET", f"/simulations/{s['id']}/frames", expect=200).json()["frames"])
+    assert j["frames"] == len(
+        server.api("GET", f"/simulations/{s['id']}/frames", expect=200).json()["frames"]
+    )
 
 
 def test_agent_start_timeout_tells_waiting_jobs(server_factory):
@@ -315,7 +346,9 @@ def test_idle_agent_is_reaped_and_restarted(server_factory):
     server.wait_status("admin", s["id"], "completed")
     a = server.api("GET", "/admin/agents", expect=200).json()
     assert len(a) == 1
-    wait_for(lambda: not server.api("GET", "/admin/agents").json(), 10, what="agent reaped")
+    wait_for(
+        lambda: not server.api("GET", "/admin/agents").json(), 10, what="agent reaped"
+    )
     wait_for(lambda: not _alive(a[0]["pid"]), 10, what="agent process gone")
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "completed")
@@ -331,7 +364,11 @@ def test_new_run_supersedes_the_running_one(server):
     assert j["run_id"] == j2["run_id"]
     assert j["history"][0]["status"] == "canceled"
     assert "superseded" in j["history"][0]["error"]
-    wait_for(lambda: len(procs_under(_run_dir(server, "admin", s["id"]))) == 1, 10, what="one process")
+    wait_for(
+        lambda: len(procs_under(_run_dir(server, "admin", s["id"]))) == 1,
+        10,
+        what="one process",
+    )
     server.api("POST", f"/simulations/{s['id']}/cancel", expect=200)
 
 
@@ -341,10 +378,15 @@ def test_admin_sees_and_cancels_anyones_run(server):
     server.run("fay", s["id"])
     server.wait_status("fay", s["id"], "running")
     jobs = server.api("GET", "/admin/jobs", expect=200).json()
-    assert [(x["user"], x["simulation"], x["status"]) for x in jobs] == [("fay", s["id"], "running")]
+    assert [(x["user"], x["simulation"], x["status"]) for x in jobs] == [
+        ("fay", s["id"], "running")
+    ]
     h = server.api("GET", "/admin/hosts", expect=200).json()
     assert h[0]["cores_used"] == 1
-    assert server.api("GET", "/simulations?user=fay", expect=200).json()[0]["id"] == s["id"]
+    assert (
+        server.api("GET", "/simulations?user=fay", expect=200).json()[0]["id"]
+        == s["id"]
+    )
     j = server.api("POST", f"/admin/jobs/{s['id']}/cancel", expect=200).json()
     assert j["status"] == "canceled" and "admin" in j["error"]
     assert server.api("GET", "/admin/hosts", expect=200).json()[0]["cores_used"] == 0
@@ -359,13 +401,22 @@ def test_admin_kills_agent_runs_end_canceled(server):
     server.api("POST", f"/admin/agents/{a['id']}/kill", expect=200)
     j = server.wait_status("admin", s["id"], "canceled")
     assert "killed" in j["error"]
-    wait_for(lambda: not procs_under(_run_dir(server, "admin", s["id"])), 10, what="no processes")
+    wait_for(
+        lambda: not procs_under(_run_dir(server, "admin", s["id"])),
+        10,
+        what="no processes",
+    )
 
 
 def test_drained_host_takes_no_new_work(server):
     server.api("POST", "/admin/hosts/localhost/drain", json={"drain": True}, expect=200)
     s = server.create("admin", "sleep", secs=0.01)
     server.run("admin", s["id"])
-    wait_for(lambda: "draining" in server.job("admin", s["id"])["situation"], what="draining situation")
-    server.api("POST", "/admin/hosts/localhost/drain", json={"drain": False}, expect=200)
+    wait_for(
+        lambda: "draining" in server.job("admin", s["id"])["situation"],
+        what="draining situation",
+    )
+    server.api(
+        "POST", "/admin/hosts/localhost/drain", json={"drain": False}, expect=200
+    )
     server.wait_status("admin", s["id"], "completed")
