@@ -2,7 +2,7 @@
 
 The agent dials out to the supervisor's ``/agent`` websocket and keeps
 reconnecting (exponential backoff, full jitter) for as long as it has work;
-a supervisor restart never kills runs. The `pool.Run` records are the source
+a supervisor restart never kills runs. The `agent.run.Run` records are the source
 of truth; per run, `_Cursors` say how much of it the supervisor has. Sending
 live is advancing the cursors while connected; after a reconnect the
 ``welcome`` resets them to what the supervisor holds, and the agent sends the
@@ -144,7 +144,7 @@ class Client:
                 log("reconnect", attempt=a, delay_secs=round(d, 3))
                 try:
                     await asyncio.wait_for(self._stop.wait(), d)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             return 0
         finally:

@@ -1,10 +1,8 @@
-"""The agent's process pool: starts simulation codes and records what they report.
+"""The agent's process pool: starts simulation codes, times them out and kills them.
 
 Each run is a process in its own process group (its own session), started in
-its run directory with a clean environment. Its stdout and stderr arrive as
-pipe events (`asyncio.SubprocessProtocol`): report lines become progress and
-frames, everything else is the run's log. A `Run` holds all of it, so a
-client that was disconnected can send what the supervisor missed.
+its run directory with a clean environment. Its stdout and stderr go to its
+`agent.run.Run` record through `agent.run.Output`.
 
 Runs and analyses have separate lanes (semaphores), so an analysis never
 waits behind long runs. Pure asyncio and event driven; the one poll is the
@@ -16,10 +14,8 @@ agent depends on the stdlib and tornado only) and `resolve_inside`.
 """
 
 import asyncio
-import collections
 import ctypes
 import datetime
-import itertools
 import json
 import os
 import pathlib
@@ -29,32 +25,13 @@ import subprocess
 import sys
 import traceback
 
-from agent import protocol
+from agent.run import LOG_FILE, Output, Run
 
 #: written into the run directory before the code starts (see agent.codes)
 PARAMS_FILE = "params.json"
 
-#: the run's log as a file in its run directory, next to its outputs
-LOG_FILE = "run.log"
-
 #: argv element replaced by the agent's own interpreter
 PYTHON_ARG = "{python}"
-
-#: log text held in memory per run; beyond it only the tail is kept (the
-#: whole log stays in `LOG_FILE`)
-MAX_LOG_CHARS = 8 * 1024 * 1024
-
-#: frames held per run, by count and by size of their JSON lines; a code is
-#: meant to send about 100 (see agent.codes)
-MAX_FRAMES = 100_000
-MAX_FRAME_BYTES_HELD = 64 * 1024 * 1024
-
-#: a stdout line longer than this cannot be a report: it goes to the log
-MAX_LINE_BYTES = 1024 * 1024
-
-#: stderr lines kept for the error text of a failed run
-STDERR_TAIL_LINES = 20
-MAX_ERROR_CHARS = 4000
 
 #: after SIGKILL (or after the grace), how long a process group may take to
 #: disappear before we give up waiting (a process stuck in the kernel)
@@ -63,12 +40,6 @@ GROUP_EXIT_SLACK_SECS = 5.0
 #: how long the pipes may stay open after the group is gone (held by a
 #: process that left the group) before the run ends without them
 PIPE_DRAIN_SECS = 2.0
-
-_REPORT_PREFIX_BYTES = protocol.REPORT_PREFIX.encode()
-
-#: appended to a log chunk rather than starting a new one below this size,
-#: so a chatty code does not make millions of tiny chunks
-_LOG_MERGE_CHARS = 4096
 
 _PR_SET_PDEATHSIG = 1
 
@@ -96,7 +67,7 @@ def log(event, **fields):
         event (str): what happened, one word
         fields: values; strings with spaces or quotes are JSON quoted
     """
-    t = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    t = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     p = [t[:-4] + "Z", event]
     for k, v in fields.items():
         s = v if isinstance(v, str) else repr(v)
@@ -128,198 +99,6 @@ def resolve_inside(root, path):
 
 class PoolError(Exception):
     """A request the pool refuses outright (e.g. a run id it already holds)."""
-
-
-class LogText:
-    """A run's log text: the tail held in memory, addressed by offsets in the whole log.
-
-    `start` is the offset of the first character held, `end` the length of
-    the whole log; the client's send cursor is an offset in between.
-    """
-
-    def __init__(self, max_chars):
-        self.max_chars = max_chars
-        self.start = 0
-        self.end = 0
-        self.trimmed = False
-        self._chunks = collections.deque()
-
-    def append(self, text):
-        if not text:
-            return
-        if self._chunks and len(self._chunks[-1]) < _LOG_MERGE_CHARS:
-            self._chunks[-1] += text
-        else:
-            self._chunks.append(text)
-        self.end += len(text)
-        while self.end - self.start > self.max_chars:
-            self.trimmed = True
-            c = self._chunks[0]
-            x = self.end - self.start - self.max_chars
-            if len(c) <= x:
-                self._chunks.popleft()
-                self.start += len(c)
-            else:
-                self._chunks[0] = c[x:]
-                self.start += x
-
-    def text_from(self, offset, max_chars):
-        """Text from `offset` (or from `start` if that was dropped).
-
-        Args:
-            offset (int): where the reader is
-            max_chars (int): at most this much
-        Returns:
-            tuple: (offset of the text, text)
-        """
-        o = max(offset, self.start)
-        if o >= self.end:
-            return self.end, ""
-        # readers are near the end: find the first chunk walking back from it
-        s = self.end
-        i = len(self._chunks)
-        while s > o:
-            i -= 1
-            s -= len(self._chunks[i])
-        rv = []
-        n = 0
-        for c in itertools.islice(self._chunks, i, None):
-            rv.append(c)
-            n += len(c)
-            if n - (o - s) >= max_chars:
-                break
-        t = "".join(rv)
-        return o, t[o - s : o - s + max_chars]
-
-
-class Run:
-    """One simulation (or analysis) process and everything it reported.
-
-    The record outlives the process: the supervisor `forget`s it once it has
-    stored the end state.
-
-    Args:
-        op (dict): the parsed ``run`` or ``analysis`` message
-        emit (callable): ``emit(run, kind)``, the pool's event callback
-    """
-
-    def __init__(self, op, emit):
-        self.run_id = op["run_id"]
-        self.op_id = op["op_id"]
-        self.kind = op["kind"]
-        self.code = op["code"]
-        self.argv = list(op["argv"])
-        self.params = op["params"]
-        self.inputs = op["inputs"]
-        self.run_dir = op["run_dir"]
-        self.cores = op["cores"]
-        self.max_run_secs = op["max_run_secs"]
-        #: queued, preparing, spawning, running, exited
-        self.state = "queued"
-        self.pid = None
-        self.progress = None
-        self.frames = []
-        self.log = LogText(MAX_LOG_CHARS)
-        self.canceled = False
-        self.timed_out = False
-        self.status = None
-        self.exit_code = None
-        self.error = None
-        #: resolved once the run has ended ("exited" emitted, group gone)
-        self.ended = asyncio.get_running_loop().create_future()
-        self.task = None
-        self.dir = None
-        self.kill_start_secs = None
-        self.kill_timer = None
-        self._emit = emit
-        self._frame_bytes = 0
-        self._frames_dropped = False
-        self._log_file = None
-        self._stderr_tail = collections.deque(maxlen=STDERR_TAIL_LINES)
-
-    def __repr__(self):
-        return f"<Run {self.run_id} {self.kind} {self.state} pid={self.pid}>"
-
-    @property
-    def is_exited(self):
-        return self.state == "exited"
-
-    def append_log(self, text):
-        """Add text to the log (memory, `LOG_FILE`) and emit ``log``."""
-        if not text:
-            return
-        t = self.log.trimmed
-        self.log.append(text)
-        if self._log_file:
-            self._log_file.write(text)
-            self._log_file.flush()
-        if self.log.trimmed and not t:
-            # once: the offsets of the log stay those of the whole text
-            self.log.append(
-                f"[simvisor agent: the log is longer than {MAX_LOG_CHARS} chars;"
-                f" only its tail is kept for sending, all of it is in {LOG_FILE}]\n"
-            )
-        self._emit(self, "log")
-
-    def end_error(self, rc):
-        """The error text of a failed run: the stderr tail, else the exit code."""
-        t = "\n".join(self._stderr_tail).strip()
-        if t:
-            return t[-MAX_ERROR_CHARS:]
-        if rc < 0:
-            return f"killed by signal {-rc}"
-        return f"exit code {rc}"
-
-    def on_stdout_lines(self, lines):
-        """Report lines become progress and frames; the rest is log.
-
-        Args:
-            lines (list): (bytes, whole): whole is False for a piece of a line
-        """
-        text = []
-        for raw, whole in lines:
-            if whole and raw.startswith(_REPORT_PREFIX_BYTES):
-                r = _parse_report(raw[len(_REPORT_PREFIX_BYTES) :])
-                if r is not None:
-                    self.append_log("".join(text))
-                    text = []
-                    self._on_report(raw, *r)
-                    continue
-            text.append(_decode(raw))
-        self.append_log("".join(text))
-
-    def on_stderr_lines(self, lines):
-        text = []
-        for raw, _ in lines:
-            t = _decode(raw)
-            text.append(t)
-            self._stderr_tail.append(t.rstrip("\r\n")[:500])
-        self.append_log("".join(text))
-
-    def open_log_file(self):
-        self._log_file = open(self.dir / LOG_FILE, "w", encoding="utf-8")
-
-    def close_log_file(self):
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
-
-    def _on_report(self, raw, kind, value):
-        if kind == "progress":
-            self.progress = value
-            self._emit(self, "progress")
-            return
-        self._frame_bytes += len(raw)
-        if len(self.frames) >= MAX_FRAMES or self._frame_bytes > MAX_FRAME_BYTES_HELD:
-            if not self._frames_dropped:
-                self._frames_dropped = True
-                self.append_log(
-                    f"[simvisor agent: too many frames (more than {MAX_FRAMES}"
-                    f" or {MAX_FRAME_BYTES_HELD} bytes); dropping the rest]\n"
-                )
-            return
-        self.frames.append(value)
-        self._emit(self, "frame")
 
 
 class Pool:
@@ -434,7 +213,7 @@ class Pool:
             return
         try:
             self._on_event(run, kind)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (a callback: logged, the run goes on)
             log("on_event_error", run_id=run.run_id, kind=kind, error=stack(e))
 
     async def _execute(self, run):
@@ -469,7 +248,7 @@ class Pool:
                 raise
             # cancel() stopped a run that had no process yet: that is its end
             asyncio.current_task().uncancel()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (the run's task: logged, ends the run)
             log("run_error", run_id=run.run_id, error=stack(e))
             self._finish(run, "error", None, f"agent error: {e!r}")
         finally:
@@ -481,7 +260,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             transport, out = await loop.subprocess_exec(
-                lambda: _Output(run),
+                lambda: Output(run),
                 *[sys.executable if a == PYTHON_ARG else a for a in run.argv],
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -518,7 +297,7 @@ class Pool:
                 log("group_not_gone", run_id=run.run_id, pgid=run.pid)
             try:
                 await asyncio.wait_for(asyncio.shield(out.closed), PIPE_DRAIN_SECS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 run.append_log(
                     "[simvisor agent: a process outside the run's process group"
                     " still holds its output open; not waiting for it]\n"
@@ -536,7 +315,7 @@ class Pool:
                 try:
                     await asyncio.wait_for(asyncio.shield(out.exited), d - loop.time())
                     await _wait_group_gone(run.pid, d)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
+                except (TimeoutError, asyncio.CancelledError):
                     pass
             transport.close()
 
@@ -571,73 +350,6 @@ class Pool:
             run.ended.set_result(None)
 
 
-class _Output(asyncio.SubprocessProtocol):
-    """A run's pipes as events: whole lines to the `Run`, leader exit, pipes closed."""
-
-    def __init__(self, run):
-        loop = asyncio.get_running_loop()
-        self.exited = loop.create_future()
-        self.closed = loop.create_future()
-        self._run = run
-        self._transport = None
-        self._partial = {1: b"", 2: b""}
-        #: fd -> the pending bytes continue a line already logged in pieces
-        self._midline = {1: False, 2: False}
-
-    def connection_made(self, transport):
-        self._transport = transport
-
-    def pipe_data_received(self, fd, data):
-        b = self._partial[fd] + data
-        lines = []
-        s = 0
-        while True:
-            i = b.find(b"\n", s)
-            if i < 0:
-                break
-            lines.append((b[s : i + 1], not self._midline[fd]))
-            self._midline[fd] = False
-            s = i + 1
-        b = b[s:]
-        # a line this long is not a report: log it in pieces, keep memory bounded
-        while len(b) >= MAX_LINE_BYTES:
-            lines.append((b[:MAX_LINE_BYTES], False))
-            self._midline[fd] = True
-            b = b[MAX_LINE_BYTES:]
-        self._partial[fd] = b
-        self._lines(fd, lines)
-
-    def pipe_connection_lost(self, fd, exc):
-        self._flush_fd(fd)
-
-    def process_exited(self):
-        if not self.exited.done():
-            self.exited.set_result(self._transport.get_returncode())
-
-    def connection_lost(self, exc):
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def flush(self):
-        """Text still without a newline goes to the log (the run is ending)."""
-        for fd in self._partial:
-            self._flush_fd(fd)
-
-    def _flush_fd(self, fd):
-        b = self._partial.get(fd)
-        if b:
-            self._partial[fd] = b""
-            self._lines(fd, [(b, False)])
-
-    def _lines(self, fd, lines):
-        if not lines:
-            return
-        if fd == 1:
-            self._run.on_stdout_lines(lines)
-        else:
-            self._run.on_stderr_lines(lines)
-
-
 def _check_inputs(inputs):
     for n in inputs:
         if (
@@ -649,13 +361,6 @@ def _check_inputs(inputs):
         ):
             return f"input name={n!r} is not a plain file name (or is reserved)"
     return None
-
-
-def _decode(raw):
-    t = raw.decode("utf-8", errors="replace")
-    if t.endswith("\r\n"):
-        return t[:-2] + "\n"
-    return t
 
 
 def _die_with_parent(agent_pid):
@@ -722,30 +427,6 @@ def _killpg(pgid, sig):
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _parse_report(raw):
-    """(kind, value) of a report line, or None if it is malformed (then it is log)."""
-    try:
-        o = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(o, dict) or len(o) != 1:
-        return None
-    if "progress" in o:
-        p = o["progress"]
-        if isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1:
-            return "progress", p
-        return None
-    f = o.get("frame")
-    if isinstance(f, dict):
-        return "frame", f
-    return None
-
-
-def _no_constant(name):
-    # NaN and Infinity are not JSON: browsers would reject the frame
-    raise ValueError(f"{name} is not allowed")
 
 
 def _prepare_dir(path, params, inputs):

@@ -114,6 +114,7 @@ class Agents:
         self._by_key = {}
         self._op_ids = iter(range(1, 2**62))
         self._tasks = set()
+        self._destroyed = False
 
     def load(self):
         """Agents known before a restart: wait for them to reconnect."""
@@ -275,7 +276,8 @@ class Agents:
         if agent.conn is not conn:
             return
         agent.conn = None
-        if agent.state == STOPPED:
+        if agent.state == STOPPED or self._destroyed:
+            # at shutdown runs are not lost: the agent reconnects to the next start
             return
         pkdlog("{} disconnected", agent)
         agent.state = DISCONNECTED
@@ -343,6 +345,7 @@ class Agents:
 
     async def destroy(self):
         """Shutdown: agents keep running (they reconnect to the next start)."""
+        self._destroyed = True
         for a in self.by_id.values():
             self._cancel_timer(a)
             if a.conn is not None:

@@ -6,6 +6,7 @@ bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
 header. Someone else's object is a 404, never a 403.
 """
 
+import asyncio
 import json
 import mimetypes
 import time
@@ -223,7 +224,7 @@ class Files(Base):
 
 
 class File(Base):
-    def get(self, sim_id, path):
+    async def get(self, sim_id, path):
         p = self.sv.output_path(self.sim(sim_id), path)
         self.set_header(
             "Content-Type",
@@ -231,8 +232,10 @@ class File(Base):
         )
         self.set_header("Content-Disposition", f'attachment; filename="{p.name}"')
         with open(p, "rb") as f:
-            while c := f.read(256 * 1024):
+            # off the event loop, and no faster than the client reads
+            while c := await asyncio.to_thread(f.read, 256 * 1024):
                 self.write(c)
+                await self.flush()
         self.finish()
 
 

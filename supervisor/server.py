@@ -189,7 +189,9 @@ class Supervisor:
         return sim
 
     async def delete_simulation(self, sim):
-        await self.runs.cancel(sim)
+        # a run requested while we waited for the cancel is canceled too
+        while sim.run is not None:
+            await self.runs.cancel(sim)
         if sim.deleted:
             return
         f = self.sims.delete(sim)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agent import client, pool, protocol
+from agent import client, pool, protocol, run
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,7 +148,7 @@ async def test_heat_completes_with_events_in_order(make_pool, events):
     t = r.log.text_from(0, 10**6)[1]
     assert "heat: nx=21" in t and "heat: wrote" in t
     assert protocol.REPORT_PREFIX not in t
-    assert (r.dir / pool.LOG_FILE).read_text() == t
+    assert (r.dir / run.LOG_FILE).read_text() == t
     assert json.loads((r.dir / pool.PARAMS_FILE).read_text()) == {
         "steps": 2000,
         "nx": 21,
@@ -338,7 +338,7 @@ async def test_malformed_reports_go_to_the_log(make_pool, tmp_path):
         print(P + '{{"frame": [1]}}')
         print("plain\\r")
         # too long to be a report, even where a piece starts like one
-        print("x" * {pool.MAX_LINE_BYTES} + P + '{{"progress": 0.9}}')
+        print("x" * {run.MAX_LINE_BYTES} + P + '{{"progress": 0.9}}')
         import sys; sys.stdout.write("no newline at the end")
         """,
     )
@@ -381,7 +381,7 @@ async def test_destroy_kills_everything(make_pool, events):
 
 
 def test_log_text_keeps_the_tail_with_offsets():
-    t = pool.LogText(max_chars=10)
+    t = run.LogText(max_chars=10)
     t.append("abcdef")
     assert t.text_from(0, 100) == (0, "abcdef")
     assert t.text_from(2, 3) == (2, "cde")
@@ -390,7 +390,7 @@ def test_log_text_keeps_the_tail_with_offsets():
     assert t.text_from(0, 100) == (4, "efghijklmn")
     assert t.text_from(12, 100) == (12, "mn")
     assert t.text_from(14, 100) == (14, "")
-    big = pool.LogText(max_chars=10**6)
+    big = run.LogText(max_chars=10**6)
     for i in range(5000):
         big.append(f"{i:05d}\n")
     assert big.text_from(6 * 4321, 12) == (6 * 4321, "04321\n04322\n")
