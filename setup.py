@@ -18,7 +18,7 @@ setuptools.setup(
     extras_require={
         # the agent alone needs only tornado; see agent/__init__.py
         "agent": ["tornado>=6.3"],
-        "test": ["pytest", "pytest-timeout", "pytest-asyncio"],
+        "test": ["pytest", "pytest-timeout", "pytest-asyncio", "ruff", "black"],
     },
     entry_points={"console_scripts": ["supervisor=supervisor.cli:main"]},
 )

@@ -213,7 +213,7 @@ class Pool:
             return
         try:
             self._on_event(run, kind)
-        except Exception as e:  # noqa: BLE001 (a callback: logged, the run goes on)
+        except Exception as e:
             log("on_event_error", run_id=run.run_id, kind=kind, error=stack(e))
 
     async def _execute(self, run):
@@ -248,7 +248,7 @@ class Pool:
                 raise
             # cancel() stopped a run that had no process yet: that is its end
             asyncio.current_task().uncancel()
-        except Exception as e:  # noqa: BLE001 (the run's task: logged, ends the run)
+        except Exception as e:
             log("run_error", run_id=run.run_id, error=stack(e))
             self._finish(run, "error", None, f"agent error: {e!r}")
         finally:

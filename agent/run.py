@@ -210,7 +210,7 @@ class Run:
 
     def open_log_file(self):
         # open for the whole run; close_log_file closes it
-        self._log_file = open(  # noqa: SIM115
+        self._log_file = open(
             self.dir / LOG_FILE, "w", encoding="utf-8"
         )
 

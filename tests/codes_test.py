@@ -461,7 +461,7 @@ def test_forker_children_die_with_the_group(tmp_path):
         assert p.wait() == -signal.SIGKILL
         # orphans now, reaped by init, which may leave them as zombies a while
         for c in pids:
-            _wait_for(lambda: _gone_or_zombie(c), 10, f"child {c} to end")
+            _wait_for(lambda c=c: _gone_or_zombie(c), 10, f"child {c} to end")
         out = p.stdout.read()
         assert " ".join(map(str, pids)) in out
     finally:
