@@ -89,7 +89,8 @@ class Supervisor:
 
     async def start(self):
         """Load the store, listen, and recover what was running."""
-        first = not self.users.all()
+        # first start: no admin yet (users added by the CLI do not count)
+        first = not any(u.is_admin() for u in self.users.all())
         s = tornado.netutil.bind_sockets(self.cfg.port, self.cfg.host)
         self.port = s[0].getsockname()[1]
         self.agents.load()
@@ -107,7 +108,11 @@ class Supervisor:
         pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
 
     async def _first_start(self):
-        _, t, f = self.users.add("admin", role="admin")
+        u = self.users.get("admin")
+        if u is None:
+            _, t, f = self.users.add("admin", role="admin")
+        else:
+            t, f = self.users.update(u, role="admin", new_token=True)
         await f
         p = self.data_dir / "admin-token"
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

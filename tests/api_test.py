@@ -300,3 +300,51 @@ async def test_agent_frames_are_validated(server_factory, tmp_path):
         while await ws.read_message() is not None:
             pass
     assert requests.get(server.url + "/api/health", timeout=5).status_code == 200
+
+
+def test_cli_user_add_then_service(server_factory, tmp_path):
+    import subprocess
+    import sys
+
+    d = tmp_path / "clidata"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "user",
+            "add",
+            "alice",
+            "--plan",
+            "premium",
+            "--data-dir",
+            str(d),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = r.stdout.strip().splitlines()[-1]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supervisor.cli",
+            "user",
+            "add",
+            "Bad!",
+            "--data-dir",
+            str(d),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "lower-case" in r.stderr
+    server = server_factory(data_dir=d)
+    server.tokens["alice"] = token
+    assert (
+        server.api("GET", "/whoami", "alice", expect=200).json()["user"]["plan"]
+        == "premium"
+    )
+    # the first start still made an admin, even though a user existed
+    assert server.api("GET", "/admin/users", expect=200).json()[0]["name"] == "admin"

@@ -18,12 +18,18 @@ def add(name, admin=False, plan="basic", data_dir=None):
         data_dir (str): data directory (default: configured)
     """
 
+    from pykern import pkcli
+
+    from supervisor import errors
+
     async def _add():
         s, u = _open(data_dir)
         try:
             _, t, f = u.add(name, role="admin" if admin else "user", plan=plan)
             await f
             return t
+        except errors.Error as e:
+            pkcli.command_error("{}", e.message)
         finally:
             s.destroy()
 
