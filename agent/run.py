@@ -210,9 +210,7 @@ class Run:
 
     def open_log_file(self):
         # open for the whole run; close_log_file closes it
-        self._log_file = open(
-            self.dir / LOG_FILE, "w", encoding="utf-8"
-        )
+        self._log_file = open(self.dir / LOG_FILE, "w", encoding="utf-8")
 
     def close_log_file(self):
         if self._log_file:

@@ -40,6 +40,7 @@ RECONNECT_SECS = 30.0
 #: seconds `Events.close` waits for the server to acknowledge the close
 _CLOSE_WAIT_SECS = 2.0
 
+#: first and longest pause between reconnection attempts, seconds
 _RECONNECT_DELAY_SECS = (0.1, 2.0)
 
 
@@ -63,7 +64,8 @@ class RunFailed(Error):
     def __init__(self, job_):
         e = job_.get("error")
         super().__init__(
-            f"run {job_.get('run_id')} ended {job_.get('status')}" + (f": {e}" if e else "")
+            f"run {job_.get('run_id')} ended {job_.get('status')}"
+            + (f": {e}" if e else "")
         )
         self.job = job_
 
@@ -99,9 +101,7 @@ def _remaining(deadline):
 
 
 def _run_body(cores, driver):
-    return {
-        k: v for k, v in (("cores", cores), ("driver", driver)) if v is not None
-    }
+    return {k: v for k, v in (("cores", cores), ("driver", driver)) if v is not None}
 
 
 def _create_body(code, params, name):
@@ -131,6 +131,17 @@ async def _events_connect(request):
         raise _api_error(e.code, e.response.body, str(e)) from e
 
 
+async def _close(conn):
+    conn.close()
+    # let the close handshake finish so nothing is left pending on the loop
+    try:
+        async with asyncio.timeout(_CLOSE_WAIT_SECS):
+            while await conn.read_message() is not None:
+                pass
+    except TimeoutError:
+        pass
+
+
 class _RunWatch:
     """Which pushed messages tell of one run, and whether it has ended.
 
@@ -147,6 +158,11 @@ class _RunWatch:
         #: the job of the run's end, once it has ended
         self.final = None
 
+    def reconnecting(self):
+        """A new connection: a new snapshot follows."""
+        self.seen = False
+        self.synced = False
+
     def message(self, msg):
         """This run's job if `msg` tells of it, else None.
 
@@ -162,7 +178,9 @@ class _RunWatch:
             s = msg["simulation"]
             if s.get("id") == self.sim_id:
                 if s.get("deleted"):
-                    raise ApiError(404, "deleted", f"simulation {self.sim_id} was deleted")
+                    raise ApiError(
+                        404, "deleted", f"simulation {self.sim_id} was deleted"
+                    )
                 self.seen = True
                 return self.job(s["job"])
         elif t == "job" and msg.get("simulation") == self.sim_id:
@@ -329,30 +347,24 @@ class Events:
             return
         try:
             if self._conn is not None:
-                self._conn.close()
-                self._io_loop.run_sync(self._drain)
+                self._io_loop.run_sync(lambda: _close(self._conn))
         finally:
             self._io_loop.close(all_fds=True)
             self._io_loop = None
             self._conn = None
 
-    async def _drain(self):
-        # let the close handshake finish so nothing is pending on the loop
-        try:
-            async with asyncio.timeout(_CLOSE_WAIT_SECS):
-                while await self._conn.read_message() is not None:
-                    pass
-        except TimeoutError:
-            pass
-
     def _connect(self):
         if self._conn is not None:
             return
         c = self._client
-        if self._io_loop is None:
-            self._io_loop = tornado.ioloop.IOLoop(make_current=False)
         r = _events_request(c.url, c._token, self.simulation, c.timeout_secs)
-        self._conn = self._io_loop.run_sync(lambda: _events_connect(r))
+        self._io_loop = tornado.ioloop.IOLoop(make_current=False)
+        try:
+            self._conn = self._io_loop.run_sync(lambda: _events_connect(r))
+        except BaseException:
+            self._io_loop.close(all_fds=True)
+            self._io_loop = None
+            raise
 
 
 class Handle:
@@ -392,6 +404,9 @@ class Handle:
     def result(self, timeout=None):
         """Wait for this run to end; returns its final job.
 
+        If a newer run has replaced this one, the job returned (or carried
+        by `RunFailed`) is this run's entry in the job's history.
+
         Args:
             timeout (float): seconds; None waits as long as it takes
         Raises:
@@ -400,8 +415,8 @@ class Handle:
             ApiError: the simulation is unknown or was deleted
         """
         j = None
-        for j in self.watch(timeout):
-            pass
+        for x in self.watch(timeout):
+            j = x
         return _outcome(j)
 
     def watch(self, timeout=None):
@@ -438,7 +453,7 @@ class Handle:
                     down_since = time.monotonic()
                 elif time.monotonic() - down_since > RECONNECT_SECS:
                     raise ConnectionError(f"{self}: events lost: {e}") from e
-            w.synced = False
+            w.reconnecting()
             r = _remaining(deadline)
             if r is not None and r < delay:
                 raise TimeoutError(f"{self} did not end within {timeout} s")
@@ -586,13 +601,7 @@ class AsyncEvents:
         self._conn = None
         if c is None:
             return
-        c.close()
-        try:
-            async with asyncio.timeout(_CLOSE_WAIT_SECS):
-                while await c.read_message() is not None:
-                    pass
-        except TimeoutError:
-            pass
+        await _close(c)
 
     async def _connect(self):
         if self._conn is None:
@@ -635,8 +644,8 @@ class AsyncHandle:
         j = None
         try:
             async with asyncio.timeout(timeout):
-                async for j in self.watch():
-                    pass
+                async for x in self.watch():
+                    j = x
         except TimeoutError as e:
             raise TimeoutError(f"{self} did not end within {timeout} s") from e
         return _outcome(j)
@@ -664,13 +673,14 @@ class AsyncHandle:
                             if w.final is not None:
                                 return
             except TimeoutError:
+                # an OSError too, but never one to reconnect after
                 raise
             except OSError as e:
                 if down_since is None:
                     down_since = time.monotonic()
                 elif time.monotonic() - down_since > RECONNECT_SECS:
                     raise ConnectionError(f"{self}: events lost: {e}") from e
-            w.synced = False
+            w.reconnecting()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RECONNECT_DELAY_SECS[1])
 

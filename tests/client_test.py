@@ -5,12 +5,16 @@ supervisor (the `server` fixture) running real agents and codes.
 import contextlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from supervisor import client, job
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 #: heat steps that finish well within 2 s
 _HEAT = {"steps": 2000}
@@ -68,7 +72,10 @@ async def test_async_events_and_cancel(server):
         async for m in ev:
             if m["type"] == "job" and m["job"]["status"] == job.RUNNING:
                 break
-            if m["type"] == "simulation" and m["simulation"]["job"]["status"] == job.RUNNING:
+            if (
+                m["type"] == "simulation"
+                and m["simulation"]["job"]["status"] == job.RUNNING
+            ):
                 break
     await h.cancel()
     with pytest.raises(client.RunFailed) as e:
@@ -166,6 +173,32 @@ def test_api_errors(server, admin):
         assert e.value.status == 401
 
 
+def test_result_across_restart(server, admin):
+    h = admin.submit("sleep", {"secs": 2})
+    with contextlib.closing(h.watch(timeout=_RUN_SECS)) as w:
+        for j in w:
+            if j["status"] == job.RUNNING:
+                break
+
+    def _restart():
+        server.stop()
+        server.start()
+
+    t = threading.Thread(target=_restart)
+    t.start()
+    try:
+        # the events connection drops; result reconnects and resynchronises
+        try:
+            j = h.result(timeout=_RUN_SECS)
+        except client.RunFailed as e:
+            j = e.job
+    finally:
+        t.join()
+    assert j["run_id"] == h.run_id
+    assert j["status"] in job.ENDED
+    assert admin.simulation(h.id).job()["status"] == j["status"]
+
+
 def test_deleted_while_waiting(admin):
     h = admin.submit("forever")
     admin.delete(h.id)
@@ -186,6 +219,7 @@ def _cli(server, *args, timeout=_RUN_SECS):
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=_ROOT,
     )
     return p
 
@@ -222,6 +256,32 @@ def test_cli_create_run_watch(server):
     assert any(x.split()[0] == sim_id for x in _lines(p.stdout)), p.stdout
 
 
+def test_cli_watch_next_run(server, admin):
+    s = admin.create("heat", _HEAT)
+    e = dict(
+        os.environ,
+        SUPERVISOR_PKCLI_SIM_URL=server.url,
+        SUPERVISOR_PKCLI_SIM_TOKEN=server.tokens["admin"],
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "sim", "watch", s["id"]],
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=_ROOT,
+    ) as p:
+        try:
+            assert "waiting for a run" in p.stdout.readline()
+            admin.run(s["id"])
+            out, err = p.communicate(timeout=_RUN_SECS)
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert p.returncode == 0, err
+    assert _lines(out)[-1] == job.COMPLETED
+
+
 def test_cli_cancel_and_errors(server, admin):
     h = admin.submit("forever")
     p = _cli(server, "cancel", h.id)
@@ -235,3 +295,6 @@ def test_cli_cancel_and_errors(server, admin):
     p = _cli(server, "status", "0123abcd")
     assert p.returncode == 1
     assert "404" in p.stderr
+    p = _cli(server, "list", "--token", "not-a-token")
+    assert p.returncode == 1
+    assert "401" in p.stderr

@@ -114,10 +114,13 @@ def watch(sim_id, url=None, token=None):
         token (str): API token
     """
     with _client(url, token) as c:
-        return _watch(c.simulation(sim_id))
+        h = c.simulation(sim_id)
+        if h.run_id is None:
+            sys.stdout.write("never run: waiting for a run\n")
+        return _watch(h)
 
 
-def list(url=None, token=None):  # noqa: A001 (the command's name)
+def list(url=None, token=None):
     """List your simulations: id, code, status, name.
 
     Args:
@@ -146,7 +149,9 @@ def codes(url=None, token=None):
 def _client(url, token):
     t = token or _cfg.token
     if not t:
-        pkcli.command_error("no API token: give --token or set SUPERVISOR_PKCLI_SIM_TOKEN")
+        pkcli.command_error(
+            "no API token: give --token or set SUPERVISOR_PKCLI_SIM_TOKEN"
+        )
     u = url or _cfg.url
     c = client.Client(u, t)
     try:
