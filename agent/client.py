@@ -201,6 +201,9 @@ class Client:
             ws.close(1000, "shutdown")
             return False
         log("connected", url=self.args.url)
+        # small frames go out in bursts (log, progress, exited): without
+        # this, Nagle and delayed ACKs hold the second one ~40 ms
+        ws.protocol.set_nodelay(True)
         self._ws = ws
         welcomed = False
         try:

@@ -21,6 +21,9 @@ from pykern.pkdebug import pkdexc, pkdlog
 from supervisor import agents, errors, job, resources
 from supervisor.dispatch import dispatch
 
+#: queue positions are pushed at most this often
+_POSITIONS_DELAY_SECS = 0.05
+
 
 class Run:
     """The current run of one simulation, while its job is active."""
@@ -234,10 +237,16 @@ class Runs:
             self._publish_job(run.sim)
 
     def positions_changed(self):
-        """Resources changed: publish queue positions once per loop turn."""
+        """Resources changed: publish queue positions, batched.
+
+        Each start moves every queued run up one, so a burst of starts would
+        push n positions n times; a short delay sends only the latest.
+        """
         if not self._positions_pending:
             self._positions_pending = True
-            asyncio.get_running_loop().call_soon(self._publish_positions)
+            asyncio.get_running_loop().call_later(
+                _POSITIONS_DELAY_SECS, self._publish_positions
+            )
 
     def _publish_positions(self):
         self._positions_pending = False

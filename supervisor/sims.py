@@ -2,8 +2,8 @@
 
 A simulation belongs to one user: a code, its parameters and its job. Its
 document (with the job) is ``db/jobs/<user>/<id>.json``; the current run's
-frames and log, as they arrive, are appended to ``<id>.frames.jsonl`` and
-``<id>.log`` beside it (a torn last line after a crash is dropped on load, and
+frames and log, as they arrive, are appended to ``<id>.<run_id>.frames.jsonl``
+and ``<id>.<run_id>.log`` beside it (a torn last line after a crash is dropped on load, and
 the agent sends what is missing when it reconnects). Outputs live in the run
 directory ``run/<user>/<id>/``, written by the agent.
 """
@@ -72,6 +72,8 @@ class Sims:
         return list(self.by_id.values())
 
     def _load_outputs(self, sim):
+        if not sim.job.run_id:
+            return
         try:
             with open(self._path(sim, ".frames.jsonl"), "rb") as f:
                 for line in f:
@@ -90,8 +92,14 @@ class Sims:
             pass
         sim.job.frames = len(sim.frames)
 
-    def _path(self, sim, suffix):
-        return self._store.path(f"jobs/{sim.user}/{sim.id}{suffix}")
+    def _path(self, sim, suffix, run_id=None):
+        """A file of the current run (or of `run_id`)."""
+        return self._store.path(
+            f"jobs/{sim.user}/{sim.id}.{run_id or sim.job.run_id}{suffix}"
+        )
+
+    def _outputs(self, sim):
+        return [self._path(sim, x) for x in (".frames.jsonl", ".log")]
 
     def run_dir(self, sim):
         return self.run_root / sim.user / sim.id
@@ -138,21 +146,23 @@ class Sims:
         sim.deleted = True
         self._close(sim)
         del self.by_id[sim.id]
-        for p in (self._path(sim, ".frames.jsonl"), self._path(sim, ".log")):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir(sim), ignore_errors=True)
+        if sim.job.run_id:
+            self._store.call(_unlink, self._outputs(sim))
+        self._store.call(shutil.rmtree, self.run_dir(sim), True)
         return self._store.delete(f"jobs/{sim.user}/{sim.id}.json")
 
     def new_run(self, sim):
-        """Forget the previous run's frames and log."""
+        """Forget the previous run's frames and log (call before job.queue).
+
+        Each run has files of its own, so the old ones are removed off the
+        event loop without racing the new run's first writes.
+        """
         self._close(sim)
+        if sim.job.run_id:
+            self._store.call(_unlink, self._outputs(sim))
         sim.frames = []
         sim.log_chars = 0
         sim.log_tail = ""
-        for s in (".frames.jsonl", ".log"):
-            p = self._path(sim, s)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(b"")
 
     def add_frame(self, sim, seq, data):
         """Append frame `seq` if it is the next one; False if a duplicate."""
@@ -187,6 +197,7 @@ class Sims:
     def _file(self, sim, index):
         f = self._files.get(sim.id)
         if f is None:
+            self._path(sim, "").parent.mkdir(parents=True, exist_ok=True)
             f = self._files[sim.id] = (
                 open(self._path(sim, ".frames.jsonl"), "ab", buffering=0),
                 open(self._path(sim, ".log"), "ab", buffering=0),
@@ -202,6 +213,11 @@ class Sims:
     def destroy(self):
         for i in list(self._files):
             self._close(self.by_id[i])
+
+
+def _unlink(paths):
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def _fsync_close(files):

@@ -50,6 +50,8 @@ class Events(tornado.websocket.WebSocketHandler):
         return super().check_origin(origin)
 
     def open(self):
+        # pushes are small and come in bursts: do not let Nagle delay them
+        self.set_nodelay(True)
         s = self.get_query_argument("simulation", None)
         self.sub = events.Subscriber(
             self.user,
@@ -101,6 +103,7 @@ class Agent(tornado.websocket.WebSocketHandler):
         return True
 
     def open(self):
+        self.set_nodelay(True)
         self.sv.agents.connected(self.agent, self)
         self._handlers = self.sv.agent_handlers
 

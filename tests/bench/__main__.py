@@ -1,0 +1,275 @@
+"""``python -m tests.bench``: measure, print the table, exit 1 if anything failed.
+
+Bounded in count and in time: each row takes at most its repetitions or its
+budget (whichever ends first, with a few samples at least), every wait has a
+timeout, and the whole run is cut off at `TOTAL_SECS`. Everything started is
+stopped: supervisors by `conftest.Server.cleanup` (which kills only what ran
+under their data directories), the relay and bare processes by their handles.
+"""
+
+import asyncio
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+
+from tests.bench import clients, figures, floors, report
+from tests.bench.report import MS, PER_SEC, Row
+
+TOTAL_SECS = 170
+
+#: row 4: runs at once, and the local core budget that allows them
+THROUGHPUT_RUNS = 40
+THROUGHPUT_CORES = 8
+
+#: row 6: runs through the fake agent, and the policy limits lifted for them
+DISPATCH_RUNS = 200
+
+#: row 5: progress messages
+PUSHES = 200
+
+STORE_WRITES = 200
+
+
+class Bench:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.conftest = clients.load_conftest()
+        self.leftovers = []
+        self.load_before = None
+        doc = floors.job_document()
+        self.doc = doc
+        self.start = Row(
+            "1 run request -> process started",
+            MS,
+            "asyncio.create_subprocess_exec(sys.executable, -m, agent.codes.sleep) "
+            "returning (fork+exec done), in the bench: own session, pipes, the "
+            "agent's env, a cwd with params.json",
+        )
+        self.end = Row(
+            "2 run request -> completed (sleep 0)",
+            MS,
+            "the same bare subprocess (secs=0) from create until its pipes are "
+            "drained and it is reaped",
+        )
+        self.cancel = Row(
+            "3 cancel request -> group gone",
+            MS,
+            "os.killpg(SIGTERM) of a bare `forever` (own session, after its first "
+            "heartbeat) until it is reaped",
+        )
+        self.tput = Row(
+            f"4 throughput, {THROUGHPUT_RUNS} sleep-0 runs at once",
+            PER_SEC,
+            f"the same {THROUGHPUT_RUNS} bare subprocesses, {THROUGHPUT_CORES} at a "
+            "time, from the bench process",
+        )
+        self.push = Row(
+            "5 agent progress -> /api/events push",
+            MS,
+            "one-way text frame (600 B) bench -> websocket relay subprocess "
+            "(tests/bench/relay.py, tornado, no parsing) -> bench, on loopback",
+        )
+        self.dispatch = Row(
+            f"6 dispatch ceiling, {DISPATCH_RUNS} runs, fake agent",
+            PER_SEC,
+            f"{DISPATCH_RUNS} POST /api/logout (bearer auth, same handler base, no "
+            "state) to the same supervisor, same client, all submitted at once",
+        )
+        self.store = Row(
+            f"7 store write_atomic ({len(doc) / 1024:.1f} KB job doc)",
+            MS,
+            "open/write/close of the same bytes in the same directory (no fsync, "
+            "no rename)",
+        )
+        self.rows = [
+            self.start,
+            self.end,
+            self.cancel,
+            self.tput,
+            self.push,
+            self.dispatch,
+            self.store,
+        ]
+        self.tput.note = (
+            f"supervisor: local_cores={THROUGHPUT_CORES}, admin on the premium plan "
+            f"(8 running); {THROUGHPUT_RUNS} fresh simulations per repetition; time "
+            "from the first POST to the last `completed` push on one admin "
+            "/api/events websocket"
+        )
+        self.dispatch.note = (
+            "local_cores and max_running set to the run count so policy never "
+            "queues; the fake agent answers each run op at once with started and "
+            "exited; time from the first POST to the last `completed` push"
+        )
+
+    async def _measure(self, rows, coro):
+        """Await `coro`; a failure marks `rows` failed instead of stopping the bench."""
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            for r in rows:
+                r.error = r.error or "cut off by the bench's time limit"
+            raise
+        except Exception as e:
+            m = f"{type(e).__name__}: {e}"
+            if not isinstance(e, report.BenchError):
+                m += "\n" + traceback.format_exc()
+            for r in rows:
+                r.error = r.error or m
+            return None
+
+    async def run(self):
+        await self._measure([self.store], self._store())
+        await self._real_agent()
+        await self._fake_agent()
+
+    async def _store(self):
+        a, p = await asyncio.to_thread(
+            floors.store_writes, self.tmp / "store", self.doc, STORE_WRITES, 10
+        )
+        self.store.figure, self.store.floor = a, p
+
+    async def _real_agent(self):
+        rows = [self.start, self.end, self.cancel, self.tput]
+        b = figures.RealAgentBench(self.conftest, self.tmp / "real", THROUGHPUT_CORES)
+        try:
+            if await self._measure(rows, b.start()) is None:
+                return
+            await self._measure([self.start, self.end], self._start_end(b))
+            await self._measure([self.cancel], self._cancel(b))
+            await self._measure([self.tput], self._throughput(b))
+        finally:
+            self.leftovers += await b.cleanup()
+
+    async def _start_end(self, b):
+        d = floors.run_dir(self.tmp / "floor", "sleep", {"secs": 0})
+        (sid,) = await b.api.create_sims(1, "sleep", {"secs": 0})
+        # warm-up: starts the agent, fills the page cache
+        await floors.sleep_spawn_and_exit(d)
+        await b.sleep_run(sid)
+        fl, fi = await report.paired(
+            lambda: floors.sleep_spawn_and_exit(d), lambda: b.sleep_run(sid), 20, 20
+        )
+        self.start.floor = [x[0] for x in fl]
+        self.end.floor = [x[1] for x in fl]
+        self.start.figure = [x[0] for x in fi]
+        self.end.figure = [x[1] for x in fi]
+
+    async def _cancel(self, b):
+        d = floors.run_dir(self.tmp / "floor", "forever", {})
+        (sid,) = await b.api.create_sims(1, "forever", {})
+        self.cancel.floor, self.cancel.figure = await report.paired(
+            lambda: floors.forever_kill(d), lambda: b.cancel_run(sid), 10, 20
+        )
+
+    async def _throughput(self, b):
+        d = floors.run_dir(self.tmp / "floor", "sleep", {"secs": 0})
+        fl, fi = await report.paired(
+            lambda: floors.sleep_throughput(d, THROUGHPUT_RUNS, THROUGHPUT_CORES),
+            lambda: b.throughput(THROUGHPUT_RUNS),
+            5,
+            30,
+            2,
+        )
+        self.tput.floor = fl
+        self.tput.figure = [x[0] for x in fi]
+        s = report.median([x[1] for x in fi]) * 1000
+        a = report.median([x[2] for x in fi]) * 1000
+        n = report.median([x[3] for x in fi])
+        self.tput.note += (
+            f". CPU per run beyond the code's own: supervisor {s:.1f} ms, "
+            f"agent {a:.1f} ms; {n:.1f} pushes per run on the admin websocket"
+        )
+
+    async def _fake_agent(self):
+        rows = [self.push, self.dispatch]
+        b = figures.FakeAgentBench(self.conftest, self.tmp / "fake", DISPATCH_RUNS)
+        try:
+            if await self._measure(rows, b.start()) is None:
+                return
+            await self._measure([self.push], self._push(b))
+            await self._measure([self.dispatch], self._dispatch(b))
+        finally:
+            self.leftovers += await b.cleanup()
+
+    async def _push(self, b):
+        r = await floors.Relay().start()
+        try:
+            h = await b.hold_run()
+            try:
+                t = "x" * 600
+                await r.one_way(t)
+                await h.push()
+                self.push.floor, self.push.figure = await report.paired(
+                    lambda: r.one_way(t), h.push, PUSHES, 10, 20
+                )
+            finally:
+                await h.release()
+        finally:
+            await r.stop()
+
+    async def _dispatch(self, b):
+        await b.logout_posts(20)
+        fl, fi = await report.paired(
+            lambda: b.logout_posts(DISPATCH_RUNS),
+            lambda: b.dispatch_throughput(DISPATCH_RUNS),
+            5,
+            40,
+            2,
+        )
+        self.dispatch.floor = [x[0] for x in fl]
+        self.dispatch.figure = [x[0] for x in fi]
+        cf = report.median([x[1] for x in fl]) * 1000
+        c = report.median([x[1] for x in fi]) * 1000
+        w = report.median([x[2] for x in fi])
+        n = report.median([x[3] for x in fi])
+        u = report.median([x[4] for x in fi])
+        self.dispatch.note += (
+            f". Supervisor CPU: {c:.2f} ms per run (floor: {cf:.2f} ms per POST), "
+            f"{u:.2f} CPU-seconds per second while it ran (all its threads); "
+            f"{w:.1f} durable store writes and {n:.1f} pushes per run"
+        )
+
+
+async def _main(tmp):
+    b = Bench(tmp)
+    b.load_before = report.load_average()
+    try:
+        await asyncio.wait_for(b.run(), TOTAL_SECS)
+    except asyncio.TimeoutError:
+        for r in b.rows:
+            if not (r.figure and r.floor):
+                r.error = r.error or f"bench time limit of {TOTAL_SECS} s"
+    return b
+
+
+def main():
+    t0 = time.monotonic()
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="simvisor-bench-"))
+    try:
+        b = asyncio.run(_main(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        report.table(
+            b.rows,
+            "simvisor benchmarks: each figure beside its floor",
+            time.monotonic() - t0,
+            b.load_before,
+        ),
+        flush=True,
+    )
+    rc = 0
+    if b.leftovers:
+        print(f"\nprocesses left behind (killed): {b.leftovers}", flush=True)
+        rc = 1
+    if any(r.error or not (r.figure and r.floor) for r in b.rows):
+        rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
