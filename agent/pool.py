@@ -232,6 +232,11 @@ class Pool:
                 self._finish(run, "error", None, e)
                 return
             run.dir = d
+            # a run of the same directory that is still dying (superseded,
+            # dropped at welcome) must be gone before this one wipes it
+            for o in list(self.runs.values()):
+                if o is not run and o.run_dir == run.run_dir and not o.ended.done():
+                    await asyncio.shield(o.ended)
             async with self._lanes[run.kind]:
                 run.state = "preparing"
                 try:

@@ -25,6 +25,9 @@ CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 STOPPED = "stopped"
 
+#: the reason given when an admin kills an agent (its runs end canceled)
+KILLED_BY_ADMIN = "killed by an admin"
+
 
 class AgentStartFailed(Exception):
     """The agent did not call back; the message says why (shown to users)."""
@@ -191,8 +194,10 @@ class Agents:
     def _agent_exited(self, agent, message):
         """Driver callback: the agent's process ended."""
         if agent.state == STARTING:
-            self._stop(agent, AgentStartFailed(message))
+            self._stop(agent, AgentStartFailed(message), dead=True)
         elif agent.state != STOPPED and agent.conn is None:
+            # its runs stay lost for their grace period (DESIGN: lost, then
+            # error with the reason), though a local agent will not return
             self._stop(agent, AgentGone(message))
 
     def _start_expired(self, agent):
@@ -208,8 +213,12 @@ class Agents:
         if agent.state == DISCONNECTED:
             self._stop(agent, AgentGone("agent did not reconnect"))
 
-    def _stop(self, agent, reason):
-        """Forget the agent and kill what is left of it; idempotent."""
+    def _stop(self, agent, reason, dead=False):
+        """Forget the agent and kill what is left of it; idempotent.
+
+        Args:
+            dead (bool): its process is known to be gone (or is being killed)
+        """
         if agent.state == STOPPED:
             return
         pkdlog("{} stopped reason={}", agent, reason)
@@ -235,11 +244,11 @@ class Agents:
             agent.send("shutdown")
             agent.conn.close()
             agent.conn = None
-        self._on_stopped(agent, str(reason))
+        self._on_stopped(agent, str(reason), dead)
         self._spawn(self._drivers[agent.driver].kill(agent))
 
-    def kill(self, agent, reason="killed by an admin"):
-        self._stop(agent, AgentGone(reason))
+    def kill(self, agent, reason=KILLED_BY_ADMIN):
+        self._stop(agent, AgentGone(reason), dead=True)
 
     # --- the websocket -----------------------------------------------------
 
@@ -253,15 +262,22 @@ class Agents:
 
     def connected(self, agent, conn):
         """An authenticated connection opened; `hello` comes next."""
-        if agent.conn is not None and agent.conn is not conn:
-            # a stale connection the agent gave up on
-            agent.conn.close()
+        old = agent.conn
+        if old is not None and old is not conn:
+            # a stale connection the agent gave up on: treat it as closed
+            # (its ops fail, its runs are lost until hello re-adopts them)
+            self.closed(agent, old)
+            old.close()
         agent.conn = conn
         agent.last_message_at = time.time()
 
     def hello(self, agent, msg):
         if msg["agent_id"] != agent.id:
             raise ValueError(f"hello agent_id={msg['agent_id']} != {agent.id}")
+        if agent.state == STOPPED:
+            # forgotten meanwhile: it must not come back to life
+            agent.conn.close()
+            return
         self._cancel_timer(agent)
         agent.state = CONNECTED
         agent.connected_since = time.time()
@@ -280,16 +296,24 @@ class Agents:
             # at shutdown runs are not lost: the agent reconnects to the next start
             return
         pkdlog("{} disconnected", agent)
-        agent.state = DISCONNECTED
-        agent.ready = asyncio.get_running_loop().create_future()
+        if agent.state == CONNECTED:
+            agent.state = DISCONNECTED
+        if agent.ready.done():
+            # waiters of a pending one keep it: hello resolves it
+            agent.ready = asyncio.get_running_loop().create_future()
         for f in agent.ops.values():
             if not f.done():
                 f.set_exception(AgentGone(f"agent {agent.id} disconnected"))
         agent.ops.clear()
         self._on_lost(agent)
-        self._set_timer(
-            agent, self._cfg.agent_start_timeout_secs, self._reconnect_expired, agent
-        )
+        if agent.state == DISCONNECTED:
+            # (a starting agent keeps its start deadline)
+            self._set_timer(
+                agent,
+                self._cfg.agent_start_timeout_secs,
+                self._reconnect_expired,
+                agent,
+            )
 
     def reply(self, agent, msg):
         f = agent.ops.pop(msg["op_id"], None)
@@ -320,7 +344,7 @@ class Agents:
 
     def _idle_expired(self, agent):
         if not agent.runs and agent.state == CONNECTED:
-            self._stop(agent, AgentGone("idle"))
+            self._stop(agent, AgentGone("idle"), dead=True)
 
     def _set_timer(self, agent, secs, fn, *args):
         self._cancel_timer(agent)

@@ -57,6 +57,11 @@ _cfg = pkconfig.init(
     ),
     kill_grace_secs=(2.0, float, "agent: SIGTERM, then SIGKILL after this long"),
     max_body_bytes=(16 * 1024 * 1024, int, "largest HTTP request body"),
+    max_inputs_chars=(
+        12 * 1024 * 1024,
+        int,
+        "all inputs of one run, uploads and analysis sources",
+    ),
     max_upload_bytes=(8 * 1024 * 1024, int, "largest uploaded input file"),
     max_frames=(10000, int, "frames kept per run"),
     log_tail_chars=(1024 * 1024, int, "log text kept per run"),

@@ -32,9 +32,9 @@ class Base(tornado.web.RequestHandler):
             self._bearer = True
             self.user = self.sv.users.by_token(h[7:].strip())
         else:
-            n = self.get_signed_cookie(COOKIE, max_age_days=30)
-            if n:
-                self.user = self.sv.users.get(n.decode())
+            self.user = self.sv.users.by_session(
+                self.get_signed_cookie(COOKIE, max_age_days=30)
+            )
         if len(self.request.body) > self.sv.cfg.max_body_bytes:
             raise errors.TooLarge("body_too_large", "request body is too large")
 
@@ -117,7 +117,7 @@ class Login(Base):
         if u is None:
             raise errors.Unauthorized("that token is not valid")
         self.set_signed_cookie(
-            COOKIE, u.name, httponly=True, samesite="Strict", expires_days=30
+            COOKIE, u.session_value(), httponly=True, samesite="Strict", expires_days=30
         )
         self.reply({"user": u.to_dict(), "xsrf": self.xsrf_token.decode()})
 
@@ -208,9 +208,9 @@ class Log(Base):
 
 
 class Files(Base):
-    def get(self, sim_id):
+    async def get(self, sim_id):
         s = self.sim(sim_id)
-        self.reply(self.sv.list_files(s))
+        self.reply(await self.sv.list_files(s))
 
     async def post(self, sim_id):
         s = self.sim(sim_id)

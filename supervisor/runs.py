@@ -37,7 +37,11 @@ class Run:
         self.agent = None
         self.task = None
         self.started = asyncio.get_running_loop().create_future()
-        self.timers = []
+        # deadlines: the agent confirms the start, the max run time, the
+        # grace of a lost run; each replaced or canceled on its own
+        self.start_timer = None
+        self.max_timer = None
+        self.grace_timer = None
         # (status, error) a cancel asked for, applied when the agent confirms
         self.end_as = None
         self.inputs = {}
@@ -51,9 +55,9 @@ class Run:
             resources_.remove(self.request)
         if self.grant is not None:
             self.grant.destroy()
-        for t in self.timers:
-            t.cancel()
-        self.timers = []
+        for t in (self.start_timer, self.max_timer, self.grace_timer):
+            if t is not None:
+                t.cancel()
         if not self.started.done():
             self.started.set_result(None)
         if self.task is not None and self.task is not asyncio.current_task():
@@ -89,12 +93,17 @@ class Runs:
         The old run is canceled first and confirmed gone, so the two never
         share the run directory; then everything is checked again.
         """
-        self._check_request(user, sim, cores, driver)
-        while sim.run is not None:
-            await self.cancel(sim, error="superseded by a newer run")
+        while True:
+            # bad input must not cancel anything: check it all first
+            code, _, _ = self._check_request(user, sim, cores, driver)
+            u = await asyncio.to_thread(_read_uploads, self._sv.inputs_dir(sim))
+            i = self._inputs(user, sim, code, u)
             if sim.deleted:
                 raise errors.NotFound("unknown_simulation", f"no simulation {sim.id}")
-        await self.request_run(user, sim, cores, driver)
+            if sim.run is None:
+                break
+            await self.cancel(sim, error="superseded by a newer run")
+        await self.request_run(user, sim, cores, driver, i)
 
     def _check_request(self, user, sim, cores, driver):
         """Validate a run request; returns (code, plan, driver)."""
@@ -113,14 +122,13 @@ class Runs:
             )
         return code, plan, d
 
-    def request_run(self, user, sim, cores=None, driver=None):
+    def request_run(self, user, sim, cores, driver, inputs):
         """Queue a new run of `sim` (none active); returns the durable future."""
         assert sim.run is None
         sv = self._sv
         code, plan, d = self._check_request(user, sim, cores, driver)
         cores = 1 if cores is None else cores
         driver = d.name
-        inputs = self._inputs(user, sim, code)
         rid = sv.run_ids.next()
         sv.sims.new_run(sim)
         sim.job.queue(rid, cores, driver, code.kind, time.time())
@@ -143,25 +151,30 @@ class Runs:
         self._sv.resources.add(run.request)
         run.task = self._spawn(self._run_task(run))
 
-    def _inputs(self, user, sim, code):
+    def _inputs(self, user, sim, code, uploads):
         """Input files for the run op: uploads and analysis sources."""
-        res = {}
+        res = dict(uploads)
         for p in code.params:
             if p["type"] == "simulation":
                 src = self._sv.sims.get(user, sim.params.get(p["name"]))
                 res["source_frames.jsonl"] = "".join(
                     json.dumps(f, separators=(",", ":")) + "\n" for f in src.frames
                 )
-        d = self._sv.inputs_dir(sim)
-        if d.exists():
-            for f in sorted(d.iterdir()):
-                res[f.name] = f.read_text()
+        n = sum(len(v) for v in res.values())
+        if n > self._cfg.max_inputs_chars:
+            raise errors.TooLarge(
+                "inputs_too_large",
+                f"inputs of {n} characters exceed the limit of {self._cfg.max_inputs_chars}",
+            )
         return res
 
-    async def cancel(self, sim, status=job.CANCELED, error=None):
-        """End the current run; idempotent. Waits for the agent's confirmation."""
+    async def cancel(self, sim, status=job.CANCELED, error=None, run=None):
+        """End the current run (if `run`: only that one); idempotent.
+
+        Waits for the agent's confirmation that the process group is gone.
+        """
         r = sim.run
-        if r is None:
+        if r is None or (run is not None and r is not run):
             return
         a = r.agent
         if sim.job.status in (job.STARTING, job.RUNNING) and a and a.is_ready():
@@ -225,9 +238,20 @@ class Runs:
             max_run_secs=run.max_run_secs,
             inputs=run.inputs,
         )
+        run.start_timer = asyncio.get_running_loop().call_later(
+            self._cfg.agent_start_timeout_secs, self._start_expired, run
+        )
         self._changed(sim)
         # 3. the one edge await; the agent's messages do the rest
         await run.started
+
+    def _start_expired(self, run):
+        if not run.destroyed and run.sim.job.status == job.STARTING:
+            self._end(
+                run,
+                job.ERROR,
+                error=f"the agent did not start the run within {self._cfg.agent_start_timeout_secs} s",
+            )
 
     def _on_wait(self, run, situation):
         self.restarts += 1
@@ -268,12 +292,7 @@ class Runs:
         r = self._current(agent, msg)
         if r is None or r.sim.job.status != job.STARTING:
             return
-        j = r.sim.job
-        j.transition(job.RUNNING)
-        j.started_at = time.time()
-        j.situation = ""
-        self._max_run_timer(r)
-        r.started.set_result(None)
+        self._running(r)
         self._changed(r.sim)
 
     def _progress(self, agent, msg):
@@ -356,13 +375,27 @@ class Runs:
         pkdlog("{} ended status={} error={}", run, status, error)
         return self._changed(sim)
 
-    def _max_run_timer(self, run):
-        s = run.max_run_secs + self._cfg.max_run_slack_secs
-        if run.sim.job.started_at:
-            s -= time.time() - run.sim.job.started_at
-        run.timers.append(
-            asyncio.get_running_loop().call_later(max(0, s), self._max_run_expired, run)
+    def _running(self, run):
+        """STARTING or LOST -> RUNNING: the agent has the process."""
+        j = run.sim.job
+        j.transition(job.RUNNING)
+        j.situation = ""
+        if not j.started_at:
+            j.started_at = time.time()
+        for t in (run.start_timer, run.grace_timer, run.max_timer):
+            if t is not None:
+                t.cancel()
+        run.start_timer = run.grace_timer = None
+        s = (
+            run.max_run_secs
+            + self._cfg.max_run_slack_secs
+            - (time.time() - j.started_at)
         )
+        run.max_timer = asyncio.get_running_loop().call_later(
+            max(0, s), self._max_run_expired, run
+        )
+        if not run.started.done():
+            run.started.set_result(None)
 
     def _max_run_expired(self, run):
         # the agent should have ended it already; make sure
@@ -372,6 +405,7 @@ class Runs:
                     run.sim,
                     job.TIMED_OUT,
                     error=f"exceeded the max run time of {run.max_run_secs} s",
+                    run=run,
                 )
             )
 
@@ -387,23 +421,20 @@ class Runs:
                 continue
             r.agent = agent
             agent.runs[rid] = r
-            self._cancel_grace(r)
-            if r.sim.job.status == job.LOST:
-                r.sim.job.transition(job.RUNNING)
-                r.sim.job.situation = ""
-                if not r.sim.job.started_at:
-                    r.sim.job.started_at = time.time()
-                self._max_run_timer(r)
-            elif r.sim.job.status == job.STARTING:
-                r.sim.job.transition(job.RUNNING)
-                r.sim.job.started_at = time.time()
-                r.sim.job.situation = ""
-                self._max_run_timer(r)
-                r.started.set_result(None)
+            if r.sim.job.status != job.RUNNING:
+                self._running(r)
             self._changed(r.sim)
             res[rid] = {"frames_next": len(r.sim.frames), "log_next": r.sim.log_chars}
-        for rid, r in list(agent.runs.items()):
-            if rid not in held:
+        # runs sent to this agent (before a restart of ours, too) that it no
+        # longer has: their end is unknown
+        for r in list(self.active.values()):
+            if (
+                r.run_id not in held
+                and r.sim.job.status in job.ON_AGENT
+                and (
+                    r.agent is agent or (r.agent is None and r.sim.agent_id == agent.id)
+                )
+            ):
                 self._end(
                     r, job.ERROR, error=f"agent {agent.id} restarted without this run"
                 )
@@ -422,18 +453,13 @@ class Runs:
     def _lost(self, run):
         if not run.started.done():
             run.started.set_result(None)
-        for t in run.timers:
-            t.cancel()
-        run.timers = [
-            asyncio.get_running_loop().call_later(
-                self._cfg.lost_grace_secs, self._grace_expired, run
-            )
-        ]
-
-    def _cancel_grace(self, run):
-        for t in run.timers:
-            t.cancel()
-        run.timers = []
+        for t in (run.start_timer, run.grace_timer):
+            if t is not None:
+                t.cancel()
+        run.start_timer = None
+        run.grace_timer = asyncio.get_running_loop().call_later(
+            self._cfg.lost_grace_secs, self._grace_expired, run
+        )
 
     def _grace_expired(self, run):
         if not run.destroyed and run.sim.job.status == job.LOST:
@@ -443,53 +469,77 @@ class Runs:
                 error=f"lost: its agent did not return within {self._cfg.lost_grace_secs} s",
             )
 
-    def agent_stopped(self, agent, reason):
-        """The agent is gone for good (killed, reaped, never started)."""
+    def agent_stopped(self, agent, reason, dead):
+        """The agent is gone for good (killed, reaped, never started).
+
+        Args:
+            dead (bool): its process is known to have ended, so its runs did
+                too; otherwise (it did not reconnect) lost runs keep their grace
+        """
         for r in list(agent.runs.values()):
-            if reason == "killed by an admin":
+            if reason == agents.KILLED_BY_ADMIN:
                 self._end(r, job.CANCELED, error="agent killed by an admin")
-            elif r.sim.job.status != job.LOST:
+            elif dead or r.sim.job.status != job.LOST:
                 self._end(r, job.ERROR, error=f"agent stopped: {reason}")
 
     # --- restart -------------------------------------------------------------
 
     def recover(self, sims):
         """After a restart: requeue queued runs, mark on-agent runs lost."""
-        sv = self._sv
         for s in sorted(sims, key=lambda s: s.job.queued_at or 0):
-            j = s.job
-            if not j.is_active():
+            if not s.job.is_active():
                 continue
-            u = sv.users.get(s.user)
-            plan = sv.plans[u.plan if u else "basic"]
-            if j.status == job.QUEUED:
-                d = sv.drivers.get(j.driver)
-                if d is None or u is None:
-                    j.transition(job.STARTING)
-                    j.end(job.ERROR, time.time(), error=f"driver {j.driver} is gone")
+            try:
+                self._recover(s)
+            except Exception as e:
+                # one bad document must not keep the service down
+                pkdlog("{} cannot recover error={} stack={}", s, e, pkdexc())
+                if s.run is not None:
+                    self._end(
+                        s.run, job.ERROR, error=f"not recovered after a restart: {e}"
+                    )
+                else:
+                    if s.job.status == job.QUEUED:
+                        s.job.end(job.ERROR, time.time(), error=f"not recovered: {e}")
                     self._changed(s)
-                    continue
-                lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
-                r = Run(
-                    s,
-                    j.run_id,
-                    plan.max_run_secs,
-                    resources.Request(
-                        s.id, s.user, plan, j.cores, [t.name for t in d.targets()], lane
-                    ),
-                )
-                r.inputs = self._inputs(u, s, sv.catalog.get(s.code))
-                self._queue(r)
-                continue
-            r = Run(s, j.run_id, plan.max_run_secs)
-            r.grant = sv.resources.adopt(s.user, j.host, j.cores)
-            s.run = r
-            self.active[r.run_id] = r
-            if j.status != job.LOST:
-                j.transition(job.LOST)
-            j.situation = "supervisor restarted: waiting for the agent"
-            self._lost(r)
+
+    def _recover(self, s):
+        sv = self._sv
+        j = s.job
+        u = sv.users.get(s.user)
+        plan = sv.plans[u.plan if u else "basic"]
+        if j.status == job.QUEUED:
+            d = sv.drivers.get(j.driver)
+            if d is None or u is None:
+                j.end(job.ERROR, time.time(), error=f"driver {j.driver} is gone")
+                self._changed(s)
+                return
+            lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
+            c = sv.catalog.get(s.code)
+            # a new run id: the agent may hold a run op sent under the
+            # old one just before we died; that one is not adopted
+            j.run_id = sv.run_ids.next()
+            r = Run(
+                s,
+                j.run_id,
+                plan.max_run_secs,
+                resources.Request(
+                    s.id, s.user, plan, j.cores, [t.name for t in d.targets()], lane
+                ),
+            )
+            r.inputs = self._inputs(u, s, c, _read_uploads(sv.inputs_dir(s)))
+            self._queue(r)
             self._changed(s)
+            return
+        r = Run(s, j.run_id, plan.max_run_secs)
+        r.grant = sv.resources.adopt(s.user, j.host, j.cores)
+        s.run = r
+        self.active[r.run_id] = r
+        if j.status != job.LOST:
+            j.transition(job.LOST)
+        j.situation = "supervisor restarted: waiting for the agent"
+        self._lost(r)
+        self._changed(s)
 
     # --- publishing and persistence ------------------------------------------
 
@@ -526,6 +576,13 @@ class Runs:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _read_uploads(path):
+    """The uploaded input files of a simulation (blocking: use a thread)."""
+    if not path.exists():
+        return {}
+    return {f.name: f.read_text() for f in sorted(path.iterdir())}
 
 
 def _table(**handlers):

@@ -11,6 +11,7 @@ import os
 import pathlib
 import secrets
 import signal
+import stat
 import time
 
 import tornado.httpserver
@@ -235,28 +236,26 @@ class Supervisor:
     def inputs_dir(self, sim):
         return self.data_dir / "inputs" / sim.user / sim.id
 
-    def list_files(self, sim):
+    async def list_files(self, sim):
+        return await asyncio.to_thread(
+            _list_files, self._run_dir(sim), self.inputs_dir(sim)
+        )
+
+    def _run_dir(self, sim):
+        """The run directory, refused if simulation code made it a symlink."""
         d = self.sims.run_dir(sim)
-        res = []
-        if d.exists():
-            for p in sorted(d.rglob("*")):
-                if p.is_file():
-                    st = p.stat()
-                    res.append(
-                        {
-                            "path": str(p.relative_to(d)),
-                            "size": st.st_size,
-                            "mtime": st.st_mtime,
-                        }
-                    )
-        i = self.inputs_dir(sim)
-        inputs = sorted(p.name for p in i.iterdir()) if i.exists() else []
-        return {"files": res, "inputs": inputs}
+        # run_root is resolved; the user and simulation parts are writable by
+        # the simulation (its agent's run root), so they must be real dirs
+        for p in (d.parent, d):
+            if p.is_symlink():
+                pkdlog("{} run dir component is a symlink path={}", sim, p)
+                return None
+        return d
 
     def output_path(self, sim, path):
-        d = self.sims.run_dir(sim).resolve()
-        p = (d / path).resolve()
-        if not p.is_relative_to(d) or not p.is_file():
+        d = self._run_dir(sim)
+        p = (d / path).resolve() if d else None
+        if p is None or not p.is_relative_to(d) or not p.is_file():
             raise errors.NotFound("unknown_file", f"no file {path}")
         return p
 
@@ -303,6 +302,28 @@ class Supervisor:
         for r in res:
             del r["history"]
         return res
+
+
+def _list_files(run_dir, inputs_dir):
+    """Files of a run (no symlinks followed) and its inputs; blocking."""
+    res = []
+    if run_dir is not None:
+        for top, dirs, files in os.walk(run_dir, followlinks=False):
+            dirs.sort()
+            for f in sorted(files):
+                p = pathlib.Path(top) / f
+                st = p.lstat()
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                res.append(
+                    {
+                        "path": str(p.relative_to(run_dir)),
+                        "size": st.st_size,
+                        "mtime": st.st_mtime,
+                    }
+                )
+    i = sorted(p.name for p in inputs_dir.iterdir()) if inputs_dir.exists() else []
+    return {"files": res, "inputs": i}
 
 
 def _name(v):

@@ -29,6 +29,8 @@ class User:
         self.plan = doc.get("plan", "basic")
         self.token_hashes = list(doc.get("token_hashes", []))
         self.created = doc.get("created")
+        # in every session cookie; bumped to end all sessions (revoke)
+        self.session_gen = doc.get("session_gen", 0)
 
     def is_admin(self):
         return self.role == "admin"
@@ -43,7 +45,13 @@ class User:
         }
 
     def to_doc(self):
-        return dict(self.to_dict(), token_hashes=self.token_hashes)
+        return dict(
+            self.to_dict(), token_hashes=self.token_hashes, session_gen=self.session_gen
+        )
+
+    def session_value(self):
+        """What the signed session cookie holds."""
+        return f"{self.name}:{self.session_gen}"
 
     def pkdebug_str(self):
         return f"User({self.name})"
@@ -75,6 +83,14 @@ class Users:
             return None
         return self._by_hash.get(hash_token(token))
 
+    def by_session(self, value):
+        """The user of a (verified) session cookie value, if still valid."""
+        if not value:
+            return None
+        n, _, g = value.decode().partition(":")
+        u = self._by_name.get(n)
+        return u if u is not None and str(u.session_gen) == g else None
+
     def add(self, name, role="user", plan="basic"):
         """Create a user; returns (user, token, saved future)."""
         if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -97,6 +113,7 @@ class Users:
             for h in user.token_hashes:
                 self._by_hash.pop(h, None)
             user.token_hashes = []
+            user.session_gen += 1
         t = self._new_token(user) if new_token else None
         return t, self._save(user)
 

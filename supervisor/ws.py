@@ -26,8 +26,9 @@ class Events(tornado.websocket.WebSocketHandler):
         h = self.request.headers.get("Authorization", "")
         if h.startswith("Bearer "):
             return self.sv.users.by_token(h[7:].strip())
-        n = self.get_signed_cookie(http.COOKIE, max_age_days=30)
-        return self.sv.users.get(n.decode()) if n else None
+        return self.sv.users.by_session(
+            self.get_signed_cookie(http.COOKIE, max_age_days=30)
+        )
 
     async def get(self, *args, **kwargs):
         u = self._user()
@@ -116,7 +117,8 @@ class Agent(tornado.websocket.WebSocketHandler):
             pkdlog("{} bad frame error={}", a, e)
             self._error(str(e))
             return
-        if m["kind"] != "hello" and a.conn is not self:
+        if a.conn is not self:
+            # a connection that was replaced: nothing it says counts
             return
         try:
             self._handlers[m["kind"]](a, m)

@@ -348,3 +348,36 @@ def test_cli_user_add_then_service(server_factory, tmp_path):
     )
     # the first start still made an admin, even though a user existed
     assert server.api("GET", "/admin/users", expect=200).json()[0]["name"] == "admin"
+
+
+def test_files_refuse_a_symlinked_run_dir(server):
+    s = server.create("admin", "sleep", secs=0.01)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "completed")
+    d = server.data_dir / "run" / "admin" / s["id"]
+    # what untrusted code sharing the run root could do to another run dir
+    import shutil
+
+    shutil.rmtree(d)
+    d.symlink_to("/")
+    for p in ("etc/hostname", "proc/self/environ"):
+        assert server.api("GET", f"/simulations/{s['id']}/files/{p}").status_code == 404
+    assert (
+        server.api("GET", f"/simulations/{s['id']}/files", expect=200).json()["files"]
+        == []
+    )
+
+
+def test_revoking_tokens_ends_sessions(server):
+    server.add_user("gus")
+    s = requests.Session()
+    s.post(server.url + "/api/login", json={"token": server.tokens["gus"]}, timeout=5)
+    assert s.get(server.url + "/api/whoami", timeout=5).status_code == 200
+    server.api("PATCH", "/admin/users/gus", json={"revoke_tokens": True}, expect=200)
+    assert s.get(server.url + "/api/whoami", timeout=5).status_code == 401
+    assert server.api("GET", "/whoami", "gus").status_code == 401
+    t = server.api(
+        "PATCH", "/admin/users/gus", json={"new_token": True}, expect=200
+    ).json()["token"]
+    server.tokens["gus"] = t
+    assert server.api("GET", "/whoami", "gus").status_code == 200

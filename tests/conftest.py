@@ -75,8 +75,9 @@ def procs_under(path, exclude=()):
 class Server:
     """A supervisor process and a requests session per user."""
 
-    def __init__(self, data_dir, **cfg):
+    def __init__(self, data_dir, test_codes=True, **cfg):
         self.data_dir = pathlib.Path(data_dir)
+        self.test_codes = test_codes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cfg = dict(FAST, **cfg)
@@ -100,7 +101,7 @@ class Server:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
-                    "--test-codes",
+                    *(["--test-codes"] if self.test_codes else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -420,3 +420,27 @@ def test_drained_host_takes_no_new_work(server):
         "POST", "/admin/hosts/localhost/drain", json={"drain": False}, expect=200
     )
     server.wait_status("admin", s["id"], "completed")
+
+
+def test_restart_survives_a_job_it_cannot_recover(server):
+    server.cfg["basic_max_running"] = 1
+    server.stop()
+    server.start()
+    a = server.create("admin", "sleep", secs=600)["id"]
+    b = server.create("admin", "forever")["id"]
+    server.run("admin", a)
+    server.wait_status("admin", a, "running")
+    server.run("admin", b)
+    wait_for(
+        lambda: "running jobs" in server.job("admin", b)["situation"], what="b waits"
+    )
+    server.stop()
+    # the test codes are gone from the catalog: b cannot be requeued
+    server.test_codes = False
+    server.start()
+    j = server.job("admin", b)
+    assert j["status"] == "error" and "forever" in j["error"]
+    # the run that was going is re-adopted all the same
+    server.wait_status("admin", a, "running")
+    server.api("POST", f"/simulations/{a}/cancel", expect=200)
+    assert server.job("admin", a)["status"] == "canceled"

@@ -78,10 +78,11 @@ class LocalDriver:
 
     def _log_tail(self, agent):
         try:
-            t = self.log_path(agent).read_text(errors="replace")
+            with open(self.log_path(agent), "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 500))
+                return f.read().decode(errors="replace").strip()
         except OSError:
             return ""
-        return t[-500:].strip()
 
     async def kill(self, agent):
         p = self._procs.pop(agent.id, None)
