@@ -96,8 +96,8 @@ class Runs:
         while True:
             # bad input must not cancel anything: check it all first
             code, _, _ = self._check_request(user, sim, cores, driver)
-            u = await asyncio.to_thread(_read_uploads, self._sv.inputs_dir(sim))
-            i = self._inputs(user, sim, code, u)
+            u = await asyncio.to_thread(read_uploads, self._sv.inputs_dir(sim))
+            i = self.inputs(user, sim, code, u)
             if sim.deleted:
                 raise errors.NotFound("unknown_simulation", f"no simulation {sim.id}")
             if sim.run is None:
@@ -129,29 +129,35 @@ class Runs:
         code, plan, d = self._check_request(user, sim, cores, driver)
         cores = 1 if cores is None else cores
         driver = d.name
-        rid = sv.run_ids.next()
         sv.sims.new_run(sim)
-        sim.job.queue(rid, cores, driver, code.kind, time.time())
-        lane = resources.ANALYSIS if code.kind == "analysis" else resources.RUN
+        sim.job.queue(sv.run_ids.next(), cores, driver, code.kind, time.time())
+        self.queue(sim, plan, d, inputs)
+        return self.changed(sim)
+
+    def queue(self, sim, plan, driver, inputs):
+        """Start the dispatch of the job's (queued) run."""
+        j = sim.job
+        lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
         r = Run(
             sim,
-            rid,
+            j.run_id,
             plan.max_run_secs,
             resources.Request(
-                sim.id, user.name, plan, cores, [t.name for t in d.targets()], lane
+                sim.id,
+                sim.user,
+                plan,
+                j.cores,
+                [t.name for t in driver.targets()],
+                lane,
             ),
         )
         r.inputs = inputs
-        self._queue(r)
-        return self._changed(sim)
+        sim.run = r
+        self.active[r.run_id] = r
+        self._sv.resources.add(r.request)
+        r.task = self._spawn(self._run_task(r))
 
-    def _queue(self, run):
-        run.sim.run = run
-        self.active[run.run_id] = run
-        self._sv.resources.add(run.request)
-        run.task = self._spawn(self._run_task(run))
-
-    def _inputs(self, user, sim, code, uploads):
+    def inputs(self, user, sim, code, uploads):
         """Input files for the run op: uploads and analysis sources."""
         res = dict(uploads)
         for p in code.params:
@@ -191,7 +197,7 @@ class Runs:
                 pkdlog("{} cancel not confirmed error={}", r, e)
         # a queued run, a lost one (its agent kills it when it reconnects: the
         # run is not adopted), or one the agent did not confirm in time
-        await self._end(r, status, error=error)
+        await self.end(r, status, error=error)
 
     # --- the dispatch handler ----------------------------------------------
 
@@ -199,12 +205,12 @@ class Runs:
         try:
             await dispatch(self._start, run, self._on_wait)
         except agents.AgentStartFailed as e:
-            self._end(run, job.ERROR, error=str(e))
+            self.end(run, job.ERROR, error=str(e))
         except asyncio.CancelledError:
             raise
         except Exception as e:
             pkdlog("{} error={} stack={}", run, e, pkdexc())
-            self._end(run, job.ERROR, error=f"internal error: {e}")
+            self.end(run, job.ERROR, error=f"internal error: {e}")
 
     async def _start(self, run):
         sv = self._sv
@@ -241,13 +247,13 @@ class Runs:
         run.start_timer = asyncio.get_running_loop().call_later(
             self._cfg.agent_start_timeout_secs, self._start_expired, run
         )
-        self._changed(sim)
+        self.changed(sim)
         # 3. the one edge await; the agent's messages do the rest
         await run.started
 
     def _start_expired(self, run):
         if not run.destroyed and run.sim.job.status == job.STARTING:
-            self._end(
+            self.end(
                 run,
                 job.ERROR,
                 error=f"the agent did not start the run within {self._cfg.agent_start_timeout_secs} s",
@@ -292,8 +298,8 @@ class Runs:
         r = self._current(agent, msg)
         if r is None or r.sim.job.status != job.STARTING:
             return
-        self._running(r)
-        self._changed(r.sim)
+        self.running(r)
+        self.changed(r.sim)
 
     def _progress(self, agent, msg):
         r = self._current(agent, msg)
@@ -339,13 +345,13 @@ class Runs:
         st, e = msg["status"], msg["error"]
         if st == job.CANCELED and r.end_as:
             st, e = r.end_as
-        f = self._end(r, st, exit_code=msg["exit_code"], error=e, from_agent=True)
+        f = self.end(r, st, exit_code=msg["exit_code"], error=e, from_agent=True)
         # the agent keeps the run until its end is durable here
         f.add_done_callback(lambda _: agent.send("forget", run_id=msg["run_id"]))
 
     # --- ends ----------------------------------------------------------------
 
-    def _end(self, run, status, exit_code=None, error=None, from_agent=False):
+    def end(self, run, status, exit_code=None, error=None, from_agent=False):
         """End `run` with `status`; returns the future of the durable record.
 
         Unless the agent itself reported the end, a connected agent is told to
@@ -373,9 +379,9 @@ class Runs:
             a.runs.pop(run.run_id, None)
             self._sv.agents.check_idle(a)
         pkdlog("{} ended status={} error={}", run, status, error)
-        return self._changed(sim)
+        return self.changed(sim)
 
-    def _running(self, run):
+    def running(self, run):
         """STARTING or LOST -> RUNNING: the agent has the process."""
         j = run.sim.job
         j.transition(job.RUNNING)
@@ -409,141 +415,9 @@ class Runs:
                 )
             )
 
-    def agent_ready(self, agent, hello):
-        """An agent said hello: adopt the runs it holds; returns welcome's map."""
-        res = {}
-        held = {h["run_id"]: h for h in hello["runs"]}
-        for rid in held:
-            r = self.active.get(rid)
-            if r is None or r.destroyed or r.sim.job.status not in job.ON_AGENT:
-                continue
-            if r.agent is not agent and r.sim.agent_id != agent.id:
-                continue
-            r.agent = agent
-            agent.runs[rid] = r
-            if r.sim.job.status != job.RUNNING:
-                self._running(r)
-            self._changed(r.sim)
-            res[rid] = {"frames_next": len(r.sim.frames), "log_next": r.sim.log_chars}
-        # runs sent to this agent (before a restart of ours, too) that it no
-        # longer has: their end is unknown
-        for r in list(self.active.values()):
-            if (
-                r.run_id not in held
-                and r.sim.job.status in job.ON_AGENT
-                and (
-                    r.agent is agent or (r.agent is None and r.sim.agent_id == agent.id)
-                )
-            ):
-                self._end(
-                    r, job.ERROR, error=f"agent {agent.id} restarted without this run"
-                )
-        return res
-
-    def agent_lost(self, agent):
-        """The agent's connection closed: its runs are lost until it returns."""
-        for r in list(agent.runs.values()):
-            j = r.sim.job
-            if j.status in (job.STARTING, job.RUNNING):
-                j.transition(job.LOST)
-                j.situation = "agent disconnected"
-                self._lost(r)
-                self._changed(r.sim)
-
-    def _lost(self, run):
-        if not run.started.done():
-            run.started.set_result(None)
-        for t in (run.start_timer, run.grace_timer):
-            if t is not None:
-                t.cancel()
-        run.start_timer = None
-        run.grace_timer = asyncio.get_running_loop().call_later(
-            self._cfg.lost_grace_secs, self._grace_expired, run
-        )
-
-    def _grace_expired(self, run):
-        if not run.destroyed and run.sim.job.status == job.LOST:
-            self._end(
-                run,
-                job.ERROR,
-                error=f"lost: its agent did not return within {self._cfg.lost_grace_secs} s",
-            )
-
-    def agent_stopped(self, agent, reason, dead):
-        """The agent is gone for good (killed, reaped, never started).
-
-        Args:
-            dead (bool): its process is known to have ended, so its runs did
-                too; otherwise (it did not reconnect) lost runs keep their grace
-        """
-        for r in list(agent.runs.values()):
-            if reason == agents.KILLED_BY_ADMIN:
-                self._end(r, job.CANCELED, error="agent killed by an admin")
-            elif dead or r.sim.job.status != job.LOST:
-                self._end(r, job.ERROR, error=f"agent stopped: {reason}")
-
-    # --- restart -------------------------------------------------------------
-
-    def recover(self, sims):
-        """After a restart: requeue queued runs, mark on-agent runs lost."""
-        for s in sorted(sims, key=lambda s: s.job.queued_at or 0):
-            if not s.job.is_active():
-                continue
-            try:
-                self._recover(s)
-            except Exception as e:
-                # one bad document must not keep the service down
-                pkdlog("{} cannot recover error={} stack={}", s, e, pkdexc())
-                if s.run is not None:
-                    self._end(
-                        s.run, job.ERROR, error=f"not recovered after a restart: {e}"
-                    )
-                else:
-                    if s.job.status == job.QUEUED:
-                        s.job.end(job.ERROR, time.time(), error=f"not recovered: {e}")
-                    self._changed(s)
-
-    def _recover(self, s):
-        sv = self._sv
-        j = s.job
-        u = sv.users.get(s.user)
-        plan = sv.plans[u.plan if u else "basic"]
-        if j.status == job.QUEUED:
-            d = sv.drivers.get(j.driver)
-            if d is None or u is None:
-                j.end(job.ERROR, time.time(), error=f"driver {j.driver} is gone")
-                self._changed(s)
-                return
-            lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
-            c = sv.catalog.get(s.code)
-            # a new run id: the agent may hold a run op sent under the
-            # old one just before we died; that one is not adopted
-            j.run_id = sv.run_ids.next()
-            r = Run(
-                s,
-                j.run_id,
-                plan.max_run_secs,
-                resources.Request(
-                    s.id, s.user, plan, j.cores, [t.name for t in d.targets()], lane
-                ),
-            )
-            r.inputs = self._inputs(u, s, c, _read_uploads(sv.inputs_dir(s)))
-            self._queue(r)
-            self._changed(s)
-            return
-        r = Run(s, j.run_id, plan.max_run_secs)
-        r.grant = sv.resources.adopt(s.user, j.host, j.cores)
-        s.run = r
-        self.active[r.run_id] = r
-        if j.status != job.LOST:
-            j.transition(job.LOST)
-        j.situation = "supervisor restarted: waiting for the agent"
-        self._lost(r)
-        self._changed(s)
-
     # --- publishing and persistence ------------------------------------------
 
-    def _changed(self, sim):
+    def changed(self, sim):
         self._publish_job(sim)
         if sim.deleted:
             f = asyncio.get_running_loop().create_future()
@@ -578,7 +452,7 @@ class Runs:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _read_uploads(path):
+def read_uploads(path):
     """The uploaded input files of a simulation (blocking: use a thread)."""
     if not path.exists():
         return {}

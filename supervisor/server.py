@@ -21,6 +21,7 @@ from pykern.pkdebug import pkdlog
 
 from agent import protocol
 from supervisor import (
+    adoption,
     agents,
     catalog,
     drivers,
@@ -64,6 +65,7 @@ class Supervisor:
         self.sims = sims.Sims(cfg, self.store)
         self.drivers = drivers.build(cfg, lambda: f"ws://127.0.0.1:{self.port}/agent")
         self.runs = runs.Runs(self)
+        self.adoption = adoption.Adoption(self, self.runs)
         self.resources = resources.Resources(
             [t for d in self.drivers.values() for t in d.targets()],
             on_change=self.runs.positions_changed,
@@ -72,9 +74,9 @@ class Supervisor:
             cfg,
             self.store,
             self.drivers,
-            on_ready=self.runs.agent_ready,
-            on_lost=self.runs.agent_lost,
-            on_stopped=self.runs.agent_stopped,
+            on_ready=self.adoption.agent_ready,
+            on_lost=self.adoption.agent_lost,
+            on_stopped=self.adoption.agent_stopped,
         )
         self.agent_handlers = dict(
             hello=self.agents.hello,
@@ -95,7 +97,7 @@ class Supervisor:
         s = tornado.netutil.bind_sockets(self.cfg.port, self.cfg.host)
         self.port = s[0].getsockname()[1]
         self.agents.load()
-        self.runs.recover(self.sims.load())
+        self.adoption.recover(self.sims.load())
         self._server = tornado.httpserver.HTTPServer(
             self._app(),
             # bodies a bit over our limit get a JSON 413 from the handler

@@ -40,11 +40,12 @@ _MAX_FRAME_BYTES = 20000
 class _Result:
     """What a finished code did."""
 
-    def __init__(self, proc, stdout, stderr, secs, leftover):
+    def __init__(self, proc, stdout, stderr, secs, leftover, cpu_secs):
         self.returncode = proc.returncode
         self.stdout = stdout
         self.stderr = stderr
         self.secs = secs
+        self.cpu_secs = cpu_secs
         #: True if processes of its group were still alive after it exited
         self.leftover = leftover
         self.progress, self.frames, self.log = _parse(stdout)
@@ -111,16 +112,20 @@ def _kill_group(proc):
 
 def _run(code, params, run_dir, timeout=60):
     """Run `code` to its end, then clean up its process group."""
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = _popen(code, params, run_dir)
     t = time.monotonic()
     try:
         out, err = p.communicate(timeout=timeout)
         secs = time.monotonic() - t
+        # CPU time of the code: unlike wall time, not skewed by other load
+        d = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_secs = d.ru_utime + d.ru_stime - c.ru_utime - c.ru_stime
     finally:
         leftover = _kill_group(p)
         p.stdout.close()
         p.stderr.close()
-    return _Result(p, out, err, secs, leftover)
+    return _Result(p, out, err, secs, leftover, cpu_secs)
 
 
 def _ok(code, params, run_dir, **kwargs):
@@ -329,7 +334,7 @@ def test_run_time_grows_with_steps(tmp_path, code, params, small, large):
     a = _ok(code, dict(params, steps=small), tmp_path / "a")
     b = _ok(code, dict(params, steps=large), tmp_path / "b")
     # 4x the steps; interpreter startup keeps the ratio below 4
-    assert b.secs > 2 * a.secs, (a.secs, b.secs)
+    assert b.cpu_secs > 2 * a.cpu_secs, (a.cpu_secs, b.cpu_secs)
     # however many steps, about 100 frames and progress reports
     assert len(b.frames) <= _MAX_REPORTS and len(b.progress) <= _MAX_REPORTS
     if code == "lorenz":
@@ -380,7 +385,7 @@ def test_stats_of_heat_run(tmp_path):
     h = _ok("heat", dict(steps=2000, nx=101, alpha=1.0), tmp_path / "heat")
     _frames_file(tmp_path / "stats", h.frames)
     r = _ok("stats", dict(source="heat-1"), tmp_path / "stats")
-    assert r.secs < 1.5
+    assert r.secs < 10  # generous: wall time under load
     u = [v for f in h.frames for v in f["u"]]
     s = r.frames[0]["fields"]["u"]
     assert s["count"] == len(u)
@@ -411,7 +416,7 @@ def test_crash(tmp_path):
 
 def test_sleep(tmp_path):
     r = _ok("sleep", dict(secs=0.4), tmp_path)
-    assert 0.4 <= r.secs < 3
+    assert 0.4 <= r.secs < 10
     assert len(r.progress) > 2
 
 
@@ -419,7 +424,7 @@ def test_burn(tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
     r = _ok("burn", dict(secs=0.5), tmp_path)
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before
-    assert 0.5 <= r.secs < 3
+    assert 0.5 <= r.secs < 10
     # busy, not asleep (generous: the host may be loaded)
     assert cpu > 0.25
     assert len(r.progress) > 2
@@ -472,7 +477,7 @@ def test_forker_children_die_with_the_group(tmp_path):
 
 def test_forker_ends_after_secs(tmp_path):
     r = _ok("forker", dict(children=2, secs=0.5), tmp_path)
-    assert 0.5 <= r.secs < 5
+    assert 0.5 <= r.secs < 15
     pids = [int(x) for x in (tmp_path / "children.txt").read_text().split()]
     assert len(pids) == 2
     # reaped by forker itself, so gone, not zombies
