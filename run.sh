@@ -19,6 +19,7 @@ case ${1:-} in
     test)
         shift
         _venv
+        etc/setup-test-host.sh
         exec .venv/bin/python -m pytest "$@"
         ;;
     bench)

@@ -14,11 +14,13 @@ setuptools.setup(
         "pykern",
         "requests",
         "prometheus-client",
+        # only for its bundled plotly.min.js, which the GUI loads from us
+        "plotly",
     ],
     extras_require={
         # the agent alone needs only tornado; see agent/__init__.py
         "agent": ["tornado>=6.3"],
-        "test": ["pytest", "pytest-timeout", "pytest-asyncio", "ruff", "black"],
+        "test": ["pytest", "pytest-timeout", "pytest-asyncio", "ruff", "black", "playwright"],
     },
     entry_points={"console_scripts": ["supervisor=supervisor.cli:main"]},
 )

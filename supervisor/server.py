@@ -14,6 +14,7 @@ import signal
 import stat
 import time
 
+import plotly
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
@@ -39,6 +40,8 @@ from supervisor import (
 )
 
 _STATIC = pathlib.Path(__file__).resolve().parents[1] / "static"
+#: plotly.js as the plotly package bundles it: nothing comes from the internet
+_PLOTLY = pathlib.Path(plotly.__file__).parent / "package_data"
 _MAX_NAME_CHARS = 200
 
 
@@ -134,6 +137,11 @@ class Supervisor:
                 (r"/agent", ws.Agent, {"sv": self}),
                 (r"/api/events", ws.Events, {"sv": self}),
                 *http.routes(self),
+                (
+                    r"/vendor/(plotly\.min\.js)",
+                    tornado.web.StaticFileHandler,
+                    {"path": str(_PLOTLY)},
+                ),
                 (
                     r"/(.*)",
                     tornado.web.StaticFileHandler,
