@@ -14,13 +14,22 @@ setuptools.setup(
         "pykern",
         "requests",
         "prometheus-client",
+        # the docker driver: the Docker SDK for Python
+        "docker",
         # only for its bundled plotly.min.js, which the GUI loads from us
         "plotly",
     ],
     extras_require={
         # the agent alone needs only tornado; see agent/__init__.py
         "agent": ["tornado>=6.3"],
-        "test": ["pytest", "pytest-timeout", "pytest-asyncio", "ruff", "black", "playwright"],
+        "test": [
+            "pytest",
+            "pytest-timeout",
+            "pytest-asyncio",
+            "ruff",
+            "black",
+            "playwright",
+        ],
     },
     entry_points={"console_scripts": ["supervisor=supervisor.cli:main"]},
 )

@@ -28,12 +28,22 @@ def parse_args(argv=None):
     """
     p = argparse.ArgumentParser(prog="python -m agent", description=__doc__)
     p.add_argument("--url", required=True, help="ws://host:port/agent")
+    p.add_argument(
+        "--unix-socket",
+        help="reach the supervisor through this unix socket (the url names only the path)",
+    )
     p.add_argument("--agent-id", required=True)
     p.add_argument("--run-root", required=True, help="every run directory is inside it")
     p.add_argument(
         "--kill-grace-secs", type=float, default=2.0, help="SIGTERM to SIGKILL"
     )
     p.add_argument("--max-procs", type=int, default=64, help="runs at once")
+    p.add_argument(
+        "--sim-oom-score-adj",
+        type=int,
+        default=None,
+        help="simulations' oom_score_adj (e.g. 1000: under a memory limit the kernel kills a simulation, not the agent)",
+    )
     p.add_argument("--max-analyses", type=int, default=8, help="analyses at once")
     p.add_argument(
         "--max-backoff-secs", type=float, default=10.0, help="reconnect delay cap"
@@ -100,6 +110,7 @@ def main():
         agent_id=a.agent_id,
         pid=os.getpid(),
         url=a.url,
+        unix_socket=a.unix_socket or "",
         run_root=a.run_root,
     )
     rv = asyncio.run(_main(a, secret))

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 import tornado.httpclient
+import tornado.netutil
 import tornado.websocket
 
 import agent
@@ -104,7 +105,11 @@ class Client:
             max_procs=args.max_procs,
             max_analyses=args.max_analyses,
             on_event=self._on_run_event,
+            oom_score_adj=getattr(args, "sim_oom_score_adj", None),
         )
+        u = getattr(args, "unix_socket", None)
+        #: a network-less container reaches the supervisor through a socket file
+        self._resolver = UnixResolver(path=u) if u else None
         self._secret = secret
         self._ws = None
         self._welcomed = False
@@ -192,6 +197,7 @@ class Client:
                 max_message_size=protocol.MAX_MESSAGE_BYTES,
                 ping_interval=PING_INTERVAL_SECS,
                 ping_timeout=PING_TIMEOUT_SECS,
+                resolver=self._resolver,
             )
         except Exception as e:
             # refused, unreachable, or rejected at the upgrade (401/403/404)
@@ -462,6 +468,20 @@ class Client:
         if ws is not None:
             # the exited messages are queued ahead of the close frame
             ws.close(1000, "shutdown")
+
+
+class UnixResolver(tornado.netutil.Resolver):
+    """Resolves every host to one unix socket (``--unix-socket``).
+
+    Tornado's TCP client connects to whatever address family a resolver
+    returns, so the websocket client works unchanged over a socket file.
+    """
+
+    def initialize(self, path):
+        self.path = path
+
+    async def resolve(self, host, port, family=socket.AF_UNSPEC):
+        return [(socket.AF_UNIX, self.path)]
 
 
 class _FileError(Exception):

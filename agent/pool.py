@@ -25,6 +25,7 @@ import subprocess
 import sys
 import traceback
 
+from agent import limits
 from agent.run import LOG_FILE, Output, Run
 
 #: written into the run directory before the code starts (see agent.codes)
@@ -112,12 +113,22 @@ class Pool:
         on_event (callable): ``on_event(run, kind)`` with kind one of
             started, progress, frame, log, exited; the data is in the `Run`
             (pid, progress, frames[-1], log, status...)
+        oom_score_adj (int): each simulation's, if not None (see `agent.limits`)
     """
 
-    def __init__(self, run_root, kill_grace_secs, max_procs, max_analyses, on_event):
+    def __init__(
+        self,
+        run_root,
+        kill_grace_secs,
+        max_procs,
+        max_analyses,
+        on_event,
+        oom_score_adj=None,
+    ):
         self.run_root = pathlib.Path(run_root).resolve()
         self.run_root.mkdir(parents=True, exist_ok=True)
         self.kill_grace_secs = kill_grace_secs
+        self.oom_score_adj = oom_score_adj
         #: run_id -> Run, running or ended and not yet forgotten
         self.runs = {}
         self._on_event = on_event
@@ -263,6 +274,7 @@ class Pool:
 
     async def _spawn_and_wait(self, run):
         loop = asyncio.get_running_loop()
+        oom_kills = limits.oom_kills()
         try:
             transport, out = await loop.subprocess_exec(
                 lambda: Output(run),
@@ -273,7 +285,7 @@ class Pool:
                 cwd=run.dir,
                 env=_environ(run.cores),
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=_die_with_parent(os.getpid(), self.oom_score_adj),
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             self._finish(run, "error", None, f"cannot start {run.argv[0]}: {e}")
@@ -308,7 +320,7 @@ class Pool:
                     " still holds its output open; not waiting for it]\n"
                 )
             out.flush()
-            self._finish(run, *_end_status(run, rc))
+            self._finish(run, *_end_status(run, rc, oom_kills))
         finally:
             timeout_timer.cancel()
             if run.kill_timer:
@@ -368,14 +380,17 @@ def _check_inputs(inputs):
     return None
 
 
-def _die_with_parent(agent_pid):
+def _die_with_parent(agent_pid, oom_score_adj=None):
     """preexec_fn: the leader gets SIGKILL when the agent dies.
 
     Only the leader: children it starts are killed with its group by the
-    agent, or orphaned if the agent itself is SIGKILLed.
+    agent, or orphaned if the agent itself is SIGKILLed. With
+    `oom_score_adj`, the OOM killer picks the simulation before the agent.
     """
 
     def f():
+        if oom_score_adj is not None:
+            limits.set_oom_score_adj(oom_score_adj)
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # the agent may have died between fork and prctl
@@ -385,13 +400,16 @@ def _die_with_parent(agent_pid):
     return f
 
 
-def _end_status(run, rc):
+def _end_status(run, rc, oom_kills_before=None):
     if run.canceled:
         return "canceled", rc, None
     if run.timed_out:
         return "timed_out", rc, f"max run time of {run.max_run_secs} secs exceeded"
     if rc == 0:
         return "completed", 0, None
+    e = limits.out_of_memory_error(oom_kills_before)
+    if e:
+        return "error", rc, f"{e} ({run.end_error(rc)})"
     return "error", rc, run.end_error(rc)
 
 

@@ -88,7 +88,16 @@ class Adoption:
             dead (bool): its process is known to have ended, so its runs did
                 too; otherwise (it did not reconnect) lost runs keep their grace
         """
-        for r in list(agent.runs.values()):
+        rs = list(agent.runs.values())
+        # after a restart, runs wait for their agent's hello to attach
+        rs += [
+            r
+            for r in self._runs.active.values()
+            if r.agent is None
+            and r.sim.agent_id == agent.id
+            and r.sim.job.status in job.ON_AGENT
+        ]
+        for r in rs:
             if reason == agents.KILLED_BY_ADMIN:
                 self._runs.end(r, job.CANCELED, error="agent killed by an admin")
             elif dead or r.sim.job.status != job.LOST:

@@ -123,10 +123,19 @@ class Agents:
         """Agents known before a restart: wait for them to reconnect."""
         for _, d in self._store.load_all("agents"):
             a = Agent(d)
+            if a.driver not in self._drivers:
+                pkdlog("{} forgotten: no driver={}", a, a.driver)
+                self._store.delete(f"agents/{a.id}.json")
+                continue
             self._add(a)
             # give it as long as a start to call back, then forget it
             self._set_timer(
                 a, self._cfg.agent_start_timeout_secs, self._reconnect_expired, a
+            )
+        for d in self._drivers.values():
+            d.recover(
+                [a for a in self.by_id.values() if a.driver == d.name],
+                self._agent_exited,
             )
 
     def _add(self, agent):
@@ -191,10 +200,17 @@ class Agents:
             pkdlog("{} start failed error={} stack={}", agent, e, pkdexc())
             self._stop(agent, AgentStartFailed(f"agent failed to start: {e}"))
 
-    def _agent_exited(self, agent, message):
-        """Driver callback: the agent's process ended."""
+    def _agent_exited(self, agent, message, dead=False):
+        """Driver callback: the agent's process ended.
+
+        Args:
+            dead (bool): its runs surely ended with it (a container is gone)
+        """
         if agent.state == STARTING:
             self._stop(agent, AgentStartFailed(message), dead=True)
+        elif dead:
+            # its runs end now, with the reason (e.g. out of memory)
+            self._stop(agent, AgentGone(message), dead=True)
         elif agent.state != STOPPED and agent.conn is None:
             # its runs stay lost for their grace period (DESIGN: lost, then
             # error with the reason), though a local agent will not return
@@ -337,6 +353,9 @@ class Agents:
         """Called when an agent's run set changes: reap after an idle period."""
         if agent.state != CONNECTED:
             return
+        self._drivers[agent.driver].resize(
+            agent, sum(r.grant.cores for r in agent.runs.values() if r.grant)
+        )
         if agent.runs:
             self._cancel_timer(agent)
         elif agent.timer is None:

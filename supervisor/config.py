@@ -5,14 +5,25 @@ Set through the environment as ``SUPERVISOR_CONFIG_<NAME>``; the command line
 test can start several supervisors with different settings.
 """
 
+import json
 import os
 
 from pykern import pkconfig
 from pykern.pkcollections import PKDict
 
+import agent
+
 
 def _cores():
     return os.cpu_count() or 1
+
+
+def _json_list(value):
+    """A JSON list (e.g. of Docker hosts); a list is taken as is."""
+    v = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(v, list):
+        raise ValueError(f"expected a JSON list, got {value!r}")
+    return v
 
 
 _cfg = pkconfig.init(
@@ -27,6 +38,31 @@ _cfg = pkconfig.init(
         pkconfig.parse_positive_int,
         "core budget of the local host",
     ),
+    agent_socket=(
+        "",
+        str,
+        "unix socket for agents in network-less containers (default: DATA_DIR/sock/agent.sock)",
+    ),
+    docker_hosts=(
+        [],
+        _json_list,
+        'Docker hosts, JSON: [{"name", "url" (unix:// or tcp://), "cores", "tls_dir"?, "network"?}]',
+    ),
+    docker_image=(
+        f"simvisor-agent:{agent.VERSION}",
+        str,
+        "agent image (etc/docker/build-agent-image.sh)",
+    ),
+    docker_uid=(10001, int, "uid of agents in containers (if we are root)"),
+    docker_pids_limit=(512, int, "processes (and threads) per container"),
+    docker_tmp_bytes=(64 * 1024 * 1024, int, "size of a container's tmpfs /tmp"),
+    docker_project=(
+        "",
+        str,
+        "label of this supervisor's containers (default: from the data dir)",
+    ),
+    basic_mem_bytes=(2 * 1024**3, int, "memory of a user's container, basic plan"),
+    premium_mem_bytes=(16 * 1024**3, int, "memory of a user's container, premium plan"),
     basic_max_running=(2, int, "running jobs per user on the basic plan"),
     basic_max_run_secs=(3600.0, float, "max run time on the basic plan"),
     basic_max_cores=(2, int, "max cores of one run on the basic plan"),

@@ -32,20 +32,24 @@ class Base(tornado.web.RequestHandler):
             self._bearer = True
             self.user = self.sv.users.by_token(h[7:].strip())
         else:
-            self.user = self.sv.users.by_session(
-                self.get_signed_cookie(COOKIE, max_age_days=30)
-            )
+            self.user = self.sv.users.by_session(self._session_cookie())
         if len(self.request.body) > self.sv.cfg.max_body_bytes:
             raise errors.TooLarge("body_too_large", "request body is too large")
 
     def check_xsrf_cookie(self):
         # only the session cookie is sent by browsers on their own: a bearer
-        # token or no credential at all (a 401 follows) carries no XSRF risk
+        # token or no credential at all (a 401 follows) carries no XSRF risk;
+        # nor does a stale session cookie (revoked, or a new cookie secret),
+        # which must not stop a browser that lost its _xsrf cookie from
+        # signing in again
         if self.request.headers.get("Authorization", "").startswith("Bearer "):
             return
-        if not self.get_cookie(COOKIE):
+        if self.sv.users.by_session(self._session_cookie()) is None:
             return
         super().check_xsrf_cookie()
+
+    def _session_cookie(self):
+        return self.get_signed_cookie(COOKIE, max_age_days=30)
 
     def require_user(self):
         if self.user is None:
@@ -68,6 +72,19 @@ class Base(tornado.web.RequestHandler):
         if not isinstance(b, dict):
             raise errors.BadInput("bad_json", "body must be a JSON object")
         return b
+
+    def whoami(self, user):
+        """The signed-in user, the limits of their plan, and the XSRF token."""
+        p = self.sv.plans[user.plan]
+        return {
+            "user": user.to_dict(),
+            "limits": {
+                "max_cores": p.max_cores,
+                "max_running": p.max_running,
+                "max_run_secs": p.max_run_secs,
+            },
+            "xsrf": self.xsrf_token.decode(),
+        }
 
     def sim(self, sim_id):
         return self.sv.sims.get(self.require_user(), sim_id)
@@ -119,7 +136,7 @@ class Login(Base):
         self.set_signed_cookie(
             COOKIE, u.session_value(), httponly=True, samesite="Strict", expires_days=30
         )
-        self.reply({"user": u.to_dict(), "xsrf": self.xsrf_token.decode()})
+        self.reply(self.whoami(u))
 
 
 class Logout(Base):
@@ -130,9 +147,7 @@ class Logout(Base):
 
 class Whoami(Base):
     def get(self):
-        self.reply(
-            {"user": self.require_user().to_dict(), "xsrf": self.xsrf_token.decode()}
-        )
+        self.reply(self.whoami(self.require_user()))
 
 
 class Codes(Base):
@@ -204,6 +219,10 @@ class Log(Base):
         if n is not None:
             t = "".join(t.splitlines(keepends=True)[-n:]) if n else ""
         self.set_header("Content-Type", "text/plain; charset=utf-8")
+        # where the text ends in the whole log: pushed log messages carry
+        # offsets, so a client can join this tail and the pushes exactly
+        self.set_header("X-Log-End", str(s.log_chars))
+        self.set_header("X-Run-Id", s.job.run_id or "")
         self.finish(t)
 
 
@@ -267,6 +286,19 @@ class AdminAgentKill(Base):
             raise errors.NotFound("unknown_agent", f"no agent {agent_id}")
         self.sv.agents.kill(a)
         self.reply({"killed": agent_id})
+
+
+class AdminContainers(Base):
+    async def get(self):
+        self.require_admin()
+        self.reply(await self.sv.admin_containers())
+
+
+class AdminContainerKill(Base):
+    async def post(self, container_id):
+        self.require_admin()
+        await self.sv.kill_container(container_id)
+        self.reply({"killed": container_id})
 
 
 class AdminHosts(Base):
@@ -366,6 +398,8 @@ def routes(sv):
         (r"/api/admin/jobs/([0-9a-f]{1,32})/cancel", AdminCancel),
         (r"/api/admin/agents", AdminAgents),
         (r"/api/admin/agents/([A-Za-z0-9_.-]+)/kill", AdminAgentKill),
+        (r"/api/admin/containers", AdminContainers),
+        (r"/api/admin/containers/([0-9a-f]{64})/kill", AdminContainerKill),
         (r"/api/admin/hosts", AdminHosts),
         (r"/api/admin/hosts/([A-Za-z0-9_.:-]+)/drain", AdminDrain),
         (r"/api/admin/users", AdminUsers),

@@ -28,12 +28,16 @@ ANALYSIS = "analysis"
 class Plan:
     """What a user may use."""
 
-    def __init__(self, name, max_running, max_run_secs, max_cores, max_analyses):
+    def __init__(
+        self, name, max_running, max_run_secs, max_cores, max_analyses, mem_bytes=None
+    ):
         self.name = name
         self.max_running = max_running
         self.max_run_secs = max_run_secs
         self.max_cores = max_cores
         self.max_analyses = max_analyses
+        #: memory of the user's container (docker driver)
+        self.mem_bytes = mem_bytes
 
 
 class Target:

@@ -60,13 +60,16 @@ class Supervisor:
                 cfg[f"{p}_max_run_secs"],
                 cfg[f"{p}_max_cores"],
                 cfg.max_analyses,
+                cfg[f"{p}_mem_bytes"],
             )
             for p in users.PLANS
         }
         self.run_ids = job.RunIds()
         self.hub = events.Hub()
         self.sims = sims.Sims(cfg, self.store)
-        self.drivers = drivers.build(cfg, lambda: f"ws://127.0.0.1:{self.port}/agent")
+        self.drivers = drivers.build(
+            cfg, lambda: f"ws://127.0.0.1:{self.port}/agent", self._plan_of
+        )
         self.runs = runs.Runs(self)
         self.adoption = adoption.Adoption(self, self.runs)
         self.resources = resources.Resources(
@@ -90,6 +93,11 @@ class Supervisor:
         assert set(self.agent_handlers) == set(protocol.TO_SUPERVISOR)
         self.metrics = metrics.Metrics(self)
         self._server = None
+        self._agent_server = None
+
+    def _plan_of(self, user_name):
+        u = self.users.get(user_name)
+        return self.plans[u.plan if u else "basic"]
 
     # --- start and stop ------------------------------------------------------
 
@@ -111,7 +119,32 @@ class Supervisor:
             # before we listen: once healthy, the token file is there
             await self._first_start()
         self._server.add_sockets(s)
+        self._listen_agent_socket()
         pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
+
+    def _listen_agent_socket(self):
+        """Agents in network-less containers reach us through a unix socket.
+
+        It serves only ``/agent`` (and needs the agent's secret): simulation
+        code in those containers can reach it, and nothing else of ours.
+        """
+        p = {getattr(d, "agent_socket", None) for d in self.drivers.values()} - {None}
+        if not p:
+            return
+        (p,) = p
+        p.parent.mkdir(parents=True, exist_ok=True)
+        s = tornado.netutil.bind_unix_socket(str(p), mode=0o666)
+        self._agent_server = tornado.httpserver.HTTPServer(
+            tornado.web.Application(
+                [(r"/agent", ws.Agent, {"sv": self})],
+                websocket_max_message_size=protocol.MAX_MESSAGE_BYTES,
+                websocket_ping_interval=15,
+                websocket_ping_timeout=15,
+            ),
+            xheaders=False,
+        )
+        self._agent_server.add_socket(s)
+        pkdlog("agents also on unix socket={}", p)
 
     async def _first_start(self):
         u = self.users.get("admin")
@@ -165,6 +198,8 @@ class Supervisor:
         """Stop serving; agents and their runs keep going."""
         if self._server:
             self._server.stop()
+        if self._agent_server:
+            self._agent_server.stop()
         await self.runs.destroy()
         await self.agents.destroy()
         for d in self.drivers.values():
@@ -293,6 +328,27 @@ class Supervisor:
         await self.store.call(store.write_atomic, self.inputs_dir(sim) / name, content)
 
     # --- admin ---------------------------------------------------------------
+
+    async def admin_containers(self):
+        """Every container of every driver that has them, per host."""
+        res = []
+        for d in self.drivers.values():
+            if hasattr(d, "containers"):
+                res += await d.containers()
+        return res
+
+    async def kill_container(self, container_id):
+        """Kill a container: its agent (whose runs end canceled), or a stray."""
+        for a in self.agents.all():
+            if a.info.get("container_id") == container_id:
+                self.agents.kill(a)
+                return
+        for d in self.drivers.values():
+            if hasattr(d, "remove_container") and await d.remove_container(
+                container_id
+            ):
+                return
+        raise errors.NotFound("unknown_container", f"no container {container_id}")
 
     def admin_jobs(self):
         res = []

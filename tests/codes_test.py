@@ -13,6 +13,7 @@ import os
 import pathlib
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,19 @@ _ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 _CATALOG = _ROOT / "etc" / "codes.json"
 
-_TEST_CODES = frozenset(("sleep", "burn", "crash", "forker", "forever", "fill"))
+_TEST_CODES = frozenset(
+    (
+        "sleep",
+        "burn",
+        "crash",
+        "forker",
+        "forever",
+        "fill",
+        "memhog",
+        "spawner",
+        "probe",
+    )
+)
 
 _ALL_CODES = _TEST_CODES | {"heat", "lorenz", "stats"}
 
@@ -438,6 +451,39 @@ def test_fill(tmp_path, n):
     if n:
         with open(p, "rb") as f:
             assert f.read(256) == bytes(range(256))
+
+
+def test_memhog(tmp_path):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = _ok("memhog", dict(mib=48, secs=0.1), tmp_path)
+    assert "memhog: done" in r.log
+    # the pages were touched, not just reserved (maxrss is in KiB)
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >= max(
+        before, 40 * 1024
+    )
+
+
+def test_spawner(tmp_path):
+    r = _ok("spawner", dict(procs=5, secs=0.2), tmp_path)
+    assert "spawner: started=5 refused=None" in r.log
+    assert not r.leftover
+
+
+def test_probe(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        p = s.getsockname()[1]
+        r = _ok(
+            "probe",
+            {"path": f"x.txt,{tmp_path}/none", "connect": f"127.0.0.1:{p},x:y"},
+            tmp_path,
+        )
+    assert r.log[0] == "probe: read x.txt -> ok 5 bytes"
+    assert r.log[1].startswith(f"probe: read {tmp_path}/none -> refused FileNotFound")
+    assert r.log[2] == f"probe: connect 127.0.0.1:{p} -> ok connected"
+    assert r.log[3].startswith("probe: connect x:y -> refused ValueError")
 
 
 def test_forker_children_die_with_the_group(tmp_path):

@@ -5,22 +5,35 @@ The interface every driver implements (see `local.LocalDriver`):
 - ``name``: the driver's name in the API (``driver`` of a run)
 - ``targets()``: the `resources.Target` s runs of this driver may use;
   a target's name is the agent's host
+- ``recover(agents, on_exit)``: at start, the agents known before a restart
+  (they may still be running and reconnect)
 - ``async start(agent, secret, on_exit)``: start the agent process, giving it
   `secret` without putting it on a command line or in a log; record what is
-  needed to find it again in ``agent.info``; call ``on_exit(agent, message)``
-  if the process ends
+  needed to find it again in ``agent.info``; call ``on_exit(agent, message,
+  dead=...)`` if the process ends (``dead``: its runs surely ended with it)
 - ``async kill(agent)``: stop the agent process for good; idempotent
+- ``resize(agent, cores)``: the cores of the runs the agent holds changed
 - ``describe(agent)``: extra fields for the admin page
 - ``async destroy()``: shutdown; agents keep running
 """
 
 
-def build(cfg, supervisor_url):
-    """The configured drivers by name (built once at start)."""
+def build(cfg, supervisor_url, plan_of):
+    """The configured drivers by name (built once at start).
+
+    Args:
+        supervisor_url (callable): the agent websocket's URL
+        plan_of (callable): user name -> `resources.Plan`
+    """
     from supervisor.drivers import local
 
+    ds = [local.LocalDriver(cfg, supervisor_url)]
+    if cfg.docker_hosts:
+        from supervisor.drivers import docker
+
+        ds.append(docker.DockerDriver(cfg, supervisor_url, plan_of))
     res = {}
-    for d in (local.LocalDriver(cfg, supervisor_url),):
+    for d in ds:
         assert d.name not in res, f"duplicate driver={d.name}"
         res[d.name] = d
     return res

@@ -102,6 +102,14 @@ class LocalDriver:
         except ProcessLookupError:
             pass
 
+    def recover(self, agents, on_exit):
+        # agents of a previous supervisor reconnect by themselves
+        pass
+
+    def resize(self, agent, cores):
+        # local agents share the host: cores are accounted, not enforced
+        pass
+
     def describe(self, agent):
         return {"pid": agent.info.get("pid")}
 

@@ -1,0 +1,91 @@
+"""Memory limits as the agent sees them: whose fault a SIGKILL was.
+
+Under a memory limit (a container's, or any cgroup's) the kernel's OOM killer
+ends a process with SIGKILL, which looks like any other kill. The cgroup
+counts those kills (``oom_kill`` in ``memory.events`` on cgroup v2,
+``memory.oom_control`` on v1), so the agent reads the count before a run
+starts and after it ends: if it went up, the run ran out of memory.
+
+With ``--sim-oom-score-adj 1000`` simulations are the kernel's first choice,
+so it is the simulation that dies, not the agent (raising one's own score
+needs no privilege).
+"""
+
+import os
+
+_CGROUP = "/sys/fs/cgroup"
+
+
+def _cgroup_dirs():
+    """Candidate directories of our memory cgroup, most specific first."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    v1 = v2 = None
+    for x in lines:
+        n, ctl, path = x.split(":", 2)
+        if "memory" in ctl.split(","):
+            v1 = path
+        elif n == "0" and ctl == "":
+            v2 = path
+    rv = []
+    if v1 is not None:
+        m = os.path.join(_CGROUP, "memory")
+        # in a container the mount is the container's own cgroup
+        rv += [(m + v1, "memory.oom_control"), (m, "memory.oom_control")]
+    if v2 is not None:
+        rv += [(_CGROUP + v2, "memory.events"), (_CGROUP, "memory.events")]
+    return rv
+
+
+def oom_kills():
+    """How many processes the OOM killer ended in our cgroup, or None if unknown."""
+    for d, f in _cgroup_dirs():
+        try:
+            with open(os.path.join(d, f)) as x:
+                for line in x:
+                    k, _, v = line.partition(" ")
+                    if k == "oom_kill":
+                        return int(v)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def memory_limit_bytes():
+    """Our cgroup's memory limit, or None if there is none (or it is unknown)."""
+    for d, f in _cgroup_dirs():
+        p = os.path.join(
+            d, "memory.limit_in_bytes" if f == "memory.oom_control" else "memory.max"
+        )
+        try:
+            with open(p) as x:
+                v = x.read().strip()
+        except OSError:
+            continue
+        if v == "max" or not v.isdigit() or int(v) >= 2**62:
+            return None
+        return int(v)
+    return None
+
+
+def out_of_memory_error(kills_before):
+    """The error text if the OOM killer struck since `kills_before`, else None."""
+    n = oom_kills()
+    if kills_before is None or n is None or n <= kills_before:
+        return None
+    m = memory_limit_bytes()
+    return "out of memory" + (
+        f": the memory limit of {m // (1024 * 1024)} MiB was reached" if m else ""
+    )
+
+
+def set_oom_score_adj(value):
+    """For a child before exec: make it the OOM killer's first choice."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError:
+        pass

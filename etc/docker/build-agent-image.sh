@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Build the simvisor agent image from scratch: no registry is needed.
+#
+#   etc/docker/build-agent-image.sh [--rootfs-only] [--docker-host URL] [--tlsdir DIR]
+#
+# 1. debootstrap a minimal Debian (bookworm, minbase) with python3 and tini,
+#    trimmed (docs, locales, apt caches); cached as a tarball, since this is
+#    the slow part (about half a minute with a nearby mirror);
+# 2. add the project's `agent` package (only agent/, never supervisor/) and
+#    tornado (copied from the project's virtualenv, the version the tests ran)
+#    into the system python's dist-packages, byte-compiled, and a non-root
+#    user `simvisor` (uid 10001); cached as a tarball too;
+# 3. `docker import` it as simvisor-agent:<version>-<hash of the inputs>, and
+#    tag it simvisor-agent:<version>, unless the engine has that tag already.
+#
+# So it is rebuilt only when an input changes: this script, the base spec,
+# agent/ or tornado. Prints the image tag on stdout (the last line).
+# --rootfs-only builds the cached tarballs and needs no engine. Needs root
+# (debootstrap, chroot). Cache: $SIMVISOR_CACHE_DIR, else ~/.cache/simvisor.
+# Mirror: $SIMVISOR_DEBIAN_MIRROR, else http://deb.debian.org/debian.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+rootfs_only=
+docker_args=()
+while (($#)); do
+    case $1 in
+        --rootfs-only) rootfs_only=1 ;;
+        --docker-host) docker_args+=(-H "$2"); shift ;;
+        --tlsdir)
+            docker_args+=(--tlsverify --tlscacert "$2/ca.pem" --tlscert "$2/cert.pem" --tlskey "$2/key.pem")
+            shift
+            ;;
+        *) echo "usage: $0 [--rootfs-only] [--docker-host URL] [--tlsdir DIR]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+suite=bookworm
+variant=minbase
+packages=python3,tini
+mirror=${SIMVISOR_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+uid=10001
+python=${PYTHON:-$root/.venv/bin/python}
+cache=${SIMVISOR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/simvisor}
+version=$("$python" -c 'import agent; print(agent.VERSION)')
+tornado_dir=$("$python" -c 'import os, tornado; print(os.path.dirname(tornado.__file__))')
+
+_log() {
+    echo "build-agent-image: $*" >&2
+}
+
+_hash_files() {
+    # content and relative names of the regular files under $1 (no bytecode)
+    (cd "$1" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+        | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64
+}
+
+mkdir -p "$cache"
+base_key=$(printf '%s\n' "$suite" "$variant" "$packages" "trim-v1" | sha256sum | cut -c1-16)
+base_tar=$cache/agent-base-$base_key.tar
+image_key=$(
+    printf '%s\n' "$base_key" "$uid" "$(sha256sum < "$0")" \
+        "$(_hash_files agent)" "$(_hash_files "$tornado_dir")" | sha256sum | cut -c1-12
+)
+image_tar=$cache/agent-image-$image_key.tar
+tag=simvisor-agent:$version-$image_key
+
+if [[ ! $rootfs_only ]] && docker "${docker_args[@]}" image inspect "$tag" >/dev/null 2>&1; then
+    _log "up to date: $tag"
+    echo "$tag"
+    exit 0
+fi
+if [[ $(id -u) != 0 && ! -f $image_tar ]]; then
+    _log "needs root to build the root filesystem (debootstrap, chroot)"
+    exit 1
+fi
+work=$(mktemp -d "$cache/build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+if [[ ! -f $base_tar ]]; then
+    _log "debootstrap $suite variant=$variant include=$packages (once; cached)"
+    s=$SECONDS
+    debootstrap --variant="$variant" --include="$packages" "$suite" "$work/base" "$mirror" \
+        > "$work/debootstrap.log" 2>&1 || {
+        tail -20 "$work/debootstrap.log" >&2
+        exit 1
+    }
+    # what a container never needs: package caches and lists, docs, locales
+    rm -rf "$work"/base/var/cache/apt/* "$work"/base/var/lib/apt/lists/* \
+        "$work"/base/usr/share/{doc,man,info,locale}/* "$work"/base/var/log/*
+    rm -f "$cache"/agent-base-*.tar
+    tar -C "$work/base" --numeric-owner -cf "$base_tar.tmp" .
+    mv "$base_tar.tmp" "$base_tar"
+    rm -rf "$work/base"
+    _log "base done in $((SECONDS - s)) s: $base_tar"
+fi
+
+if [[ ! -f $image_tar ]]; then
+    s=$SECONDS
+    r=$work/rootfs
+    mkdir "$r"
+    tar -C "$r" --numeric-owner -xf "$base_tar"
+    site=$r/usr/local/lib/python3.11/dist-packages
+    mkdir -p "$site"
+    # the agent package only: the supervisor never goes into the image
+    find agent \( -name '*.py' -o -name '*.json' \) -print0 \
+        | tar --null -T - -cf - | tar -C "$site" -xf -
+    cp -a "$tornado_dir" "$site/tornado"
+    find "$site" -name __pycache__ -prune -exec rm -rf {} +
+    # the root filesystem is read-only at run time: compile now
+    chroot "$r" python3 -m compileall -q /usr/local/lib/python3.11/dist-packages
+    echo "simvisor:x:$uid:$uid:simvisor agent:/tmp:/usr/sbin/nologin" >> "$r/etc/passwd"
+    echo "simvisor:x:$uid:" >> "$r/etc/group"
+    mkdir -p "$r/simvisor/run" "$r/simvisor/sock"
+    chroot "$r" python3 -c 'import agent.client, agent.codes.heat, tornado.websocket'
+    rm -f "$cache"/agent-image-*.tar
+    tar -C "$r" --numeric-owner -cf "$image_tar.tmp" .
+    mv "$image_tar.tmp" "$image_tar"
+    _log "image root filesystem done in $((SECONDS - s)) s: $image_tar"
+fi
+[[ $rootfs_only ]] && exit 0
+
+s=$SECONDS
+docker "${docker_args[@]}" import \
+    -c "USER $uid:$uid" \
+    -c 'ENV HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1' \
+    -c 'WORKDIR /tmp' \
+    -c 'ENTRYPOINT ["/usr/bin/tini", "--"]' \
+    -c 'CMD ["python3", "-m", "agent", "--help"]' \
+    -c "LABEL simvisor.image=$image_key" \
+    "$image_tar" "$tag" >/dev/null
+docker "${docker_args[@]}" tag "$tag" "simvisor-agent:$version"
+_log "imported $tag in $((SECONDS - s)) s"
+echo "$tag"

@@ -1,0 +1,219 @@
+// The page: sign-in state, header, connection banner, notices and routes.
+
+import { get, post, setUnauthorizedHandler, setXsrf } from "./api.js";
+import { busy, h } from "./dom.js";
+import { Live } from "./events.js";
+import { Router } from "./router.js";
+import { adminView } from "./views/admin.js";
+import { listView } from "./views/list.js";
+import { loginView, logo } from "./views/login.js";
+import { newView } from "./views/new.js";
+import { simulationView } from "./views/simulation.js";
+
+/** Fallbacks if the server does not send the plan's limits (config defaults). */
+const PLAN_LIMITS = { basic: { max_cores: 2 }, premium: { max_cores: 64 } };
+
+const ctx = {
+    user: null,
+    limits: null,
+    codes: new Map(),
+    live: new Live(),
+    router: null,
+    notify,
+    signedIn,
+    signOut,
+};
+
+const $ = (id) => document.getElementById(id);
+
+function notFoundView(root) {
+    root.append(
+        h("div.page-head", h("div", h("h1", "Page not found"))),
+        h("section.card", h("p", "There is nothing at this address."), h("a.btn", { href: "#/" }, "Go to your simulations")),
+    );
+}
+
+const router = new Router(
+    [
+        [/^\/login$/, loginView],
+        [/^\/$/, listView],
+        [/^\/new(?:\/([\w-]+))?$/, newView],
+        [/^\/sim\/([0-9a-f]+)$/, simulationView],
+        [/^\/admin$/, adminView],
+    ],
+    notFoundView,
+);
+ctx.router = router;
+
+/** A notice at the top of the page: errors stay until dismissed. */
+function notify(message, kind = "error") {
+    const close = h("button.notice-close", { type: "button", "aria-label": "Dismiss" }, "×");
+    const n = h("div.notice", { class: `notice-${kind}`, role: kind === "error" ? "alert" : "status" }, h("span", message), close);
+    close.addEventListener("click", () => n.remove());
+    $("notices").append(n);
+    if (kind !== "error") {
+        setTimeout(() => n.remove(), 4000);
+    }
+}
+
+async function signedIn(w) {
+    setXsrf(w.xsrf);
+    ctx.user = w.user;
+    ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
+    const codes = await get("/codes");
+    ctx.codes = new Map(codes.map((c) => [c.name, c]));
+    renderHeader();
+    ctx.live.start();
+    const next = sessionStorage.getItem("simvisor.next");
+    sessionStorage.removeItem("simvisor.next");
+    router.go(next && next !== "/login" ? next : "/");
+}
+
+async function signOut() {
+    try {
+        await post("/logout");
+    } catch (e) {
+        // the cookie may already be gone; we sign out on this side anyway
+    }
+    ended();
+}
+
+/** The session is over (signed out, or the server says 401). */
+function ended(message) {
+    ctx.user = null;
+    ctx.limits = null;
+    setXsrf(null);
+    ctx.live.stop();
+    renderHeader();
+    router.go("/login");
+    if (message) {
+        notify(message);
+    }
+}
+
+function renderHeader() {
+    const u = ctx.user;
+    $("nav").hidden = !u;
+    $("account").hidden = !u;
+    $("nav-admin").hidden = !(u && u.role === "admin");
+    if (u) {
+        $("account-name").textContent = u.name;
+        $("account-plan").textContent = u.role === "admin" ? `${u.plan} · admin` : u.plan;
+    }
+}
+
+function markNav(path) {
+    const sect = path.startsWith("/admin") ? "admin" : path.startsWith("/new") ? "new" : path === "/" || path.startsWith("/sim") ? "list" : "";
+    for (const a of document.querySelectorAll("#nav a")) {
+        if (a.dataset.nav === sect) {
+            a.setAttribute("aria-current", "page");
+        } else {
+            a.removeAttribute("aria-current");
+        }
+    }
+    if (!path.startsWith("/sim")) {
+        document.title = "simvisor";
+    }
+}
+
+// --- the connection banner -----------------------------------------------------
+
+let bannerTimer = null;
+
+function renderBanner() {
+    const live = ctx.live;
+    const b = $("banner");
+    // for people debugging and for tests: where the live feed stands
+    document.body.dataset.live = live.synced ? "synced" : live.state;
+    const text = $("banner-text");
+    clearInterval(bannerTimer);
+    bannerTimer = null;
+    if (live.state === "disconnected") {
+        b.hidden = false;
+        b.dataset.state = "disconnected";
+        const tick = () => {
+            const s = Math.max(0, Math.ceil((live.retryAt - Date.now()) / 1000));
+            text.textContent = `Disconnected from the supervisor — reconnecting…${s > 0 ? ` (next try in ${s} s)` : ""}`;
+        };
+        tick();
+        bannerTimer = setInterval(tick, 1000);
+        $("banner-retry").hidden = false;
+    } else if ((live.state === "open" || live.state === "connecting") && !live.synced && live.everSynced) {
+        b.hidden = false;
+        b.dataset.state = "connecting";
+        text.textContent = "Disconnected from the supervisor — reconnecting…";
+        $("banner-retry").hidden = true;
+    } else {
+        b.hidden = true;
+        b.dataset.state = live.state;
+    }
+}
+
+// --- start -----------------------------------------------------------------
+
+async function boot() {
+    $("brand-logo").append(logo());
+    $("signout").addEventListener("click", (ev) => busy(ev.currentTarget, signOut));
+    $("banner-retry").addEventListener("click", () => ctx.live.retryNow());
+    $("skip").addEventListener("click", (ev) => {
+        ev.preventDefault();
+        const m = $("main");
+        (m.querySelector("h1") || m).focus();
+    });
+    ctx.live.on("connection", renderBanner);
+    setUnauthorizedHandler(() => {
+        if (ctx.user) {
+            ended("Your session has ended; sign in again.");
+        }
+    });
+    ctx.onRoute = markNav;
+    let w = null;
+    try {
+        w = await get("/whoami", { quiet401: true });
+    } catch (e) {
+        if (e.status !== 401) {
+            $("main").append(
+                h(
+                    "section.card.boot-error",
+                    { role: "alert" },
+                    h("h1", "Cannot reach the supervisor"),
+                    h("p", e.message),
+                    h("button.btn.btn-primary", { type: "button", onClick: () => location.reload() }, "Try again"),
+                ),
+            );
+            return;
+        }
+    }
+    const before = (path) => {
+        if (!ctx.user && path !== "/login") {
+            sessionStorage.setItem("simvisor.next", path);
+            return "/login";
+        }
+        if (ctx.user && path === "/login") {
+            return "/";
+        }
+        return null;
+    };
+    if (w) {
+        setXsrf(w.xsrf);
+        ctx.user = w.user;
+        ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
+        try {
+            const codes = await get("/codes");
+            ctx.codes = new Map(codes.map((c) => [c.name, c]));
+        } catch (e) {
+            notify(`Could not load the code catalog: ${e.message}`);
+        }
+        ctx.live.start();
+    }
+    renderHeader();
+    router.start($("main"), ctx, before);
+}
+
+window.addEventListener("unhandledrejection", (ev) => {
+    // nothing fails silently: an error no view handled is shown in words
+    const m = ev.reason?.message || String(ev.reason);
+    notify(m);
+});
+
+boot();

@@ -1,0 +1,131 @@
+// The simulation list: name, code, status and last run, live from pushes.
+
+import { ACTIVE, fill, fmtAgo, h, keepFocus, statusBadge, timeEl } from "../dom.js";
+
+export function listView(root, _params, ctx) {
+    const { live, user } = ctx;
+    const showAll = h("input", { type: "checkbox", id: "show-all" });
+    const body = h("tbody");
+    const empty = h("div.empty", { hidden: true });
+    const count = h("span.muted.count");
+    const table = h(
+        "div.table-wrap",
+        h(
+            "table.table.sim-table",
+            h("caption.visually-hidden", "Your simulations"),
+            h(
+                "thead",
+                h(
+                    "tr",
+                    h("th", { scope: "col" }, "Name"),
+                    h("th.col-user", { scope: "col", hidden: true }, "User"),
+                    h("th", { scope: "col" }, "Code"),
+                    h("th", { scope: "col" }, "Status"),
+                    h("th.col-last", { scope: "col" }, "Last run"),
+                ),
+            ),
+            body,
+        ),
+    );
+    root.append(
+        h(
+            "div.page-head",
+            h("div", h("h1", "Simulations"), count),
+            h(
+                "div.page-actions",
+                user.role === "admin"
+                    ? h("label.check", showAll, " Everyone's")
+                    : null,
+                h("a.btn.btn-primary", { href: "#/new" }, "New simulation"),
+            ),
+        ),
+        h("section.card.card-flush", { "aria-label": "Simulations" }, table, empty),
+    );
+
+    let pending = false;
+    function schedule() {
+        if (!pending) {
+            pending = true;
+            requestAnimationFrame(() => {
+                pending = false;
+                keepFocus(root, render);
+            });
+        }
+    }
+
+    function render() {
+        const all = showAll.checked;
+        const sims = [...live.sims.values()]
+            .filter((s) => all || s.user === user.name)
+            .sort((a, b) => lastActivity(b) - lastActivity(a));
+        for (const c of root.querySelectorAll(".col-user")) {
+            c.hidden = !all;
+        }
+        count.textContent = live.everSynced ? `${sims.length} ${sims.length === 1 ? "simulation" : "simulations"}` : "";
+        fill(body, sims.map((s) => row(s, all, ctx)));
+        table.hidden = !sims.length;
+        empty.hidden = Boolean(sims.length);
+        if (!sims.length) {
+            fill(
+                empty,
+                live.everSynced
+                    ? [
+                          h("p.empty-title", "No simulations yet"),
+                          h("p.muted", "Create one from the catalog: a heat equation or a Lorenz attractor runs in seconds."),
+                          h("a.btn.btn-primary", { href: "#/new" }, "Create your first simulation"),
+                      ]
+                    : h("p.muted", "Loading…"),
+            );
+        }
+    }
+
+    showAll.addEventListener("change", render);
+    const offs = [live.on("sim", schedule), live.on("job", schedule), live.on("synced", schedule)];
+    // relative times ("2 min ago") age; redraw them now and then
+    const tick = setInterval(schedule, 30000);
+    render();
+    return () => {
+        offs.forEach((off) => off());
+        clearInterval(tick);
+    };
+}
+
+function lastActivity(s) {
+    const j = s.job || {};
+    return j.ended_at || j.started_at || j.queued_at || s.updated || s.created || 0;
+}
+
+function row(s, all, ctx) {
+    const j = s.job || { status: "missing" };
+    const code = ctx.codes.get(s.code);
+    let last;
+    if (j.status === "missing") {
+        last = h("span.muted", "never run");
+    } else if (ACTIVE.has(j.status)) {
+        const pct = Math.round((j.progress || 0) * 100);
+        last = h(
+            "span.inline-progress",
+            h(
+                "span.mini-bar",
+                { role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": `${s.name} progress` },
+                h("span.mini-fill", { style: { width: `${pct}%` } }),
+            ),
+            j.status === "running" ? `${pct}%` : j.situation || j.status,
+        );
+    } else {
+        last = h("span", { title: "" }, timeEl(j.ended_at), h("span.muted", ` · ${fmtAgo(j.ended_at)}`));
+    }
+    return h(
+        "tr",
+        { dataset: { sim: s.id } },
+        h(
+            "td",
+            h("a.sim-link", { href: `#/sim/${s.id}`, dataset: { key: `sim-${s.id}` } }, s.name),
+            h("div.sub.muted", h("code", s.id)),
+        ),
+        all ? h("td.col-user", s.user) : null,
+        h("td", h("span", { title: code?.title || s.code }, s.code)),
+        h("td", statusBadge(j.status)),
+        h("td.col-last", last),
+    );
+}
