@@ -34,6 +34,15 @@ class Hub:
             if not s:
                 del self._by_user[sub.user.name]
 
+    def close_user(self, name):
+        """End a user's connections (their sessions were revoked)."""
+        for s in list(self._by_user.get(name, ())) + [
+            s for s in self._admins if s.user.name == name
+        ]:
+            s.closed = True
+            self.unsubscribe(s)
+            s.close()
+
     def count(self):
         return len(self._admins) + sum(len(s) for s in self._by_user.values())
 
@@ -64,6 +73,9 @@ class Subscriber:
         self._close = close
         self._pending_bytes = 0
         self.closed = False
+
+    def close(self):
+        self._close()
 
     def wants(self, simulation_id):
         return self.simulation_id is None or self.simulation_id == simulation_id

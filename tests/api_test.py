@@ -381,3 +381,20 @@ def test_revoking_tokens_ends_sessions(server):
     ).json()["token"]
     server.tokens["gus"] = t
     assert server.api("GET", "/whoami", "gus").status_code == 200
+
+
+async def test_revoking_tokens_closes_event_streams(server):
+    from tornado import httpclient, websocket
+
+    server.add_user("hal")
+    ws = await websocket.websocket_connect(
+        httpclient.HTTPRequest(
+            server.url.replace("http", "ws") + "/api/events",
+            headers={"Authorization": "Bearer " + server.tokens["hal"]},
+        )
+    )
+    assert json.loads(await ws.read_message())["type"] == "synced"
+    server.api("PATCH", "/admin/users/hal", json={"revoke_tokens": True}, expect=200)
+    # closed by the server: nothing more arrives
+    assert await ws.read_message() is None
+    ws.close()
