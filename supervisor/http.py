@@ -346,6 +346,8 @@ class AdminUser(Base):
             new_token=bool(b.get("new_token")),
             revoke_tokens=bool(b.get("revoke_tokens")),
         )
+        if b.get("revoke_tokens"):
+            self.sv.hub.close_user(u.name)
         await f
         self.reply(dict(u.to_dict(), token=t) if t else u.to_dict())
 
