@@ -145,6 +145,10 @@ class Agents:
     def all(self):
         return list(self.by_id.values())
 
+    def hosts_of(self, user, driver):
+        """Hosts where `user` has an agent of `driver` (running or starting)."""
+        return {h for u, d, h in self._by_key if u == user and d == driver}
+
     # --- the dispatch prerequisite -----------------------------------------
 
     def check_ready(self, user, driver, host):

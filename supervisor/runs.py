@@ -138,6 +138,8 @@ class Runs:
         """Start the dispatch of the job's (queued) run."""
         j = sim.job
         lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
+        # hosts where the user has an agent first: reuse beats a new one
+        h = self._sv.agents.hosts_of(sim.user, driver.name)
         r = Run(
             sim,
             j.run_id,
@@ -147,7 +149,7 @@ class Runs:
                 sim.user,
                 plan,
                 j.cores,
-                [t.name for t in driver.targets()],
+                sorted((t.name for t in driver.targets()), key=lambda n: n not in h),
                 lane,
             ),
         )

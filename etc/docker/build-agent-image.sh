@@ -58,7 +58,10 @@ _hash_files() {
 }
 
 mkdir -p "$cache"
-base_key=$(printf '%s\n' "$suite" "$variant" "$packages" "trim-v1" | sha256sum | cut -c1-16)
+# one build at a time per cache (test sessions may run side by side)
+exec 9> "$cache/.lock"
+flock 9
+base_key=$(printf '%s\n' "$suite" "$variant" "$packages" "trim-v2" | sha256sum | cut -c1-16)
 base_tar=$cache/agent-base-$base_key.tar
 image_key=$(
     printf '%s\n' "$base_key" "$uid" "$(sha256sum < "$0")" \
@@ -87,9 +90,14 @@ if [[ ! -f $base_tar ]]; then
         tail -20 "$work/debootstrap.log" >&2
         exit 1
     }
-    # what a container never needs: package caches and lists, docs, locales
-    rm -rf "$work"/base/var/cache/apt/* "$work"/base/var/lib/apt/lists/* \
-        "$work"/base/usr/share/{doc,man,info,locale}/* "$work"/base/var/log/*
+    # what the agent never needs: package caches and lists, docs, locales,
+    # iconv modules, perl (only package scripts use it; nothing is installed
+    # in a read-only container)
+    b=$work/base
+    rm -rf "$b"/var/cache/apt/* "$b"/var/lib/apt/lists/* "$b"/var/cache/debconf/* \
+        "$b"/usr/share/{doc,man,info,locale}/* "$b"/var/log/* \
+        "$b"/usr/lib/x86_64-linux-gnu/{gconv,perl-base} "$b"/usr/bin/perl* \
+        "$b"/usr/share/perl5 "$b"/usr/lib/python3.11/pydoc_data
     rm -f "$cache"/agent-base-*.tar
     tar -C "$work/base" --numeric-owner -cf "$base_tar.tmp" .
     mv "$base_tar.tmp" "$base_tar"

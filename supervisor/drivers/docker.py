@@ -74,11 +74,16 @@ class DockerDriver:
         # agent id -> cores its container should have
         self._cores = {}
         self._resizing = set()
+        # container id -> the task removing it
+        self._removals = {}
         self._tasks = set()
         self._watching = False
 
     def targets(self):
         return [h.target for h in self.hosts.values()]
+
+    def pkdebug_str(self):
+        return f"DockerDriver(project={self.project} hosts={sorted(self.hosts)})"
 
     def _uid(self):
         # as root we can hand the run directory to the image's user; otherwise
@@ -185,11 +190,25 @@ class DockerDriver:
         self._cores.pop(agent.id, None)
         c = agent.info.get("container_id")
         h = self.hosts.get(agent.host)
-        if c and h:
-            pkdlog("{} removing container id={}", agent, c[:12])
-            await h.call(_remove, c, self._cfg.kill_grace_secs + 2)
-            self._oom.discard(c)
-            pkdlog("{} container removed id={}", agent, c[:12])
+        if not (c and h):
+            return
+        t = self._removals.get(c)
+        if t is None:
+            # its own task, which shutdown waits for: a killed agent's
+            # container is never left behind
+            t = asyncio.get_running_loop().create_task(self._remove(h, agent, c))
+            self._removals[c] = t
+            t.add_done_callback(lambda _: self._removals.pop(c, None))
+        await asyncio.shield(t)
+
+    async def _remove(self, host, agent, cid):
+        try:
+            await host.call(_remove, cid, self._cfg.kill_grace_secs + 2)
+        except Exception as e:
+            pkdlog("{} container remove id={} error={}", agent, cid[:12], e)
+            raise
+        self._oom.discard(cid)
+        pkdlog("{} container removed id={}", agent, cid[:12])
 
     def resize(self, agent, cores):
         """The container's CPU quota follows the cores of the runs it holds."""
@@ -222,6 +241,10 @@ class DockerDriver:
     async def destroy(self):
         for h in self.hosts.values():
             h.destroy()
+        if self._removals:
+            await asyncio.wait(
+                list(self._removals.values()), timeout=self._cfg.kill_grace_secs + 10
+            )
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -254,8 +277,8 @@ class DockerDriver:
         if oom:
             m += " (out of memory)"
         pkdlog("{} container died exit_code={} oom={}", agent, exit_code, oom)
+        # the agent is stopped, and so killed: its container is removed
         on_exit(agent, f"{m}: {t}" if t else m, dead=True)
-        await host.call(_remove, cid, 0)
 
     def _on_subscribed(self, host):
         self._spawn(self._reconcile(host))

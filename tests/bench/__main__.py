@@ -15,10 +15,10 @@ import tempfile
 import time
 import traceback
 
-from tests.bench import clients, figures, floors, report
+from tests.bench import clients, containers, figures, floors, report
 from tests.bench.report import MS, PER_SEC, Row
 
-TOTAL_SECS = 170
+TOTAL_SECS = 230
 
 #: row 4: runs at once, and the local core budget that allows them
 THROUGHPUT_RUNS = 40
@@ -31,6 +31,10 @@ DISPATCH_RUNS = 200
 PUSHES = 200
 
 STORE_WRITES = 200
+
+#: rows 8 and 9: container starts (each cold one makes a new container)
+DOCKER_COLD_RUNS = 8
+DOCKER_WARM_RUNS = 15
 
 
 class Bench:
@@ -93,6 +97,21 @@ class Bench:
             self.dispatch,
             self.store,
         ]
+        self.docker_skipped = containers.unavailable()
+        if not self.docker_skipped:
+            f = (
+                "a bare `docker run --rm --network none <agent image> true` through "
+                "the Docker SDK (create, start, wait, remove), same engine"
+            )
+            self.cold = Row("8 docker: run request -> running, cold", MS, f)
+            self.warm = Row("9 docker: run request -> running, warm", MS, f)
+            self.cold.note = (
+                "a new container each time (the previous one killed and removed "
+                "first): create, start, the agent connects over the unix socket, "
+                "then the run op; `sleep` secs=0"
+            )
+            self.warm.note = "the user's container is up and its agent connected"
+            self.rows += [self.cold, self.warm]
         self.tput.note = (
             f"supervisor: local_cores={THROUGHPUT_CORES}, admin on the premium plan "
             f"(8 running); {THROUGHPUT_RUNS} fresh simulations per repetition; time "
@@ -125,6 +144,8 @@ class Bench:
         await self._measure([self.store], self._store())
         await self._real_agent()
         await self._fake_agent()
+        if not self.docker_skipped:
+            await self._docker()
 
     async def _store(self):
         a, p = await asyncio.to_thread(
@@ -233,6 +254,32 @@ class Bench:
             f"{w:.1f} durable store writes and {n:.1f} pushes per run"
         )
 
+    async def _docker(self):
+        rows = [self.cold, self.warm]
+        b = await self._measure(
+            rows, containers.DockerBench.make(self.conftest, self.tmp / "docker")
+        )
+        if b is None:
+            return
+        try:
+            if await self._measure(rows, b.start()) is None:
+                return
+            await self._measure(rows, self._docker_rows(b))
+        finally:
+            self.leftovers += await b.cleanup()
+
+    async def _docker_rows(self, b):
+        (sid,) = await b.api.create_sims(1, "sleep", {"secs": 0})
+        # warm-up: the image's layers in the page cache
+        await b.bare_run()
+        await b.run_start(sid, cold=True)
+        self.cold.floor, self.cold.figure = await report.paired(
+            b.bare_run, lambda: b.run_start(sid, cold=True), DOCKER_COLD_RUNS, 30
+        )
+        self.warm.floor, self.warm.figure = await report.paired(
+            b.bare_run, lambda: b.run_start(sid, cold=False), DOCKER_WARM_RUNS, 20
+        )
+
 
 async def _main(tmp):
     b = Bench(tmp)
@@ -262,6 +309,8 @@ def main():
         ),
         flush=True,
     )
+    if b.docker_skipped:
+        print(f"\ndocker rows skipped: {b.docker_skipped}", flush=True)
     rc = 0
     if b.leftovers:
         print(f"\nprocesses left behind (killed): {b.leftovers}", flush=True)
