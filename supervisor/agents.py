@@ -17,7 +17,7 @@ import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
-from supervisor import users
+from supervisor import tasks, users
 from supervisor.dispatch import Awaited
 
 STARTING = "starting"
@@ -116,7 +116,7 @@ class Agents:
         self.by_id = {}
         self._by_key = {}
         self._op_ids = iter(range(1, 2**62))
-        self._tasks = set()
+        self._tasks = tasks.Tasks("agents")
         self._destroyed = False
 
     def load(self):
@@ -185,7 +185,7 @@ class Agents:
         self._add(a)
         # durable before the agent can call back, so a restart knows it
         self._store.save(f"agents/{a.id}.json", a.to_doc())
-        self._spawn(self._start(a, s))
+        self._tasks.spawn(self._start(a, s))
         return a
 
     async def _start(self, agent, secret):
@@ -265,7 +265,7 @@ class Agents:
             agent.conn.close()
             agent.conn = None
         self._on_stopped(agent, str(reason), dead)
-        self._spawn(self._drivers[agent.driver].kill(agent))
+        self._tasks.spawn(self._drivers[agent.driver].kill(agent))
 
     def kill(self, agent, reason=KILLED_BY_ADMIN):
         self._stop(agent, AgentGone(reason), dead=True)
@@ -378,18 +378,6 @@ class Agents:
             agent.timer.cancel()
             agent.timer = None
 
-    # --- tasks -------------------------------------------------------------
-
-    def _spawn(self, coro):
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._task_done)
-
-    def _task_done(self, task):
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception():
-            pkdlog("agent task error={}", task.exception())
-
     async def destroy(self):
         """Shutdown: agents keep running (they reconnect to the next start)."""
         self._destroyed = True
@@ -397,6 +385,4 @@ class Agents:
             self._cancel_timer(a)
             if a.conn is not None:
                 a.conn.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.destroy()

@@ -18,7 +18,7 @@ import time
 
 from pykern.pkdebug import pkdexc, pkdlog
 
-from supervisor import agents, errors, job, resources
+from supervisor import agents, errors, job, resources, tasks
 from supervisor.dispatch import dispatch
 
 #: queue positions are pushed at most this often
@@ -73,7 +73,7 @@ class Runs:
         self._cfg = sv.cfg
         # run_id -> Run, for every active run
         self.active = {}
-        self._tasks = set()
+        self._tasks = tasks.Tasks("runs")
         self._positions_pending = False
         self.restarts = 0
         # kind -> handler of an agent message about a run; built once
@@ -157,7 +157,7 @@ class Runs:
         sim.run = r
         self.active[r.run_id] = r
         self._sv.resources.add(r.request)
-        r.task = self._spawn(self._run_task(r))
+        r.task = self._tasks.spawn(self._run_task(r))
 
     def inputs(self, user, sim, code, uploads):
         """Input files for the run op: uploads and analysis sources."""
@@ -408,7 +408,7 @@ class Runs:
     def _max_run_expired(self, run):
         # the agent should have ended it already; make sure
         if not run.destroyed:
-            self._spawn(
+            self._tasks.spawn(
                 self.cancel(
                     run.sim,
                     job.TIMED_OUT,
@@ -435,23 +435,8 @@ class Runs:
     def _publish(self, sim, msg):
         self._sv.hub.publish(sim.user, sim.id, msg)
 
-    # --- tasks -------------------------------------------------------------
-
-    def _spawn(self, coro):
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._task_done)
-        return t
-
-    def _task_done(self, task):
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception():
-            pkdlog("run task error={}", task.exception())
-
     async def destroy(self):
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.destroy()
 
 
 def read_uploads(path):

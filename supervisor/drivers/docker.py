@@ -26,6 +26,7 @@ import docker.errors
 import docker.types
 from pykern.pkdebug import pkdlog
 
+from supervisor import tasks
 from supervisor.drivers import docker_hosts
 
 #: where the user's run directory and the supervisor's socket are in a container
@@ -76,7 +77,7 @@ class DockerDriver:
         self._resizing = set()
         # container id -> the task removing it
         self._removals = {}
-        self._tasks = set()
+        self._tasks = tasks.Tasks("docker driver")
         self._watching = False
 
     def targets(self):
@@ -218,7 +219,7 @@ class DockerDriver:
         self._cores[agent.id] = n
         if agent.id not in self._resizing:
             self._resizing.add(agent.id)
-            self._spawn(self._resize(agent))
+            self._tasks.spawn(self._resize(agent))
 
     async def _resize(self, agent):
         # one task per agent applies the latest wish, in order
@@ -245,9 +246,7 @@ class DockerDriver:
             await asyncio.wait(
                 list(self._removals.values()), timeout=self._cfg.kill_grace_secs + 10
             )
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.destroy()
 
     # --- what the engines report ---------------------------------------------
 
@@ -260,7 +259,7 @@ class DockerDriver:
         elif k == "die":
             w = self._agents.get(a.get("simvisor.agent"))
             if w is not None and w[0].info.get("container_id") == c:
-                self._spawn(self._died(host, w, c, int(a.get("exitCode", -1))))
+                self._tasks.spawn(self._died(host, w, c, int(a.get("exitCode", -1))))
 
     async def _died(self, host, watched, cid, exit_code, oom=False):
         agent, on_exit = watched
@@ -281,7 +280,7 @@ class DockerDriver:
         on_exit(agent, f"{m}: {t}" if t else m, dead=True)
 
     def _on_subscribed(self, host):
-        self._spawn(self._reconcile(host))
+        self._tasks.spawn(self._reconcile(host))
 
     async def _reconcile(self, host):
         """What happened while nobody watched: strays, deaths, vanished containers."""
@@ -349,18 +348,6 @@ class DockerDriver:
                     await h.call(_remove, c, self._cfg.kill_grace_secs + 2)
                     return True
         return False
-
-    # --- tasks -------------------------------------------------------------
-
-    def _spawn(self, coro):
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._task_done)
-
-    def _task_done(self, task):
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception():
-            pkdlog("docker driver task error={}", task.exception())
 
 
 # --- blocking helpers (run in threads) ------------------------------------------
