@@ -16,6 +16,8 @@ setuptools.setup(
         "prometheus-client",
         # the docker driver: the Docker SDK for Python
         "docker",
+        # the sbatch driver: logs in to HPC login nodes
+        "asyncssh",
         # only for its bundled plotly.min.js, which the GUI loads from us
         "plotly",
     ],

@@ -2,14 +2,24 @@
 
 The secret is one line on stdin (never argv or the environment, so ``ps``
 and ``/proc/<pid>/environ`` do not show it); stdin is then closed.
+
+With ``--slurm`` the agent runs simulations as Slurm jobs (`agent.slurm`)
+and holds a lock in its ``--work-dir``: a new agent there stops the old one
+(SIGTERM: it leaves its jobs running) and re-attaches its jobs. With
+``--daemon`` (how the sbatch driver starts it over SSH) it detaches into its
+own session once it holds the lock, prints ``started pid=N`` and the parent
+exits, so the SSH session can end.
 """
 
 import argparse
 import asyncio
 import ctypes
+import fcntl
 import os
+import pathlib
 import signal
 import sys
+import time
 
 import agent
 from agent import client, protocol
@@ -54,7 +64,25 @@ def parse_args(argv=None):
         default=3600.0,
         help="exit after this long without a connection and with no run running",
     )
+    p.add_argument(
+        "--slurm",
+        action="store_true",
+        help="run simulations as Slurm jobs (sbatch, squeue, sacct, scancel)",
+    )
+    p.add_argument(
+        "--work-dir", help="--slurm: the job table, lock and log (default: run root)"
+    )
+    p.add_argument(
+        "--daemon",
+        action="store_true",
+        help="detach once started; log to --log-file",
+    )
+    p.add_argument("--log-file", help="--daemon: where the agent's log goes")
     a = p.parse_args(argv)
+    if a.daemon and not a.log_file:
+        p.error("--daemon needs --log-file")
+    if a.slurm and not a.work_dir:
+        a.work_dir = a.run_root
     if a.max_procs < 1 or a.max_analyses < 1:
         p.error("--max-procs and --max-analyses must be at least 1")
     try:
@@ -94,8 +122,84 @@ async def _main(args, secret):
     c = client.Client(args, secret)
     loop = asyncio.get_running_loop()
     for s in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(s, c.stop)
+        # Slurm jobs do not need the agent: a stop leaves them to the next one
+        loop.add_signal_handler(s, c.stop, not args.slurm)
     return await c.run()
+
+
+#: how long a new agent waits for the old one of its work dir to go
+TAKEOVER_SECS = 20.0
+
+
+def _lock(work_dir):
+    """Hold ``<work_dir>/agent.lock``, stopping the agent that holds it.
+
+    Returns:
+        int: the lock's fd (kept open for the agent's life)
+    """
+    d = pathlib.Path(work_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    end = time.monotonic() + TAKEOVER_SECS
+    signaled = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            pass
+        if not signaled:
+            signaled = True
+            try:
+                old = int(os.pread(fd, 32, 0).decode().strip() or 0)
+            except ValueError:
+                old = 0
+            log("takeover", old_pid=old)
+            if old > 0:
+                try:
+                    os.kill(old, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        if time.monotonic() > end:
+            raise RuntimeError(
+                f"another agent holds {d / 'agent.lock'} and did not stop"
+            )
+        time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _daemon(log_file):
+    """Detach: the parent prints the child's pid (or its error) and exits.
+
+    Returns:
+        callable: the child calls it with None once started, or an error text
+    """
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        m = b""
+        while c := os.read(r, 4096):
+            m += c
+        t = m.decode(errors="replace").strip() or "agent exited before it started"
+        print(t, flush=True)
+        os._exit(0 if t.startswith("started ") else 1)
+    os.close(r)
+    os.setsid()
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    f = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(f, 1)
+    os.dup2(f, 2)
+    os.close(f)
+
+    def done(error):
+        os.write(
+            w, (f"error: {error}" if error else f"started pid={os.getpid()}").encode()
+        )
+        os.close(w)
+
+    return done
 
 
 def main():
@@ -105,6 +209,22 @@ def main():
         log("no_secret", error="expected the secret as one line on stdin")
         return 2
     _not_dumpable()
+    for n in ("run_root", "work_dir", "log_file"):
+        if getattr(a, n):
+            # a daemon keeps its cwd, but relative paths are fixed now
+            setattr(a, n, os.path.abspath(os.path.expanduser(getattr(a, n))))
+    done = _daemon(a.log_file) if a.daemon else None
+    if a.slurm:
+        try:
+            lock = _lock(a.work_dir)
+        except (OSError, RuntimeError) as e:
+            log("lock_failed", error=str(e))
+            if done:
+                done(str(e))
+            return 1
+        os.set_inheritable(lock, False)
+    if done:
+        done(None)
     log(
         "agent_start",
         agent_id=a.agent_id,

@@ -10,13 +10,9 @@ rest (frames, log, progress, end state).
 """
 
 import asyncio
-import base64
-import binascii
 import os
 import random
 import socket
-import stat
-import tempfile
 import time
 
 import tornado.httpclient
@@ -24,7 +20,7 @@ import tornado.netutil
 import tornado.websocket
 
 import agent
-from agent import pool, protocol
+from agent import files, pool, protocol, slurm
 from agent.pool import log
 
 #: first reconnect delay; it doubles up to --max-backoff-secs
@@ -43,10 +39,6 @@ LOG_FLUSH_CHARS = 64 * 1024
 
 #: one ``log`` message holds at most this much (JSON may escape a char to 6 bytes)
 MAX_LOG_MESSAGE_CHARS = 512 * 1024
-
-#: largest file content ``fetch_file`` returns, below the message size limit
-#: once base64 encoded
-MAX_FETCH_BYTES = 8 * 1024 * 1024
 
 
 def backoff_secs(attempt, initial_secs, max_secs, rand=random.random):
@@ -84,6 +76,7 @@ class _Cursors:
         self.log_next = log_next
         self.progress_sent = None
         self.exited_sent = False
+        self.batch_sent = None
         #: kept across connections: only the first connection is told
         self.started_sent = False
 
@@ -99,14 +92,23 @@ class Client:
 
     def __init__(self, args, secret):
         self.args = args
-        self.pool = pool.Pool(
-            run_root=args.run_root,
-            kill_grace_secs=args.kill_grace_secs,
-            max_procs=args.max_procs,
-            max_analyses=args.max_analyses,
-            on_event=self._on_run_event,
-            oom_score_adj=getattr(args, "sim_oom_score_adj", None),
-        )
+        if getattr(args, "slurm", False):
+            self.pool = slurm.SlurmPool(
+                run_root=args.run_root,
+                work_dir=args.work_dir,
+                on_event=self._on_run_event,
+                kill_grace_secs=args.kill_grace_secs,
+                max_procs=args.max_procs,
+            )
+        else:
+            self.pool = pool.Pool(
+                run_root=args.run_root,
+                kill_grace_secs=args.kill_grace_secs,
+                max_procs=args.max_procs,
+                max_analyses=args.max_analyses,
+                on_event=self._on_run_event,
+                oom_score_adj=getattr(args, "sim_oom_score_adj", None),
+            )
         u = getattr(args, "unix_socket", None)
         #: a network-less container reaches the supervisor through a socket file
         self._resolver = UnixResolver(path=u) if u else None
@@ -155,12 +157,23 @@ class Client:
         finally:
             await self._destroy()
 
-    def stop(self):
-        """Cancel every run (reporting it if connected), then exit; e.g. on SIGTERM."""
+    def stop(self, cancel_runs=True):
+        """Cancel every run (reporting it if connected), then exit; e.g. on SIGTERM.
+
+        Args:
+            cancel_runs (bool): False: leave the runs going (Slurm jobs do not
+                need the agent; the next agent re-attaches them)
+        """
         if self._stopping:
             return
         self._stopping = True
-        self._track(self._shutdown())
+        if cancel_runs:
+            self._track(self._shutdown())
+        else:
+            log("stop_keeping_runs", runs=len(self.pool.running()))
+            self._stop.set()
+            if self._ws is not None:
+                self._ws.close(1000, "agent stopped")
 
     def _handler_table(self):
         rv = {}
@@ -171,6 +184,7 @@ class Client:
             ("cancel", self._op_cancel),
             ("forget", self._op_forget),
             ("fetch_file", self._op_fetch_file),
+            ("list_files", self._op_list_files),
             ("put_file", self._op_put_file),
             ("shutdown", self._op_shutdown),
             ("error", self._op_error),
@@ -197,7 +211,9 @@ class Client:
                 max_message_size=protocol.MAX_MESSAGE_BYTES,
                 ping_interval=PING_INTERVAL_SECS,
                 ping_timeout=PING_TIMEOUT_SECS,
-                resolver=self._resolver,
+                # (only when set: Tornado before 6.3, e.g. a login node's
+                # distribution package, has no such argument)
+                **({"resolver": self._resolver} if self._resolver else {}),
             )
         except Exception as e:
             # refused, unreachable, or rejected at the upgrade (401/403/404)
@@ -322,6 +338,10 @@ class Client:
         if run.pid is not None and not c.started_sent:
             c.started_sent = True
             self._send("started", run_id=i, pid=run.pid)
+        b = getattr(run, "batch", None)
+        if b and b["job_id"] and c.batch_sent != b:
+            c.batch_sent = dict(b)
+            self._send("batch_state", run_id=i, **b)
         while c.frames_next < len(run.frames):
             self._send(
                 "frame", run_id=i, seq=c.frames_next, data=run.frames[c.frames_next]
@@ -385,6 +405,7 @@ class Client:
             c.frames_next = min(h["frames_next"], len(r.frames))
             c.log_next = min(h["log_next"], r.log.end)
             c.progress_sent = None
+            c.batch_sent = None
             c.exited_sent = False
             self._sync(r, flush_log=True)
 
@@ -430,21 +451,31 @@ class Client:
     def _op_fetch_file(self, msg):
         self._track(
             self._file_op(
-                msg, _read_file, self.pool.run_root, msg["path"], msg["max_bytes"]
+                msg,
+                files.read_file,
+                self.pool.run_root,
+                msg["path"],
+                msg["max_bytes"],
+                msg.get("offset", 0),
             )
+        )
+
+    def _op_list_files(self, msg):
+        self._track(
+            self._file_op(msg, files.list_files, self.pool.run_root, msg["path"])
         )
 
     def _op_put_file(self, msg):
         self._track(
             self._file_op(
-                msg, _write_file, self.pool.run_root, msg["path"], msg["content"]
+                msg, files.write_file, self.pool.run_root, msg["path"], msg["content"]
             )
         )
 
     async def _file_op(self, msg, func, *args):
         try:
             r = await asyncio.to_thread(func, *args)
-        except _FileError as e:
+        except files.FileError as e:
             self._reply(msg, False, error=str(e))
         except OSError as e:
             self._reply(msg, False, error=f"{e.strerror or e}: {msg['path']}")
@@ -484,70 +515,5 @@ class UnixResolver(tornado.netutil.Resolver):
         return [(socket.AF_UNIX, self.path)]
 
 
-class _FileError(Exception):
-    """A file op refused; the message goes back to the supervisor."""
-
-
 def _brief(e):
     return f"{type(e).__name__}: {e}"[:300]
-
-
-def _read_file(root, path, max_bytes):
-    p = pool.resolve_inside(root, path)
-    if p is None:
-        raise _FileError(f"path={path!r} is not inside run_root")
-    # O_NONBLOCK: a FIFO left by a simulation must not hang the thread
-    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        s = os.fstat(fd)
-        if not stat.S_ISREG(s.st_mode):
-            raise _FileError(f"path={path!r} is not a regular file")
-        n = min(max_bytes, MAX_FETCH_BYTES)
-        b = []
-        k = 0
-        while k < n:
-            x = os.read(fd, n - k)
-            if not x:
-                break
-            b.append(x)
-            k += len(x)
-    finally:
-        os.close(fd)
-    c = b"".join(b)
-    return {
-        "content_b64": base64.b64encode(c).decode("ascii"),
-        "size": s.st_size,
-        "truncated": s.st_size > len(c),
-    }
-
-
-def _write_file(root, path, content_b64):
-    p = pool.resolve_inside(root, path)
-    if p is None:
-        raise _FileError(f"path={path!r} is not inside run_root")
-    try:
-        c = base64.b64decode(content_b64, validate=True)
-    except binascii.Error as e:
-        raise _FileError(f"content is not base64: {e}") from e
-    if p.is_dir():
-        raise _FileError(f"path={path!r} is a directory")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, t = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(t, p)
-    except BaseException:
-        try:
-            os.unlink(t)
-        except OSError:
-            pass
-        raise
-    d = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(d)
-    finally:
-        os.close(d)
-    return {"size": len(c)}

@@ -238,7 +238,7 @@ class Pool:
                     f"run_dir={run.run_dir!r} is not inside run_root",
                 )
                 return
-            e = _check_inputs(run.inputs)
+            e = check_inputs(run.inputs)
             if e:
                 self._finish(run, "error", None, e)
                 return
@@ -251,7 +251,7 @@ class Pool:
             async with self._lanes[run.kind]:
                 run.state = "preparing"
                 try:
-                    await asyncio.to_thread(_prepare_dir, d, run.params, run.inputs)
+                    await asyncio.to_thread(prepare_dir, d, run.params, run.inputs)
                     run.open_log_file()
                 except OSError as e:
                     self._finish(run, "error", None, f"cannot prepare run_dir: {e}")
@@ -367,7 +367,7 @@ class Pool:
             run.ended.set_result(None)
 
 
-def _check_inputs(inputs):
+def check_inputs(inputs):
     for n in inputs:
         if (
             not n
@@ -452,7 +452,7 @@ def _killpg(pgid, sig):
         pass
 
 
-def _prepare_dir(path, params, inputs):
+def prepare_dir(path, params, inputs):
     """A fresh run directory: what a previous run left is removed."""
     if path.is_symlink() or path.is_file():
         path.unlink()

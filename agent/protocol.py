@@ -100,7 +100,26 @@ def _is_adopt_map(v):
     )
 
 
-# kind -> {field: check}; every field listed is required, others are refused
+def _is_batch(v):
+    """Batch job options of a run (the sbatch driver): all optional."""
+    if not isinstance(v, dict) or set(v) - {
+        "partition",
+        "account",
+        "qos",
+        "cores_as",
+        "extra",
+    }:
+        return False
+    return (
+        all(_is_opt_str(v.get(k)) for k in ("partition", "account", "qos"))
+        and v.get("cores_as") in (None, "tasks", "cpus")
+        and _is_list(v.get("extra", []))
+        and all(_is_str(a) for a in v.get("extra", []))
+    )
+
+
+# kind -> {field: check}; every field listed is required (those whose name
+# ends in "?" may be left out), others are refused
 _RUN_FIELDS = {
     "run_id": _is_id,
     "op_id": _is_int,
@@ -111,6 +130,7 @@ _RUN_FIELDS = {
     "cores": lambda v: _is_int(v) and v >= 1,
     "max_run_secs": lambda v: _is_num(v) and v > 0,
     "inputs": lambda v: _is_dict(v) and all(_is_str(x) for x in v.values()),
+    "batch?": _is_batch,
 }
 
 #: messages the agent sends
@@ -123,6 +143,14 @@ TO_SUPERVISOR = {
         "runs": _is_run_list,
     },
     "started": {"run_id": _is_id, "pid": _is_int},
+    # a batch job's scheduler state (Slurm: PENDING, RUNNING, ..., or
+    # UNKNOWN while the scheduler cannot be asked) and its reason
+    "batch_state": {
+        "run_id": _is_id,
+        "job_id": _is_str,
+        "state": _is_str,
+        "reason": _is_str,
+    },
     "progress": {"run_id": _is_id, "progress": _is_progress},
     "frame": {"run_id": _is_id, "seq": _is_int, "data": _is_dict},
     "log": {"run_id": _is_id, "offset": _is_int, "text": _is_str},
@@ -148,7 +176,13 @@ TO_AGENT = {
     "analysis": _RUN_FIELDS,
     "cancel": {"op_id": _is_int, "run_id": _is_id},
     "forget": {"run_id": _is_id},
-    "fetch_file": {"op_id": _is_int, "path": _is_str, "max_bytes": _is_int},
+    "fetch_file": {
+        "op_id": _is_int,
+        "path": _is_str,
+        "max_bytes": _is_int,
+        "offset?": _is_int,
+    },
+    "list_files": {"op_id": _is_int, "path": _is_str},
     "put_file": {"op_id": _is_int, "path": _is_str, "content": _is_str},
     "shutdown": {},
     "error": {"message": _is_str},
@@ -160,6 +194,7 @@ def _check_tables():
         for k, f in t.items():
             assert _is_id(k), k
             assert "v" not in f and "kind" not in f, k
+            assert all(_is_id(x.rstrip("?")) for x in f), k
 
 
 _check_tables()
@@ -212,10 +247,14 @@ def _validate(table, m):
     if s is None:
         raise ProtocolError(f"unknown kind={k!r}")
     for f, check in s.items():
+        o = f.endswith("?")
+        f = f.rstrip("?")
         if f not in m:
+            if o:
+                continue
             raise ProtocolError(f"kind={k} missing field={f}")
         if not check(m[f]):
             raise ProtocolError(f"kind={k} bad field={f} value={m[f]!r:.80}")
-    x = set(m) - set(s) - {"v", "kind"}
+    x = set(m) - {f.rstrip("?") for f in s} - {"v", "kind"}
     if x:
         raise ProtocolError(f"kind={k} unknown fields={sorted(x)}")

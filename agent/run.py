@@ -116,6 +116,8 @@ class Run:
     """
 
     def __init__(self, op, emit):
+        #: the op as received (the Slurm pool keeps it in its job table)
+        self.op = op
         self.run_id = op["run_id"]
         self.op_id = op["op_id"]
         self.kind = op["kind"]
@@ -126,6 +128,8 @@ class Run:
         self.run_dir = op["run_dir"]
         self.cores = op["cores"]
         self.max_run_secs = op["max_run_secs"]
+        #: batch job options (partition, account, qos, cores_as) for Slurm
+        self.batch_options = op.get("batch") or {}
         #: queued, preparing, spawning, running, exited
         self.state = "queued"
         self.pid = None
@@ -173,11 +177,15 @@ class Run:
             )
         self._emit(self, "log")
 
+    def stderr_tail(self):
+        """The last lines of stderr (for the error text of a failed run)."""
+        return "\n".join(self._stderr_tail).strip()[-MAX_ERROR_CHARS:]
+
     def end_error(self, rc):
         """The error text of a failed run: the stderr tail, else the exit code."""
-        t = "\n".join(self._stderr_tail).strip()
+        t = self.stderr_tail()
         if t:
-            return t[-MAX_ERROR_CHARS:]
+            return t
         if rc < 0:
             return f"killed by signal {-rc}"
         return f"exit code {rc}"

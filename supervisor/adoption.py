@@ -29,7 +29,7 @@ class Adoption:
             r = self._runs.active.get(rid)
             if r is None or r.destroyed or r.sim.job.status not in job.ON_AGENT:
                 continue
-            if r.agent is not agent and r.sim.agent_id != agent.id:
+            if not _may_adopt(r, agent):
                 continue
             r.agent = agent
             agent.runs[rid] = r
@@ -37,6 +37,7 @@ class Adoption:
                 self._runs.running(r)
             self._runs.changed(r.sim)
             res[rid] = {"frames_next": len(r.sim.frames), "log_next": r.sim.log_chars}
+        self._sv.sign_in_changed(agent)
         # runs sent to this agent (before a restart of ours, too) that it no
         # longer has: their end is unknown
         for r in list(self._runs.active.values()):
@@ -54,6 +55,7 @@ class Adoption:
 
     def agent_lost(self, agent):
         """The agent's connection closed: its runs are lost until it returns."""
+        self._sv.sign_in_changed(agent)
         for r in list(agent.runs.values()):
             j = r.sim.job
             if j.status in (job.STARTING, job.RUNNING):
@@ -70,15 +72,19 @@ class Adoption:
                 t.cancel()
         run.start_timer = None
         run.grace_timer = asyncio.get_running_loop().call_later(
-            self._sv.cfg.lost_grace_secs, self._grace_expired, run
+            self._grace_secs(run), self._grace_expired, run
         )
+
+    def _grace_secs(self, run):
+        d = self._sv.drivers.get(run.sim.job.driver)
+        return getattr(d, "lost_grace_secs", self._sv.cfg.lost_grace_secs)
 
     def _grace_expired(self, run):
         if not run.destroyed and run.sim.job.status == job.LOST:
             self._runs.end(
                 run,
                 job.ERROR,
-                error=f"lost: its agent did not return within {self._sv.cfg.lost_grace_secs} s",
+                error=f"lost: its agent did not return within {self._grace_secs(run)} s",
             )
 
     def agent_stopped(self, agent, reason, dead):
@@ -88,6 +94,7 @@ class Adoption:
             dead (bool): its process is known to have ended, so its runs did
                 too; otherwise (it did not reconnect) lost runs keep their grace
         """
+        self._sv.sign_in_changed(agent)
         rs = list(agent.runs.values())
         # after a restart, runs wait for their agent's hello to attach
         rs += [
@@ -153,3 +160,22 @@ class Adoption:
         j.situation = "supervisor restarted: waiting for the agent"
         self._lost(r)
         self._runs.changed(s)
+
+
+def _may_adopt(run, agent):
+    """Is `agent` the one to hold `run`?
+
+    Its own agent, before or after a restart of ours; or, for a driver whose
+    agents a sign-in replaces (sbatch), a new agent of the same user, driver
+    and host that found the run in its job table, unless another agent
+    still holds it.
+    """
+    if run.agent is agent or run.sim.agent_id == agent.id:
+        return True
+    j = run.sim.job
+    return (
+        run.sim.user == agent.user
+        and j.driver == agent.driver
+        and j.host == agent.host
+        and (run.agent is None or run.agent.state == agents.STOPPED)
+    )

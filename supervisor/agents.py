@@ -17,7 +17,7 @@ import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
-from supervisor import tasks, users
+from supervisor import errors, tasks, users
 from supervisor.dispatch import Awaited
 
 STARTING = "starting"
@@ -56,6 +56,8 @@ class Agent:
         self.runs = {}
         self.ops = {}
         self.timer = None
+        #: only between creation and a sign-in's start of it
+        self.secret = None
 
     def to_doc(self):
         return {
@@ -116,6 +118,8 @@ class Agents:
         self.by_id = {}
         self._by_key = {}
         self._op_ids = iter(range(1, 2**62))
+        # (user, driver, host) -> future resolved when the user signs in
+        self._sign_ins = {}
         self._tasks = tasks.Tasks("agents")
         self._destroyed = False
 
@@ -157,8 +161,67 @@ class Agents:
         if a is not None and a.is_ready():
             return a
         if a is None:
+            if getattr(self._drivers[driver], "needs_login", False):
+                raise Awaited(
+                    self._sign_in_future((user, driver, host)),
+                    f"sign in to {host} to run there",
+                )
             a = self._create(user, driver, host)
         return self._await_ready(a)
+
+    def _sign_in_future(self, key):
+        f = self._sign_ins.get(key)
+        if f is None or f.done():
+            f = self._sign_ins[key] = asyncio.get_running_loop().create_future()
+        return f
+
+    def needs_sign_in(self, user, driver, host):
+        """True unless `user` has a connected (or starting) agent there."""
+        a = self._by_key.get((user, driver, host))
+        return a is None or a.state not in (CONNECTED, STARTING)
+
+    async def sign_in(self, user, driver, host, creds):
+        """Start `user`'s agent on `host` with their credentials (sbatch).
+
+        A connected agent is kept (nothing to do); one that is gone is
+        replaced: the new one re-attaches its jobs. Raises the driver's
+        error (`errors.Error`) if the login or the agent's start fails.
+
+        Returns:
+            Agent: connected
+        """
+        k = (user, driver, host)
+        a = self._by_key.get(k)
+        if a is not None and a.is_ready():
+            return a
+        if a is not None:
+            if a.state == STARTING:
+                raise errors.Conflict(
+                    "sign_in_in_progress", f"a sign-in to {host} is in progress"
+                )
+            # disconnected: its runs stay lost until the new agent has them
+            self._stop(a, AgentGone("replaced by a new sign-in"))
+        a = self._create(user, driver, host, start=False)
+
+        async def _ready():
+            await asyncio.wait_for(
+                asyncio.shield(a.ready), self._cfg.agent_start_timeout_secs
+            )
+
+        try:
+            await self._drivers[driver].login(a, a.secret, creds, _ready)
+        except BaseException as e:
+            self._stop(a, AgentStartFailed(f"sign-in failed: {e}"))
+            raise
+        finally:
+            a.secret = None
+        if a.state != CONNECTED:
+            raise AgentStartFailed(f"the agent on {host} went away")
+        self._store.save(f"agents/{a.id}.json", a.to_doc())
+        f = self._sign_ins.pop(k, None)
+        if f is not None and not f.done():
+            f.set_result(None)
+        return a
 
     def _await_ready(self, agent):
         raise Awaited(
@@ -170,7 +233,7 @@ class Agents:
             ),
         )
 
-    def _create(self, user, driver, host):
+    def _create(self, user, driver, host, start=True):
         s = secrets.token_urlsafe(32)
         a = Agent(
             {
@@ -185,7 +248,11 @@ class Agents:
         self._add(a)
         # durable before the agent can call back, so a restart knows it
         self._store.save(f"agents/{a.id}.json", a.to_doc())
-        self._tasks.spawn(self._start(a, s))
+        if start:
+            self._tasks.spawn(self._start(a, s))
+        else:
+            # the caller starts it (a sign-in) and forgets the secret
+            a.secret = s
         return a
 
     async def _start(self, agent, secret):
@@ -249,7 +316,9 @@ class Agents:
             del self._by_key[(agent.user, agent.driver, agent.host)]
         self._store.delete(f"agents/{agent.id}.json")
         if not agent.ready.done():
-            if isinstance(reason, AgentStartFailed):
+            if isinstance(reason, AgentStartFailed) and not getattr(
+                self._drivers[agent.driver], "needs_login", False
+            ):
                 agent.ready.set_exception(reason)
                 # retrieved by whoever awaits it; none may be waiting
                 agent.ready.exception()
@@ -280,7 +349,7 @@ class Agents:
             return None
         return a
 
-    def connected(self, agent, conn):
+    def attach(self, agent, conn):
         """An authenticated connection opened; `hello` comes next."""
         old = agent.conn
         if old is not None and old is not conn:
@@ -344,6 +413,22 @@ class Agents:
         else:
             f.set_exception(RuntimeError(msg["error"] or "agent op failed"))
 
+    async def call(self, agent, kind, timeout_secs, **fields):
+        """Send op `kind` and await its reply's result (raises on failure)."""
+        i, f = self.new_op(agent)
+        if not agent.send(kind, op_id=i, **fields):
+            agent.ops.pop(i, None)
+            raise AgentGone(f"agent {agent.id} is not connected")
+        try:
+            return await asyncio.wait_for(asyncio.shield(f), timeout_secs)
+        finally:
+            agent.ops.pop(i, None)
+
+    def connected(self, user, driver, host):
+        """The connected agent of (user, driver, host), or None."""
+        a = self._by_key.get((user, driver, host))
+        return a if a is not None and a.is_ready() else None
+
     def new_op(self, agent):
         """An op id and the future its reply resolves."""
         i = next(self._op_ids)
@@ -363,7 +448,13 @@ class Agents:
         if agent.runs:
             self._cancel_timer(agent)
         elif agent.timer is None:
-            self._set_timer(agent, self._cfg.agent_idle_secs, self._idle_expired, agent)
+            d = self._drivers[agent.driver]
+            self._set_timer(
+                agent,
+                getattr(d, "idle_secs", self._cfg.agent_idle_secs),
+                self._idle_expired,
+                agent,
+            )
 
     def _idle_expired(self, agent):
         if not agent.runs and agent.state == CONNECTED:

@@ -22,6 +22,8 @@ class Code:
         self.test = bool(doc.get("test", False))
         self.frames = bool(doc.get("frames", False))
         self.params = list(doc.get("params", []))
+        #: sbatch options of this code's runs (partition, qos, cores_as...)
+        self.batch = dict(doc.get("batch", {}))
         for p in self.params:
             assert p["type"] in TYPES, f"code={self.name} param={p['name']}"
 

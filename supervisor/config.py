@@ -48,6 +48,26 @@ _cfg = pkconfig.init(
         _json_list,
         'Docker hosts, JSON: [{"name", "url" (unix:// or tcp://), "cores", "tls_dir"?, "network"?}]',
     ),
+    sbatch_hosts=(
+        [],
+        _json_list,
+        'HPC login nodes, JSON: [{"name", "address", "port", "known_hosts", "otp" (none, append, prompt), "cores", "agent_command", "work_dir", "supervisor_url", "partition", "account", "qos"}] (etc/sbatch.env.example)',
+    ),
+    sbatch_lost_grace_secs=(
+        7 * 86400.0,
+        float,
+        "a Slurm run whose agent is gone stays lost this long (until its user signs in again)",
+    ),
+    sbatch_agent_idle_secs=(
+        86400.0,
+        float,
+        "an sbatch agent with no work for this long is shut down (its user must sign in again)",
+    ),
+    max_fetch_bytes=(
+        1024**3,
+        int,
+        "largest output file downloaded through an agent (sbatch)",
+    ),
     docker_image=(
         f"simvisor-agent:{agent.VERSION}",
         str,

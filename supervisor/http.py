@@ -6,7 +6,6 @@ bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
 header. Someone else's object is a 404, never a 403.
 """
 
-import asyncio
 import json
 import mimetypes
 import time
@@ -244,18 +243,28 @@ class Files(Base):
 
 class File(Base):
     async def get(self, sim_id, path):
-        p = self.sv.output_path(self.sim(sim_id), path)
+        n = path.rsplit("/", 1)[-1]
         self.set_header(
-            "Content-Type",
-            mimetypes.guess_type(p.name)[0] or "application/octet-stream",
+            "Content-Type", mimetypes.guess_type(n)[0] or "application/octet-stream"
         )
-        self.set_header("Content-Disposition", f'attachment; filename="{p.name}"')
-        with open(p, "rb") as f:
-            # off the event loop, and no faster than the client reads
-            while c := await asyncio.to_thread(f.read, 256 * 1024):
-                self.write(c)
-                await self.flush()
+        self.set_header("Content-Disposition", f'attachment; filename="{n}"')
+
+        async def _write(chunk):
+            self.write(chunk)
+            await self.flush()
+
+        await self.sv.read_output(self.sim(sim_id), path, _write)
         self.finish()
+
+
+class SignInHosts(Base):
+    def get(self):
+        self.reply(self.sv.sign_in_hosts(self.user))
+
+
+class SignIn(Base):
+    async def post(self):
+        self.reply(await self.sv.sign_in(self.user, self.body()))
 
 
 class AdminJobs(Base):
@@ -396,6 +405,8 @@ def routes(sv):
         (s + "/log", Log),
         (s + "/files", Files),
         (s + "/files/(.+)", File),
+        (r"/api/sbatch/hosts", SignInHosts),
+        (r"/api/sbatch/login", SignIn),
         (r"/api/admin/jobs", AdminJobs),
         (r"/api/admin/jobs/([0-9a-f]{1,32})/cancel", AdminCancel),
         (r"/api/admin/agents", AdminAgents),

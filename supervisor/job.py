@@ -49,6 +49,7 @@ FIELDS = (
     "run_id",
     "situation",
     "queue_position",
+    "batch",
     "progress",
     "cores",
     "driver",
@@ -94,6 +95,8 @@ class Job:
         self.run_id = d.get("run_id")
         self.situation = d.get("situation", "")
         self.queue_position = d.get("queue_position")
+        #: a batch job's scheduler view: {job_id, state, reason} (sbatch)
+        self.batch = d.get("batch")
         self.progress = d.get("progress", 0.0)
         self.cores = d.get("cores", 1)
         self.driver = d.get("driver")
@@ -127,6 +130,7 @@ class Job:
         self.frames = 0
         self.situation = "queued"
         self.queue_position = None
+        self.batch = None
 
     def end(self, status, now, exit_code=None, error=None):
         """The run ended; record it in the history."""

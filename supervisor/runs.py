@@ -79,6 +79,7 @@ class Runs:
         # kind -> handler of an agent message about a run; built once
         self.on_agent_message = _table(
             started=self._started,
+            batch_state=self._batch_state,
             progress=self._progress,
             frame=self._frame,
             log=self._log,
@@ -234,8 +235,11 @@ class Runs:
         sim.job.situation = "starting"
         sim.job.queue_position = None
         c = sv.catalog.get(sim.code)
+        d = sv.drivers[sim.job.driver]
+        b = d.batch_options(t.name, c) if hasattr(d, "batch_options") else None
         a.send(
             "analysis" if c.kind == "analysis" else "run",
+            **({"batch": b} if b is not None else {}),
             op_id=0,
             run_id=run.run_id,
             code=c.name,
@@ -301,6 +305,21 @@ class Runs:
         if r is None or r.sim.job.status != job.STARTING:
             return
         self.running(r)
+        self.changed(r.sim)
+
+    def _batch_state(self, agent, msg):
+        r = self._current(agent, msg)
+        if r is None:
+            return
+        j = r.sim.job
+        b = {k: msg[k] for k in ("job_id", "state", "reason")}
+        if j.batch == b:
+            return
+        j.batch = b
+        if j.status == job.RUNNING:
+            j.situation = _batch_situation(b)
+            if b["state"] == "RUNNING" and r.max_timer is None:
+                self._arm_max_timer(r)
         self.changed(r.sim)
 
     def _progress(self, agent, msg):
@@ -387,13 +406,25 @@ class Runs:
         """STARTING or LOST -> RUNNING: the agent has the process."""
         j = run.sim.job
         j.transition(job.RUNNING)
-        j.situation = ""
-        if not j.started_at:
-            j.started_at = time.time()
+        j.situation = _batch_situation(j.batch) if j.batch else ""
         for t in (run.start_timer, run.grace_timer, run.max_timer):
             if t is not None:
                 t.cancel()
-        run.start_timer = run.grace_timer = None
+        run.start_timer = run.grace_timer = run.max_timer = None
+        # a batch job's max run time counts from when the scheduler runs it
+        if not getattr(self._sv.drivers.get(j.driver), "batch", False) or (
+            j.batch and j.batch["state"] == "RUNNING"
+        ):
+            self._arm_max_timer(run)
+        if not run.started.done():
+            run.started.set_result(None)
+
+    def _arm_max_timer(self, run):
+        j = run.sim.job
+        if not j.started_at:
+            j.started_at = time.time()
+        if run.max_timer is not None:
+            run.max_timer.cancel()
         s = (
             run.max_run_secs
             + self._cfg.max_run_slack_secs
@@ -402,8 +433,6 @@ class Runs:
         run.max_timer = asyncio.get_running_loop().call_later(
             max(0, s), self._max_run_expired, run
         )
-        if not run.started.done():
-            run.started.set_result(None)
 
     def _max_run_expired(self, run):
         # the agent should have ended it already; make sure
@@ -444,6 +473,12 @@ def read_uploads(path):
     if not path.exists():
         return {}
     return {f.name: f.read_text() for f in sorted(path.iterdir())}
+
+
+def _batch_situation(batch):
+    """What the scheduler says of a batch job, for people."""
+    r = f" ({batch['reason']})" if batch.get("reason") else ""
+    return f"Slurm job {batch['job_id']}: {batch['state']}{r}"
 
 
 def _table(**handlers):

@@ -7,8 +7,10 @@ SIGTERM or SIGINT; agents and their simulations keep running across a restart.
 """
 
 import asyncio
+import base64
 import os
 import pathlib
+import re
 import secrets
 import signal
 import stat
@@ -282,9 +284,146 @@ class Supervisor:
         return self.data_dir / "inputs" / sim.user / sim.id
 
     async def list_files(self, sim):
-        return await asyncio.to_thread(
-            _list_files, self._run_dir(sim), self.inputs_dir(sim)
+        a = self._remote_agent(sim)
+        if a is None:
+            return await asyncio.to_thread(
+                _list_files, self._run_dir(sim), self.inputs_dir(sim)
+            )
+        r = await self._agent_file_op(a, "list_files", path=sim.id)
+        d = self.inputs_dir(sim)
+        i = await asyncio.to_thread(
+            lambda: sorted(p.name for p in d.iterdir()) if d.exists() else []
         )
+        return {"files": r["files"], "inputs": i}
+
+    def _remote_agent(self, sim):
+        """The agent that holds `sim`'s run directory, if it is not on this host.
+
+        Raises:
+            errors.Conflict: its user must sign in to the host first
+        """
+        j = sim.job
+        d = self.drivers.get(j.driver) if j.driver else None
+        if not getattr(d, "remote_files", False) or not j.host:
+            return None
+        a = self.agents.connected(sim.user, j.driver, j.host)
+        if a is None:
+            raise errors.Conflict(
+                "sign_in_required",
+                f"the files are on {j.host}: sign in there to see them",
+            )
+        return a
+
+    async def _agent_file_op(self, agent, kind, **fields):
+        try:
+            return await self.agents.call(agent, kind, _FILE_OP_SECS, **fields)
+        except (agents.AgentGone, TimeoutError) as e:
+            raise errors.Conflict(
+                "agent_unavailable", f"the agent on {agent.host} did not answer: {e}"
+            ) from None
+        except RuntimeError as e:
+            raise errors.NotFound("unknown_file", str(e)) from None
+
+    async def read_output(self, sim, path, write):
+        """Send an output file to `write` (async, bytes) in chunks.
+
+        Returns:
+            str: the file's name
+        """
+        a = self._remote_agent(sim)
+        if a is None:
+            p = self.output_path(sim, path)
+            with open(p, "rb") as f:
+                # off the event loop, and no faster than the client reads
+                while c := await asyncio.to_thread(f.read, 256 * 1024):
+                    await write(c)
+            return p.name
+        o = 0
+        while True:
+            r = await self._agent_file_op(
+                a,
+                "fetch_file",
+                path=f"{sim.id}/{path}",
+                max_bytes=_FETCH_CHUNK_BYTES,
+                offset=o,
+            )
+            if r["size"] > self.cfg.max_fetch_bytes:
+                raise errors.TooLarge(
+                    "too_large",
+                    f"{path} is {r['size']} bytes; downloads through an agent are"
+                    f" limited to {self.cfg.max_fetch_bytes}",
+                )
+            c = base64.b64decode(r["content_b64"])
+            o += len(c)
+            if c:
+                await write(c)
+            if not r["truncated"] or not c or o >= self.cfg.max_fetch_bytes:
+                return pathlib.PurePosixPath(path).name
+
+    # --- sign-in to login nodes (sbatch) ---------------------------------------
+
+    def sign_in_hosts(self, user):
+        """The login nodes `user` may run on, and whether they must sign in."""
+        d = self.drivers.get("sbatch")
+        if d is None:
+            return {"hosts": []}
+        return {
+            "hosts": [
+                dict(
+                    h.to_dict(),
+                    signed_in=not self.agents.needs_sign_in(user.name, d.name, n),
+                    waiting=sum(
+                        1
+                        for s in self.sims.for_user(user.name)
+                        if s.job.status == job.QUEUED
+                        and s.job.driver == d.name
+                        and s.job.situation.startswith("sign in")
+                    ),
+                )
+                for n, h in d.hosts.items()
+            ]
+        }
+
+    async def sign_in(self, user, body):
+        d = self.drivers.get("sbatch")
+        h = body.get("host")
+        if d is None or h not in d.hosts:
+            raise errors.NotFound("unknown_host", f"there is no login node {h!r}")
+        c = {k: body.get(k) for k in ("user", "password", "otp")}
+        if not isinstance(c["user"], str) or not _LOGIN_USER_RE.match(c["user"]):
+            raise errors.BadInput("bad_user", "give your user name on the login node")
+        if not isinstance(c["password"], str) or not c["password"]:
+            raise errors.BadInput("bad_password", "give your password")
+        if d.hosts[h].otp != "none" and not (
+            isinstance(c["otp"], str) and c["otp"].strip()
+        ):
+            raise errors.BadInput("bad_code", f"{h} asks for a one-time code")
+        if isinstance(c["otp"], str):
+            c["otp"] = c["otp"].strip()
+        try:
+            a = await self.agents.sign_in(user.name, d.name, h, c)
+        except agents.AgentStartFailed as e:
+            raise errors.Conflict("agent_lost", str(e)) from None
+        finally:
+            c.clear()
+        self.sign_in_changed(a)
+        return {"host": h, "signed_in": True, "agent": a.to_dict()}
+
+    def sign_in_changed(self, agent):
+        """Tell the agent's user whether they are signed in to its host."""
+        d = self.drivers.get(agent.driver)
+        if getattr(d, "needs_login", False):
+            self.hub.publish(
+                agent.user,
+                None,
+                {
+                    "type": "sign_in",
+                    "host": agent.host,
+                    "signed_in": not self.agents.needs_sign_in(
+                        agent.user, agent.driver, agent.host
+                    ),
+                },
+            )
 
     def _run_dir(self, sim):
         """The run directory, refused if simulation code made it a symlink."""
@@ -368,6 +507,14 @@ class Supervisor:
         for r in res:
             del r["history"]
         return res
+
+
+#: one file op through an agent
+_FILE_OP_SECS = 60.0
+#: bytes per fetch_file of a download through an agent
+_FETCH_CHUNK_BYTES = 1024 * 1024
+#: a user name on a login node (POSIX portable)
+_LOGIN_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 def _list_files(run_dir, inputs_dir):

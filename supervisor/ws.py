@@ -105,7 +105,7 @@ class Agent(tornado.websocket.WebSocketHandler):
 
     def open(self):
         self.set_nodelay(True)
-        self.sv.agents.connected(self.agent, self)
+        self.sv.agents.attach(self.agent, self)
         self._handlers = self.sv.agent_handlers
 
     def on_message(self, text):

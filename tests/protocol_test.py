@@ -21,6 +21,7 @@ _RUN = {
     "cores": 2,
     "max_run_secs": 3600,
     "inputs": {"source_frames.jsonl": '{"t":0}\n'},
+    "batch": {"partition": "debug"},
 }
 
 #: a valid example of every kind, by table
@@ -42,6 +43,12 @@ _EXAMPLES = {
             ],
         },
         "started": {"run_id": "r-000001", "pid": 4321},
+        "batch_state": {
+            "run_id": "r-000001",
+            "job_id": "17",
+            "state": "PENDING",
+            "reason": "Resources",
+        },
         "progress": {"run_id": "r-000001", "progress": 0.5},
         "frame": {"run_id": "r-000001", "seq": 0, "data": {"x": [1, 2], "t": 0.1}},
         "log": {"run_id": "r-000001", "offset": 0, "text": "step 1\n"},
@@ -60,7 +67,13 @@ _EXAMPLES = {
         "analysis": dict(_RUN, code="stats"),
         "cancel": {"op_id": 3, "run_id": "r-000001"},
         "forget": {"run_id": "r-000001"},
-        "fetch_file": {"op_id": 4, "path": "out/result.json", "max_bytes": 1 << 20},
+        "fetch_file": {
+            "op_id": 4,
+            "path": "out/result.json",
+            "max_bytes": 1 << 20,
+            "offset": 0,
+        },
+        "list_files": {"op_id": 6, "path": "sim-1"},
         "put_file": {"op_id": 5, "path": "inputs/a.txt", "content": "hello"},
         "shutdown": {},
         "error": {"message": "unknown agent"},
@@ -78,7 +91,7 @@ def test_every_kind_has_an_example():
     for t, table in _TABLES.items():
         assert set(_EXAMPLES[t]) == set(table), t
         for k, fields in table.items():
-            assert set(_EXAMPLES[t][k]) == set(fields), f"{t}.{k}"
+            assert set(_EXAMPLES[t][k]) == {f.rstrip("?") for f in fields}, f"{t}.{k}"
 
 
 @pytest.mark.parametrize("table,kind", _KINDS)
@@ -106,9 +119,34 @@ def test_every_field_is_required(table, kind):
     for f in _EXAMPLES[table][kind]:
         m = dict(_EXAMPLES[table][kind])
         del m[f]
+        if f + "?" in _TABLES[table][kind]:
+            # optional: still valid without it
+            _parse(_TABLES[table], kind, m)
+            continue
         with pytest.raises(protocol.ProtocolError) as e:
             _parse(_TABLES[table], kind, m)
         assert f"missing field={f}" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "batch,ok",
+    [
+        ({}, True),
+        ({"partition": "debug", "account": "m1", "qos": None}, True),
+        ({"cores_as": "cpus", "extra": ["--constraint=cpu"]}, True),
+        ({"cores_as": "nodes"}, False),
+        ({"partition": 3}, False),
+        ({"extra": "--exclusive"}, False),
+        ({"reservation": "x"}, False),
+    ],
+)
+def test_run_batch_options(batch, ok):
+    m = dict(_RUN, batch=batch)
+    if ok:
+        assert _parse(protocol.TO_AGENT, "run", m)["batch"] == batch
+    else:
+        with pytest.raises(protocol.ProtocolError, match="field=batch"):
+            _parse(protocol.TO_AGENT, "run", m)
 
 
 def test_kinds_are_directional():

@@ -15,6 +15,12 @@ The interface every driver implements (see `local.LocalDriver`):
 - ``resize(agent, cores)``: the cores of the runs the agent holds changed
 - ``describe(agent)``: extra fields for the admin page
 - ``async destroy()``: shutdown; agents keep running
+
+Drivers whose agents start only when their user signs in (`sbatch`) set
+``needs_login`` and implement ``async login(agent, secret, creds,
+wait_ready)``; ``remote_files`` says run directories are not on this host
+(files go through the agent); ``lost_grace_secs`` and ``idle_secs``, if set,
+replace the global settings for their agents and runs.
 """
 
 
@@ -28,6 +34,10 @@ def build(cfg, supervisor_url, plan_of):
     from supervisor.drivers import local
 
     ds = [local.LocalDriver(cfg, supervisor_url)]
+    if cfg.sbatch_hosts:
+        from supervisor.drivers import sbatch
+
+        ds.append(sbatch.SbatchDriver(cfg, supervisor_url))
     if cfg.docker_hosts:
         from supervisor.drivers import docker
 
