@@ -82,6 +82,10 @@ class Base(tornado.web.RequestHandler):
                 "max_running": p.max_running,
                 "max_run_secs": p.max_run_secs,
             },
+            # where runs may go: the first is the default
+            "drivers": sorted(
+                self.sv.drivers, key=lambda d: d != self.sv.cfg.default_driver
+            ),
             "xsrf": self.xsrf_token.decode(),
         }
 

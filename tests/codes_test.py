@@ -211,7 +211,8 @@ def test_catalog():
         assert x["title"]
         assert x["kind"] == ("analysis" if n == "stats" else "run")
         assert x["command"] == ["{python}", "-m", f"agent.codes.{n}"]
-        assert x["max_cores"] == (4 if n == "burn" else 1)
+        # burn has workers; heat's cores are Slurm tasks under the sbatch driver
+        assert x["max_cores"] == (4 if n in ("burn", "heat") else 1)
         assert x["test"] is (n in _TEST_CODES)
         assert x["frames"] is (n in ("heat", "lorenz", "stats"))
         defaults = {}

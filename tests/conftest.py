@@ -6,8 +6,10 @@ it; a simulation's working directory is inside it), kills exactly those
 processes, and fails the test if any were left behind.
 """
 
+import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -222,3 +224,104 @@ def server_factory(tmp_path):
 @pytest.fixture
 def server(server_factory):
     return server_factory()
+
+
+# --- the sbatch driver against the test HPC site (tests/hpc_site.py) ---------
+
+#: the session fixture ``hpc_site`` (Slurm, sshd with one-time codes)
+pytest_plugins = ["tests.hpc_site"]
+
+
+class Sbatch:
+    """A supervisor with one login node "hpc" of the test site, and helpers."""
+
+    def __init__(self, site, server, shape, work_dir):
+        self.site = site
+        self.server = server
+        self.shape = shape
+        self.work_dir = work_dir
+
+    def sign_in(self, user, password=None, otp=None, expect=200):
+        if otp is None and self.shape != "none":
+            otp = self.site.otp()
+        r = self.server.api(
+            "POST",
+            "/sbatch/login",
+            user,
+            json={
+                "host": "hpc",
+                "user": self.site.user,
+                "password": self.site.password if password is None else password,
+                "otp": otp,
+            },
+        )
+        assert r.status_code == expect, r.text
+        return r.json()
+
+    def agent_pid(self):
+        """The pid in the agent's lock file on the login node (or None)."""
+        try:
+            t = (self.site.home / self.work_dir / "agent" / "agent.lock").read_text()
+            return int(t.strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def kill_agent(self, sig=signal.SIGKILL):
+        """Kill the login node's agent (we started it, through sshd)."""
+        p = self.agent_pid()
+        if p and _cmdline_has(p, self.work_dir):
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                return p
+            wait_for(lambda: not _cmdline_has(p, self.work_dir), 15, what="agent gone")
+        return p
+
+    def slurm_job(self, user, sim_id):
+        b = self.server.job(user, sim_id).get("batch")
+        return b and b["job_id"]
+
+
+def _cmdline_has(pid, text):
+    try:
+        c = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return text.encode() in c
+
+
+@pytest.fixture
+def sbatch_factory(server_factory, hpc_site, tmp_path):
+    """sbatch_factory(shape="prompt", **host_or_cfg) -> `Sbatch` (started).
+
+    Each test has its own work directory in the test user's home; at the end
+    its agents are killed, its Slurm jobs canceled, and the directory removed.
+    """
+    cmd = hpc_site.install_agent(ROOT / "agent")
+    made = []
+
+    def _make(shape="prompt", host=None, **cfg):
+        w = f"sv-{tmp_path.name}-{len(made)}"
+        s = hpc_site.sshd["append" if shape == "none" else shape]
+        h = dict(
+            name="hpc",
+            address="127.0.0.1",
+            port=s.port,
+            known_hosts=s.known_hosts_line(),
+            otp=shape,
+            cores=2,
+            agent_command=cmd,
+            work_dir=w,
+        )
+        h.update(host or {})
+        x = Sbatch(hpc_site, None, shape, w)
+        made.append(x)
+        x.server = server_factory(sbatch_hosts=json.dumps([h]), **cfg)
+        return x
+
+    yield _make
+    for x in made:
+        x.kill_agent()
+    hpc_site.cancel_all()
+    for x in made:
+        shutil.rmtree(hpc_site.home / x.work_dir, ignore_errors=True)

@@ -41,9 +41,24 @@ _STARTED_RE = re.compile(r"^started pid=(\d+)$", re.MULTILINE)
 
 
 class LoginFailed(errors.Error):
-    """A sign-in that did not start an agent; `code` says which step failed."""
+    """A sign-in that did not start an agent; `code` says which step failed.
 
-    status = 400
+    Refused credentials are the user's to fix (400); the rest is the login
+    node's or the site's doing (502, or 504 for an agent that never called).
+    """
+
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.status = _STATUS.get(code, 502)
+
+
+_STATUS = {
+    "bad_password": 400,
+    "bad_code": 400,
+    "bad_credentials": 400,
+    "login_required": 409,
+    "agent_no_callback": 504,
+}
 
 
 class Host:
