@@ -348,3 +348,16 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_refused_submission_shows_sbatchs_own_words(sbatch_factory, hpc_site):
+    sb = sbatch_factory("prompt", host={"partition": "nosuch"})
+    sb.server.add_user("kim")
+    sb.sign_in("kim")
+    s = sb.server.create("kim", "sleep", secs=1)
+    sb.server.run("kim", s["id"], driver="sbatch")
+    j = sb.server.wait_status("kim", s["id"], {"error", "completed"}, 30)
+    assert j["status"] == "error"
+    assert j["error"].startswith("Slurm refused the job: sbatch: error:"), j
+    assert "invalid partition" in j["error"].lower()
+    assert not _jobs(hpc_site, active_only=True)
