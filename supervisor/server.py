@@ -418,6 +418,8 @@ class Supervisor:
                 None,
                 {
                     "type": "sign_in",
+                    # admins see every user's events: say whose it is
+                    "user": agent.user,
                     "host": agent.host,
                     "signed_in": not self.agents.needs_sign_in(
                         agent.user, agent.driver, agent.host

@@ -227,8 +227,8 @@ def test_create_run_and_watch_heat(server, pages):
     sims = server.api("GET", "/simulations", "alice", expect=200).json()
     assert [s["params"]["steps"] for s in sims] == [WATCHED_HEAT_STEPS]
     expect(status(page)).to_have_attribute("data-status", "missing")
-    # the cores field is bounded by the code (heat: 1) and the plan (basic: 2)
-    expect(page.get_by_label("Cores")).to_have_attribute("max", "1")
+    # the cores field is bounded by the code (heat: 4) and the plan (basic: 2)
+    expect(page.get_by_label("Cores")).to_have_attribute("max", "2")
 
     page.evaluate(_RECORD)
     page.get_by_role("button", name="Run", exact=True).click()

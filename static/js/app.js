@@ -4,6 +4,7 @@ import { get, post, setUnauthorizedHandler, setXsrf } from "./api.js";
 import { busy, h } from "./dom.js";
 import { Live } from "./events.js";
 import { Router } from "./router.js";
+import { SignIns } from "./signin.js";
 import { adminView } from "./views/admin.js";
 import { listView } from "./views/list.js";
 import { loginView, logo } from "./views/login.js";
@@ -16,6 +17,8 @@ const PLAN_LIMITS = { basic: { max_cores: 2 }, premium: { max_cores: 64 } };
 const ctx = {
     user: null,
     limits: null,
+    /** driver names runs may go to, the default first (whoami) */
+    drivers: [],
     codes: new Map(),
     live: new Live(),
     router: null,
@@ -44,6 +47,7 @@ const router = new Router(
     notFoundView,
 );
 ctx.router = router;
+ctx.signins = new SignIns(ctx);
 
 /** A notice at the top of the page: errors stay until dismissed. */
 function notify(message, kind = "error") {
@@ -60,10 +64,12 @@ async function signedIn(w) {
     setXsrf(w.xsrf);
     ctx.user = w.user;
     ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
+    ctx.drivers = w.drivers || [];
     const codes = await get("/codes");
     ctx.codes = new Map(codes.map((c) => [c.name, c]));
     renderHeader();
     ctx.live.start();
+    ctx.signins.start();
     const next = sessionStorage.getItem("simvisor.next");
     sessionStorage.removeItem("simvisor.next");
     router.go(next && next !== "/login" ? next : "/");
@@ -82,7 +88,9 @@ async function signOut() {
 function ended(message) {
     ctx.user = null;
     ctx.limits = null;
+    ctx.drivers = [];
     setXsrf(null);
+    ctx.signins.stop();
     ctx.live.stop();
     renderHeader();
     router.go("/login");
@@ -198,6 +206,7 @@ async function boot() {
         setXsrf(w.xsrf);
         ctx.user = w.user;
         ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
+        ctx.drivers = w.drivers || [];
         try {
             const codes = await get("/codes");
             ctx.codes = new Map(codes.map((c) => [c.name, c]));
@@ -205,6 +214,7 @@ async function boot() {
             notify(`Could not load the code catalog: ${e.message}`);
         }
         ctx.live.start();
+        ctx.signins.start();
     }
     renderHeader();
     router.start($("main"), ctx, before);

@@ -29,7 +29,7 @@ export class Live {
         this._listeners = new Map();
     }
 
-    /** on("sim"|"job"|"frame"|"log"|"synced"|"connection", fn): returns off(). */
+    /** on("sim"|"job"|"frame"|"log"|"sign_in"|"synced"|"connection", fn): returns off(). */
     on(type, fn) {
         if (!this._listeners.has(type)) {
             this._listeners.set(type, new Set());
@@ -169,6 +169,7 @@ export class Live {
             }
             case "frame":
             case "log":
+            case "sign_in":
                 this._emit(m.type, m);
                 break;
             case "synced": {

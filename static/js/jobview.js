@@ -2,6 +2,22 @@
 
 import { ACTIVE, fmtDuration, fmtExit, h, stackTable, statusBadge, timeEl } from "./dom.js";
 
+/** Slurm's view of a batch job: "Slurm job 12 · RUNNING (Resources)". */
+export function batchText(b) {
+    if (!b) {
+        return "";
+    }
+    if (!b.job_id) {
+        return "Slurm job: being submitted";
+    }
+    if (!b.state || b.state === "UNKNOWN") {
+        const why = b.reason && b.reason !== "None" ? ` · ${b.reason}` : "";
+        return `Slurm job ${b.job_id} · Slurm not answering (state unknown)${why}`;
+    }
+    const reason = b.reason && b.reason !== "None" ? ` (${b.reason})` : "";
+    return `Slurm job ${b.job_id} · ${b.state}${reason}`;
+}
+
 /** What the job is doing, in words. */
 export function situation(j) {
     const where = [j.driver, j.host].filter(Boolean).join(" · ") || "its host";
@@ -21,6 +37,10 @@ export function situation(j) {
         case "starting":
             return j.situation ? cap(j.situation) : "Starting";
         case "running":
+            if (j.batch && j.batch.state !== "RUNNING") {
+                // handed to Slurm, which has not started it (or cannot say)
+                return `Submitted to ${where}: ${batchText(j.batch)}`;
+            }
             return `Running on ${where} with ${j.cores} ${j.cores === 1 ? "core" : "cores"}`;
         case "lost":
             return "Lost contact with its agent; waiting for it to come back";
@@ -65,6 +85,15 @@ export function jobFacts(j, { frames = false } = {}) {
     add(j.started_at ? (j.ended_at ? "Duration" : "Running for") : "Waiting for", fmtDuration(d));
     add("Cores", String(j.cores ?? "—"));
     add("Where", [j.driver, j.host].filter(Boolean).join(" · ") || "—");
+    if (j.batch) {
+        rows.push(
+            h(
+                "div.fact.fact-wide",
+                h("dt", "Batch job"),
+                h("dd", { id: "batch", dataset: { state: j.batch.state || "UNKNOWN" } }, batchText(j.batch)),
+            ),
+        );
+    }
     if (j.exit_code !== null && j.exit_code !== undefined) {
         add("Exit code", fmtExit(j.exit_code));
     }

@@ -110,7 +110,8 @@ function row(s, all, ctx) {
                 { role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": `${s.name} progress` },
                 h("span.mini-fill", { style: { width: `${pct}%` } }),
             ),
-            j.status === "running" ? `${pct}%` : j.situation || j.status,
+            // a batch job Slurm has not started says what Slurm says
+            j.status === "running" && !(j.batch && j.batch.state !== "RUNNING") ? `${pct}%` : j.situation || j.status,
         );
     } else {
         last = h("span", { title: "" }, timeEl(j.ended_at), h("span.muted", ` · ${fmtAgo(j.ended_at)}`));

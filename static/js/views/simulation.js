@@ -20,6 +20,9 @@ import { FrameFeed, LogFeed, MAX_LOG_CHARS } from "../feeds.js";
 import { historyTable, jobFacts, situation } from "../jobview.js";
 import { fmtParam, paramFields } from "../params.js";
 import { FramePlot } from "../plot.js";
+import { signInHostOf, signInStatus } from "../signin.js";
+
+const DRIVER_KEY = "simvisor.driver.";
 
 export function simulationView(root, [id], ctx) {
     const { live } = ctx;
@@ -47,6 +50,8 @@ export function simulationView(root, [id], ctx) {
             );
             return;
         }
+        // the "Loading…" shown while waiting for the first snapshot goes
+        root.replaceChildren();
         page = new SimPage(root, s, ctx);
         offs.push(
             live.on("job", (m) => m.id === id && page.onJob(m.job)),
@@ -80,6 +85,8 @@ class SimPage {
         this.job = sim.job || { status: "missing", history: [] };
         this.deleted = false;
         this.filesLoading = false;
+        /** the login node the file list needs a sign-in to, if it does */
+        this.filesSignIn = null;
         this.build();
         const runId = () => this.job.run_id;
         this.frames = new FrameFeed(this.id, this.job.run_id, {
@@ -97,6 +104,7 @@ class SimPage {
                 this.el.logInfo.textContent = m;
             },
         });
+        this.offSignIns = ctx.signins.on(() => this.onSignIns());
         this.renderSim();
         this.renderJob();
         this.renderLog(true, "");
@@ -111,6 +119,7 @@ class SimPage {
 
     destroy() {
         clearInterval(this.clock);
+        this.offSignIns();
         this.frames.closed = true;
         this.log.closed = true;
         this.plot?.destroy();
@@ -161,6 +170,25 @@ class SimPage {
         e.cancelBtn = h("button.btn.btn-danger-outline", { type: "button", id: "cancel", "aria-label": "Cancel run" }, "Cancel");
         e.cancelBtn.addEventListener("click", () => this.cancel());
         e.actionError = h("p.form-error", { id: "action-error", role: "alert" });
+
+        // where runs go, when there is a choice (whoami's drivers)
+        const drivers = this.ctx.drivers || [];
+        e.driver = null;
+        if (drivers.length > 1) {
+            e.driver = h(
+                "select.input",
+                { id: "driver", "aria-describedby": "driver-hint" },
+                drivers.map((d) => h("option", { value: d }, d)),
+            );
+            e.driver.value = this.initialDriver(drivers);
+            e.driver.addEventListener("change", () => {
+                this.rememberDriver();
+                this.renderSignIn();
+            });
+        }
+        // "Signed in to X" / "Sign in to X", and a run that waits for a sign-in
+        e.signIn = h("div.signin-line", { id: "signin-line", hidden: true });
+        e.signInCall = h("div.signin-call", { id: "signin-call", hidden: true });
         const plan = this.ctx.user.plan;
         const coresHint =
             maxCores === 1
@@ -169,6 +197,14 @@ class SimPage {
         e.runForm = h(
             "form.run-form",
             { novalidate: true, "aria-label": "Run" },
+            e.driver
+                ? h(
+                      "div.field.run-on",
+                      h("label", { for: "driver" }, "Run on"),
+                      e.driver,
+                      h("div.hint.visually-hidden", { id: "driver-hint" }, "Where the next run goes"),
+                  )
+                : null,
             h("div.field.field-inline", h("label", { for: "cores" }, "Cores"), e.cores, h("div.hint", { id: "cores-hint" }, coresHint)),
             h("div.run-buttons", e.runBtn, e.cancelBtn),
         );
@@ -182,11 +218,13 @@ class SimPage {
             { "aria-labelledby": "run-heading" },
             h("div.card-head", h("h2", { id: "run-heading" }, "Run"), e.badge),
             h("p.situation-line", { "aria-live": "polite" }, e.situation),
+            e.signInCall,
             h("div.progress-row", e.progressText, e.progressPct),
             e.progress,
             e.runError,
             e.facts,
             e.runForm,
+            e.signIn,
             e.actionError,
         );
 
@@ -345,11 +383,108 @@ class SimPage {
         e.cancelBtn.disabled = !active || this.deleted || j.situation === "canceling";
         e.cancelBtn.textContent = j.situation === "canceling" ? "Canceling…" : "Cancel";
         e.cores.disabled = active || this.deleted;
+        if (e.driver) {
+            e.driver.disabled = active || this.deleted;
+        }
         e.runBtn.textContent = this.code.kind === "analysis" ? "Run analysis" : j.status === "missing" ? "Run" : "Run again";
         e.editBtn.disabled = active || this.deleted;
         e.editBtn.title = active ? "Parameters cannot change while it runs" : "";
         this.renderTimes();
         this.renderHistory();
+        this.renderSignIn();
+    }
+
+    // --- drivers and sign-ins ---------------------------------------------------
+
+    initialDriver(drivers) {
+        let d = null;
+        try {
+            d = localStorage.getItem(DRIVER_KEY + this.id);
+        } catch (x) {
+            // storage off: the last run's driver or the default
+        }
+        if (drivers.includes(d)) {
+            return d;
+        }
+        return drivers.includes(this.job.driver) ? this.job.driver : drivers[0];
+    }
+
+    rememberDriver() {
+        try {
+            localStorage.setItem(DRIVER_KEY + this.id, this.el.driver.value);
+        } catch (x) {
+            // not remembered; the default is chosen next time
+        }
+    }
+
+    /** The driver of the next run (null: the server's default). */
+    chosenDriver() {
+        return this.el.driver ? this.el.driver.value : null;
+    }
+
+    renderSignIn() {
+        const e = this.el;
+        const si = this.ctx.signins;
+        if (e.driver) {
+            // "sbatch (perlmutter)": the login nodes runs there go to
+            const names = si.list().map((x) => x.name);
+            for (const o of e.driver.options) {
+                o.textContent = o.value === "sbatch" && names.length ? `sbatch (${names.join(", ")})` : o.value;
+            }
+        }
+        const j = this.job;
+        const wait = si.enabled ? signInHostOf(j) : null;
+        const waitSignedIn = wait && si.host(wait)?.signed_in;
+        e.signInCall.hidden = !wait || this.deleted;
+        if (wait) {
+            const key = `${wait}:${waitSignedIn ? 1 : 0}`;
+            if (key !== this._callKey) {
+                this._callKey = key;
+                const b = h(
+                    "button.btn.btn-primary.signin-start",
+                    { type: "button", id: "signin-start", dataset: { host: wait } },
+                    `Sign in to ${wait} to start this run`,
+                );
+                b.addEventListener("click", () => this.ctx.signins.ensure(wait, b));
+                fill(
+                    e.signInCall,
+                    h(
+                        "p",
+                        waitSignedIn
+                            ? `You are signed in to ${wait}; this run starts as soon as your agent there is ready.`
+                            : `This run waits until you sign in to ${wait}, the login node it runs on.`,
+                    ),
+                    waitSignedIn ? null : b,
+                );
+            }
+        } else {
+            this._callKey = null;
+        }
+        let names = [];
+        if (si.enabled && this.chosenDriver() === "sbatch") {
+            names = si.list().map((x) => x.name);
+        }
+        if (si.enabled && j.driver === "sbatch" && j.host && !names.includes(j.host)) {
+            names.push(j.host);
+        }
+        if (wait && !waitSignedIn) {
+            // the prominent button says it already
+            names = names.filter((n) => n !== wait);
+        }
+        const key = names.map((n) => `${n}:${si.host(n)?.signed_in ? 1 : 0}:${si.loaded ? 1 : 0}`).join(",");
+        if (key !== this._signInKey) {
+            this._signInKey = key;
+            e.signIn.hidden = !names.length;
+            fill(e.signIn, signInStatus(si, names));
+        }
+    }
+
+    onSignIns() {
+        this.renderSignIn();
+        const host = this.filesSignIn;
+        if (host && this.ctx.signins.host(host)?.signed_in) {
+            this.loadFiles();
+        }
     }
 
     renderTimes() {
@@ -467,10 +602,18 @@ class SimPage {
             do {
                 this.filesAgain = false;
                 const r = await get(`/simulations/${this.id}/files`);
+                this.filesSignIn = null;
                 this.renderFiles(r);
             } while (this.filesAgain);
         } catch (e) {
-            if (e.status !== 404) {
+            if (e.status === 409 && e.code === "sign_in_required") {
+                // the files are on a login node we are not signed in to
+                const host = this.job.host || signInHostOf(this.job);
+                this.filesSignIn = host;
+                const b = host ? h("button.btn.btn-sm", { type: "button", id: "files-signin" }, `Sign in to ${host}`) : null;
+                b?.addEventListener("click", () => this.ctx.signins.ensure(host, b));
+                fill(this.el.files, h("div.files-signin", h("p", { id: "files-signin-text" }, e.message), b));
+            } else if (e.status !== 404) {
                 fill(this.el.files, h("p.error-text", `Could not list the files: ${e.message}`));
             }
         } finally {
@@ -526,7 +669,12 @@ class SimPage {
         await busy(
             [e.runBtn],
             async () => {
-                const j = await post(`/simulations/${this.id}/run`, { cores: n });
+                const body = { cores: n };
+                if (e.driver) {
+                    body.driver = e.driver.value;
+                    this.rememberDriver();
+                }
+                const j = await post(`/simulations/${this.id}/run`, body);
                 // the push usually arrives first; this keeps us right if not
                 if (j.run_id && j.run_id !== this.job.run_id && !ACTIVE.has(this.job.status)) {
                     this.onJob(j);
