@@ -1,22 +1,22 @@
-"""agent.slurm without Slurm: command lines, parsing, the state mapping, the job table."""
+"""agent.slurm_text and the job table of agent.slurm, without Slurm: command lines, parsing, the state mapping, the job table."""
 
 import pathlib
 
 import pytest
 
-from agent import slurm
+from agent import slurm, slurm_text
 
 
 def test_time_limit_is_whole_minutes_never_below_the_run_limit():
-    assert slurm.time_limit_minutes(1) == 1
-    assert slurm.time_limit_minutes(60) == 1
-    assert slurm.time_limit_minutes(61) == 2
-    assert slurm.time_limit_minutes(3600) == 60
+    assert slurm_text.time_limit_minutes(1) == 1
+    assert slurm_text.time_limit_minutes(60) == 1
+    assert slurm_text.time_limit_minutes(61) == 2
+    assert slurm_text.time_limit_minutes(3600) == 60
 
 
 def test_sbatch_argv_maps_cores_time_and_site_options():
     d = pathlib.Path("/home/u/simvisor/run/abc")
-    a = slurm.sbatch_argv(
+    a = slurm_text.sbatch_argv(
         "r-1",
         d,
         2,
@@ -29,15 +29,15 @@ def test_sbatch_argv_maps_cores_time_and_site_options():
     assert "--partition=debug" in a and "--account=m1" in a
     # empty options are left out
     assert not any(x.startswith("--qos") for x in a)
-    assert f"--output={d / slurm.OUT_FILE}" in a
+    assert f"--output={d / slurm_text.OUT_FILE}" in a
     assert f"--chdir={d}" in a
-    assert a[-2:] == ["--exclusive", str(d / slurm.SCRIPT_FILE)]
-    c = slurm.sbatch_argv("r-1", d, 4, 10, {"cores_as": "cpus"})
+    assert a[-2:] == ["--exclusive", str(d / slurm_text.SCRIPT_FILE)]
+    c = slurm_text.sbatch_argv("r-1", d, 4, 10, {"cores_as": "cpus"})
     assert "--ntasks=1" in c and "--cpus-per-task=4" in c
 
 
 def test_job_script_quotes_the_command():
-    s = slurm.job_script("r-1", ["/usr/bin/python3", "-m", "x", "a b;rm -rf /"], 2)
+    s = slurm_text.job_script("r-1", ["/usr/bin/python3", "-m", "x", "a b;rm -rf /"], 2)
     assert s.startswith("#!/bin/bash\n")
     assert "SIMVISOR_CORES=2" in s
     assert "exec /usr/bin/python3 -m x 'a b;rm -rf /'\n" in s
@@ -48,17 +48,17 @@ def test_job_script_quotes_the_command():
     [("123\n", "123"), ("456;cluster\n", "456")],
 )
 def test_parse_sbatch(out, job_id):
-    assert slurm.parse_sbatch(out) == job_id
+    assert slurm_text.parse_sbatch(out) == job_id
 
 
 def test_parse_sbatch_refuses_what_is_not_an_id():
-    with pytest.raises(slurm.SlurmError, match="not a job id"):
-        slurm.parse_sbatch("Submitted batch job 12\n")
+    with pytest.raises(slurm_text.SlurmError, match="not a job id"):
+        slurm_text.parse_sbatch("Submitted batch job 12\n")
 
 
 def test_parse_squeue():
     t = "12|PENDING|Resources\n13|RUNNING|None\n\n14|COMPLETED|(null)\nbad line\n"
-    assert slurm.parse_squeue(t) == {
+    assert slurm_text.parse_squeue(t) == {
         "12": ("PENDING", "Resources"),
         "13": ("RUNNING", ""),
         "14": ("COMPLETED", ""),
@@ -67,7 +67,7 @@ def test_parse_squeue():
 
 def test_parse_sacct():
     t = "12|COMPLETED|0:0\n13|CANCELLED by 1001|0:15\n14|FAILED|3:0\n15|TIMEOUT|0:0\n"
-    assert slurm.parse_sacct(t) == {
+    assert slurm_text.parse_sacct(t) == {
         "12": ("COMPLETED", 0, 0),
         "13": ("CANCELLED", 0, 15),
         "14": ("FAILED", 3, 0),
@@ -96,8 +96,8 @@ def test_parse_sacct():
 def test_end_of_maps_slurm_states(
     state, exit_code, signal_, canceled, timed_out, status, error
 ):
-    assert state in slurm.TERMINAL
-    s, e = slurm.end_of(state, exit_code, signal_, canceled, timed_out, 2)
+    assert state in slurm_text.TERMINAL
+    s, e = slurm_text.end_of(state, exit_code, signal_, canceled, timed_out, 2)
     assert s == status
     if error is None:
         assert e is None
