@@ -229,29 +229,16 @@ class Pool:
 
     async def _execute(self, run):
         try:
-            d = resolve_inside(self.run_root, run.run_dir)
-            if d is None:
-                self._finish(
-                    run,
-                    "error",
-                    None,
-                    f"run_dir={run.run_dir!r} is not inside run_root",
-                )
-                return
-            e = check_inputs(run.inputs)
+            e = await claim_dir(self.run_root, run, self.runs)
             if e:
                 self._finish(run, "error", None, e)
                 return
-            run.dir = d
-            # a run of the same directory that is still dying (superseded,
-            # dropped at welcome) must be gone before this one wipes it
-            for o in list(self.runs.values()):
-                if o is not run and o.run_dir == run.run_dir and not o.ended.done():
-                    await asyncio.shield(o.ended)
             async with self._lanes[run.kind]:
                 run.state = "preparing"
                 try:
-                    await asyncio.to_thread(prepare_dir, d, run.params, run.inputs)
+                    await asyncio.to_thread(
+                        prepare_dir, run.dir, run.params, run.inputs
+                    )
                     run.open_log_file()
                 except OSError as e:
                     self._finish(run, "error", None, f"cannot prepare run_dir: {e}")
@@ -365,6 +352,28 @@ class Pool:
         self._emit(run, "exited")
         if not run.ended.done():
             run.ended.set_result(None)
+
+
+async def claim_dir(run_root, run, runs):
+    """Set ``run.dir`` once no other run of that directory is still dying.
+
+    Args:
+        runs (dict): the pool's records (a superseded run, or one dropped at
+            welcome, may still be ending in the same directory)
+    Returns:
+        str: why the run cannot have it, or None
+    """
+    d = resolve_inside(run_root, run.run_dir)
+    if d is None:
+        return f"run_dir={run.run_dir!r} is not inside run_root"
+    e = check_inputs(run.inputs)
+    if e:
+        return e
+    run.dir = d
+    for o in list(runs.values()):
+        if o is not run and o.run_dir == run.run_dir and not o.ended.done():
+            await asyncio.shield(o.ended)
+    return None
 
 
 def check_inputs(inputs):

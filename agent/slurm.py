@@ -248,18 +248,10 @@ class SlurmPool:
 
     async def _submit(self, run):
         try:
-            d = pool.resolve_inside(self.run_root, run.run_dir)
-            if d is None:
-                self._finish(run, "error", None, "run_dir is not inside run_root")
-                return
-            e = pool.check_inputs(run.inputs)
+            e = await pool.claim_dir(self.run_root, run, self.runs)
             if e:
                 self._finish(run, "error", None, e)
                 return
-            run.dir = d
-            for o in list(self.runs.values()):
-                if o is not run and o.run_dir == run.run_dir and not o.ended.done():
-                    await asyncio.shield(o.ended)
             async with self._slots:
                 run.state = "preparing"
                 try:

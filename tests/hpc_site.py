@@ -41,6 +41,9 @@ import time
 
 import pytest
 
+# skip outside CI, fail in CI (CI=true) when the site cannot run
+from tests.docker_engine import need
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "etc" / "hpc"
 
@@ -65,15 +68,6 @@ _TOTP_STEP = 30
 #: pam_oath's window (etc/hpc/pam-*) is 50 steps: codes stay this far
 #: ahead of the clock
 _TOTP_AHEAD = 40
-
-
-def need(ok, reason):
-    """Skip (outside CI) or fail (CI=true) unless `ok`."""
-    if ok:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs: {reason}")
-    pytest.skip(reason)
 
 
 def check_host():

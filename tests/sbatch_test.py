@@ -57,6 +57,17 @@ def _blocker(site, cpus):
     ).strip()
 
 
+def _wait_batch(sb, user, sim_id, state):
+    """Wait until the supervisor shows the run's Slurm job in `state`."""
+    return wait_for(
+        lambda: (j := sb.server.job(user, sim_id)).get("batch")
+        and j["batch"]["state"] == state
+        and j,
+        30,
+        what=f"Slurm state {state}",
+    )
+
+
 def _error(sb, user, expect_code, **kwargs):
     r = sb.sign_in(user, expect=kwargs.pop("status", 400), **kwargs)
     assert r["error"] == expect_code, r
@@ -183,12 +194,7 @@ def test_heat_with_two_tasks_pending_running_completed(sbatch_factory, hpc_site)
     # both cores of the node are taken: the job must wait in Slurm's queue
     blocker = _blocker(hpc_site, 2)
     sb.sign_in("erin")
-    wait_for(
-        lambda: (sb.server.job("erin", s["id"]).get("batch") or {}).get("state")
-        == "PENDING",
-        30,
-        what="PENDING",
-    )
+    _wait_batch(sb, "erin", s["id"], "PENDING")
     j = sb.server.job("erin", s["id"])
     assert j["status"] == "running" and j["situation"].startswith("Slurm job ")
     _as_site_user(hpc_site, "scancel", blocker)
@@ -229,12 +235,7 @@ def test_cancel_leaves_no_job_in_squeue(sbatch_factory, hpc_site):
     sb.sign_in("fay")
     s = sb.server.create("fay", "forever")
     sb.server.run("fay", s["id"], driver="sbatch")
-    wait_for(
-        lambda: (sb.server.job("fay", s["id"]).get("batch") or {}).get("state")
-        == "RUNNING",
-        30,
-        what="RUNNING",
-    )
+    _wait_batch(sb, "fay", s["id"], "RUNNING")
     jid = sb.slurm_job("fay", s["id"])
     assert jid in _jobs(hpc_site)
     t = time.monotonic()
@@ -264,12 +265,7 @@ def test_slurmctld_down_is_unknown_then_the_true_end(sbatch_factory, hpc_site):
     sb.sign_in("hal")
     s = sb.server.create("hal", "sleep", secs=6)
     sb.server.run("hal", s["id"], driver="sbatch")
-    wait_for(
-        lambda: (sb.server.job("hal", s["id"]).get("batch") or {}).get("state")
-        == "RUNNING",
-        30,
-        what="RUNNING",
-    )
+    _wait_batch(sb, "hal", s["id"], "RUNNING")
     hpc_site.stop_slurmctld()
     try:
         j = wait_for(
@@ -327,12 +323,7 @@ def test_supervisor_killed_and_restarted_readopts(sbatch_factory, hpc_site):
     sb.sign_in("jo")
     s = sb.server.create("jo", "sleep", secs=5)
     sb.server.run("jo", s["id"], driver="sbatch")
-    wait_for(
-        lambda: (sb.server.job("jo", s["id"]).get("batch") or {}).get("state")
-        == "RUNNING",
-        30,
-        what="RUNNING",
-    )
+    _wait_batch(sb, "jo", s["id"], "RUNNING")
     p = sb.agent_pid()
     sb.server.stop(signal.SIGKILL)
     sb.server.start()
