@@ -53,6 +53,12 @@ JOBS_FILE = "jobs.json"
 #: how long one squeue/sacct/sbatch/scancel may take
 COMMAND_TIMEOUT_SECS = 30.0
 
+#: after a submission, squeue keeps its first pace this long
+FRESH_SECS = 3.0
+
+#: squeue while a cancel waits for Slurm to end the job
+CANCEL_POLL_SECS = 0.05
+
 #: read the output files of running jobs this often
 TAIL_SECS = 0.25
 
@@ -202,6 +208,8 @@ class SlurmPool:
         r.out = Output(r)
         r.offsets = {OUT_FILE: 0, ERR_FILE: 0}
         r.last_seen = time.monotonic()
+        #: loop time of the submission (0: submitted by an agent before us)
+        r.submitted = 0.0
         self.runs[r.run_id] = r
         return r
 
@@ -285,6 +293,7 @@ class SlurmPool:
                 end=None,
             )
             await asyncio.to_thread(self.table.save)
+            run.submitted = asyncio.get_running_loop().time()
             log("submitted", run_id=run.run_id, job_id=run.job_id)
             self._log_submitted(run)
             self._set_batch(run, "PENDING", "submitted")
@@ -358,9 +367,14 @@ class SlurmPool:
                     delay = self._poll_min
                 changed = await self._query(live)
                 delay = self._poll_min if changed else min(delay * 2, self._poll_max)
+                if any(loop.time() - r.submitted < FRESH_SECS for r in live):
+                    # Slurm starts a new job within a scheduling pass or
+                    # two: do not back off before it has had them
+                    delay = min(delay, self._poll_min)
                 if any(getattr(r, "cancel_sent", False) for r in live):
-                    # a cancel waits for Slurm's confirmation: keep asking
-                    delay = self._poll_min
+                    # a cancel waits for Slurm's confirmation (COMPLETING
+                    # lasts tens of ms): ask often, it is short
+                    delay = CANCEL_POLL_SECS
                 next_query = loop.time() + delay
             for r in live:
                 if not r.is_exited:

@@ -15,10 +15,10 @@ import tempfile
 import time
 import traceback
 
-from tests.bench import clients, containers, figures, floors, report
+from tests.bench import clients, containers, figures, floors, report, slurm
 from tests.bench.report import MS, PER_SEC, Row
 
-TOTAL_SECS = 230
+TOTAL_SECS = 270
 
 #: row 4: runs at once, and the local core budget that allows them
 THROUGHPUT_RUNS = 40
@@ -35,6 +35,9 @@ STORE_WRITES = 200
 #: rows 8 and 9: container starts (each cold one makes a new container)
 DOCKER_COLD_RUNS = 8
 DOCKER_WARM_RUNS = 15
+
+#: rows 10 and 11: Slurm jobs, one at a time (each a run and its cancel)
+SLURM_RUNS = 10
 
 
 class Bench:
@@ -112,6 +115,46 @@ class Bench:
             )
             self.warm.note = "the user's container is up and its agent connected"
             self.rows += [self.cold, self.warm]
+        self.slurm_skipped = slurm.unavailable()
+        if not self.slurm_skipped:
+            self.batch_run = Row(
+                "10 sbatch: run request -> Slurm job RUNNING",
+                MS,
+                "a bare `sbatch --parsable --output=/dev/null --wrap 'sleep 300'` "
+                "as the site's user, from its start until `squeue -j ID -t all` "
+                f"(polled every {slurm.POLL_SECS * 1000:.0f} ms, one squeue "
+                "process each) says RUNNING",
+            )
+            self.batch_cancel = Row(
+                "11 sbatch: cancel request -> Slurm job gone",
+                MS,
+                "`scancel ID` of that bare job as the site's user, from its start "
+                "until `squeue` (polled the same way) shows the job no longer "
+                "PENDING/RUNNING/COMPLETING",
+            )
+            self.batch_run.note = (
+                "`forever`, 1 core, on the test site's Slurm (tests/hpc_site.py), "
+                "the admin signed in through sshd with a one-time code beforehand "
+                "(agent on the login node connected): time from the POST of the "
+                "run request (driver sbatch) to the `job` push on the admin "
+                "/api/events websocket whose batch.state is RUNNING (the agent's "
+                "sbatch, then its squeue rounds: at once after the submission, "
+                "then every 0.25 s for 3 s after a submission or a change, "
+                "doubling after that while nothing changes). "
+                "Slurm starts a pending job only in a scheduling pass (here the "
+                "main scheduler's or the backfill's, each once a second at a fixed "
+                "phase; none at submission), so figure and floor both hold a wait "
+                "of 0-1 s; each sample (both sides) begins after an untimed "
+                f"random pause of 0-{slurm.PHASE_SECS:g} s so that neither side "
+                "locks onto the pass's phase"
+            )
+            self.batch_cancel.note = (
+                "the same run, canceled as soon as the RUNNING push arrived: time "
+                "of POST /api/simulations/{id}/cancel until its reply, which "
+                "comes once the agent's squeue (0.05 s apart while a cancel "
+                "waits) saw Slurm end the job; squeue is checked afterwards"
+            )
+            self.rows += [self.batch_run, self.batch_cancel]
         self.tput.note = (
             f"supervisor: local_cores={THROUGHPUT_CORES}, admin on the premium plan "
             f"(8 running); {THROUGHPUT_RUNS} fresh simulations per repetition; time "
@@ -146,6 +189,8 @@ class Bench:
         await self._fake_agent()
         if not self.docker_skipped:
             await self._docker()
+        if not self.slurm_skipped:
+            await self._slurm()
 
     async def _store(self):
         a, p = await asyncio.to_thread(
@@ -280,6 +325,33 @@ class Bench:
             b.bare_run, lambda: b.run_start(sid, cold=False), DOCKER_WARM_RUNS, 20
         )
 
+    async def _slurm(self):
+        rows = [self.batch_run, self.batch_cancel]
+        b = await self._measure(
+            rows, slurm.SlurmBench.make(self.conftest, self.tmp / "slurm")
+        )
+        if b is None:
+            return
+        try:
+            if await self._measure(rows, b.start()) is None:
+                return
+            await self._measure(rows, self._slurm_rows(b))
+        finally:
+            self.leftovers += await b.cleanup()
+
+    async def _slurm_rows(self, b):
+        (sid,) = await b.api.create_sims(1, "forever", {})
+        # warm-up: the agent's first submission, Slurm's first job of the site
+        await b.bare_job()
+        await b.run_cancel(sid)
+        fl, fi = await report.paired(
+            b.bare_job, lambda: b.run_cancel(sid), SLURM_RUNS, 35
+        )
+        self.batch_run.floor = [x[0] for x in fl]
+        self.batch_cancel.floor = [x[1] for x in fl]
+        self.batch_run.figure = [x[0] for x in fi]
+        self.batch_cancel.figure = [x[1] for x in fi]
+
 
 async def _main(tmp):
     b = Bench(tmp)
@@ -311,6 +383,8 @@ def main():
     )
     if b.docker_skipped:
         print(f"\ndocker rows skipped: {b.docker_skipped}", flush=True)
+    if b.slurm_skipped:
+        print(f"\nsbatch rows skipped: {b.slurm_skipped}", flush=True)
     rc = 0
     if b.leftovers:
         print(f"\nprocesses left behind (killed): {b.leftovers}", flush=True)
