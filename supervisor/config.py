@@ -26,6 +26,14 @@ def _json_list(value):
     return v
 
 
+def _json_dict(value):
+    """A JSON object; a dict is taken as is."""
+    v = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a JSON object, got {value!r}")
+    return v
+
+
 _cfg = pkconfig.init(
     host=("127.0.0.1", str, "address to listen on (loopback only by default)"),
     port=(8000, pkconfig.parse_positive_int, "port to listen on"),
@@ -52,6 +60,11 @@ _cfg = pkconfig.init(
         [],
         _json_list,
         'HPC login nodes, JSON: [{"name", "address", "port", "known_hosts", "otp" (none, append, prompt), "cores", "agent_command", "work_dir", "supervisor_url", "partition", "account", "qos"}] (etc/sbatch.env.example)',
+    ),
+    sbatch_plan_options=(
+        {},
+        _json_dict,
+        'sbatch options by plan, JSON: {"premium": {"qos": "premium"}} (site < plan < code)',
     ),
     sbatch_lost_grace_secs=(
         7 * 86400.0,

@@ -236,7 +236,11 @@ class Runs:
         sim.job.queue_position = None
         c = sv.catalog.get(sim.code)
         d = sv.drivers[sim.job.driver]
-        b = d.batch_options(t.name, c) if hasattr(d, "batch_options") else None
+        b = (
+            d.batch_options(t.name, c, sv.plan_of(sim.user))
+            if hasattr(d, "batch_options")
+            else None
+        )
         a.send(
             "analysis" if c.kind == "analysis" else "run",
             **({"batch": b} if b is not None else {}),

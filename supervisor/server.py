@@ -70,7 +70,7 @@ class Supervisor:
         self.hub = events.Hub()
         self.sims = sims.Sims(cfg, self.store)
         self.drivers = drivers.build(
-            cfg, lambda: f"ws://127.0.0.1:{self.port}/agent", self._plan_of
+            cfg, lambda: f"ws://127.0.0.1:{self.port}/agent", self.plan_of
         )
         self.runs = runs.Runs(self)
         self.adoption = adoption.Adoption(self, self.runs)
@@ -97,7 +97,7 @@ class Supervisor:
         self._server = None
         self._agent_server = None
 
-    def _plan_of(self, user_name):
+    def plan_of(self, user_name):
         u = self.users.get(user_name)
         return self.plans[u.plan if u else "basic"]
 

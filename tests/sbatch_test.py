@@ -6,6 +6,7 @@ which starts the agent on the "login node" (this machine, as the site's
 test user) over SSH; runs are Slurm jobs of that user.
 """
 
+import json
 import os
 import pathlib
 import signal
@@ -352,3 +353,78 @@ def test_a_refused_submission_shows_sbatchs_own_words(sbatch_factory, hpc_site):
     assert j["error"].startswith("Slurm refused the job: sbatch: error:"), j
     assert "invalid partition" in j["error"].lower()
     assert not _jobs(hpc_site, active_only=True)
+
+
+def test_inputs_plan_options_and_files_in_chunks(sbatch_factory, hpc_site):
+    sb = sbatch_factory(
+        "prompt",
+        sbatch_plan_options=json.dumps({"basic": {"partition": "long"}}),
+        max_fetch_bytes=3 * 1024 * 1024,
+    )
+    sb.server.add_user("lea")
+    sb.sign_in("lea")
+    s = sb.server.create("lea", "fill", bytes=2_500_000)
+    sb.server.api(
+        "POST",
+        f"/simulations/{s['id']}/files?name=notes.txt",
+        "lea",
+        data="input for the run\n",
+        expect=201,
+    )
+    sb.server.run("lea", s["id"], driver="sbatch")
+    j = sb.server.wait_status("lea", s["id"], {"completed", "error"}, 60)
+    assert j["status"] == "completed", j
+    d = hpc_site.home / sb.work_dir / "run" / s["id"]
+    # the input was written into the run directory before the job ran
+    assert (d / "notes.txt").read_text() == "input for the run\n"
+    # the plan's option reached sbatch
+    o = _as_site_user(
+        hpc_site, "squeue", "-h", "-t", "all", "-j", j["batch"]["job_id"], "-o", "%P"
+    )
+    assert o.split() == ["long"]
+    f = sb.server.api("GET", f"/simulations/{s['id']}/files", "lea", expect=200).json()
+    assert f["inputs"] == ["notes.txt"]
+    assert {"path": "fill.dat", "size": 2_500_000} in [
+        {k: x[k] for k in ("path", "size")} for x in f["files"]
+    ]
+    # 2.5 MB through the agent in 1 MiB chunks, byte for byte
+    r = sb.server.api("GET", f"/simulations/{s['id']}/files/fill.dat", "lea")
+    assert r.status_code == 200
+    assert r.content == (d / "fill.dat").read_bytes()
+    # beyond the limit: refused, not cut short
+    sb.server.api(
+        "PATCH",
+        f"/simulations/{s['id']}",
+        "lea",
+        json={"params": {"bytes": 4_000_000}},
+        expect=200,
+    )
+    sb.server.run("lea", s["id"], driver="sbatch")
+    j = sb.server.wait_status("lea", s["id"], {"completed", "error"}, 60)
+    assert j["status"] == "completed", j
+    r = sb.server.api("GET", f"/simulations/{s['id']}/files/fill.dat", "lea")
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    # paths stay inside the run directory on the login node too
+    r = sb.server.api(
+        "GET", f"/simulations/{s['id']}/files/..%2F..%2Fagent%2Fjobs.json", "lea"
+    )
+    assert r.status_code == 404
+
+
+def test_admin_kill_of_the_agent_cancels_its_jobs(sbatch_factory, hpc_site):
+    sb = sbatch_factory("prompt")
+    sb.server.add_user("max")
+    sb.sign_in("max")
+    s = sb.server.create("max", "forever")
+    sb.server.run("max", s["id"], driver="sbatch")
+    _wait_batch(sb, "max", s["id"], "RUNNING")
+    jid = sb.slurm_job("max", s["id"])
+    (a,) = sb.server.api("GET", "/admin/agents", expect=200).json()
+    p = sb.agent_pid()
+    sb.server.api("POST", f"/admin/agents/{a['id']}/kill", expect=200)
+    j = sb.server.wait_status("max", s["id"], {"canceled", "error"}, 20)
+    assert j["status"] == "canceled", j
+    # the agent was told to shut down: it canceled its job and exited
+    wait_for(lambda: jid not in _jobs(hpc_site, active_only=True), 30, what="job gone")
+    wait_for(lambda: not os.path.exists(f"/proc/{p}"), 30, what="agent exited")
+    assert _hosts(sb, "max")[0]["signed_in"] is False

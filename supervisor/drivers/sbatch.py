@@ -124,6 +124,10 @@ class _Auth(asyncssh.SSHClient):
         self.kbdint_rounds = 0
         self.otp_asked = False
 
+    def forget(self):
+        """Drop the credentials (the login is over, whatever its end)."""
+        self._password = self._otp = None
+
     def password_auth_requested(self):
         if self.password_sent:
             return None
@@ -174,16 +178,21 @@ class SbatchDriver:
         self._cfg = cfg
         self._url = supervisor_url
         self.hosts = parse_hosts(cfg.sbatch_hosts)
+        self._plan_options = cfg.sbatch_plan_options
         self.lost_grace_secs = cfg.sbatch_lost_grace_secs
         self.idle_secs = cfg.sbatch_agent_idle_secs
 
     def targets(self):
         return [h.target for h in self.hosts.values()]
 
-    def batch_options(self, host, code):
-        """sbatch options of a run: the site's, then the code's."""
+    def batch_options(self, host, code, plan):
+        """sbatch options of a run: the site's, then the plan's, then the code's."""
         h = self.hosts.get(host)
-        return dict(h.batch if h else {}, **(code.batch or {}))
+        return {
+            **(h.batch if h else {}),
+            **self._plan_options.get(plan.name, {}),
+            **(code.batch or {}),
+        }
 
     async def start(self, agent, secret, on_exit):
         # `Agents.check_ready` waits for a sign-in instead of calling this
@@ -232,6 +241,8 @@ class SbatchDriver:
             ) from None
         except asyncssh.Error as e:
             raise LoginFailed("login_failed", f"{h.name}: {_brief(e)}") from None
+        finally:
+            a.forget()
 
     async def _start_agent(self, conn, host, agent, secret, wait_ready):
         w = host.work_dir.rstrip("/")
@@ -309,16 +320,20 @@ def _refused(host, auth):
         if auth.otp_asked:
             return LoginFailed(
                 "bad_code",
-                f"{host.name} refused the one-time code (wrong, already used or expired)",
+                f"the login node {host.name} refused the one-time code (wrong, already used or expired)",
             )
-        return LoginFailed("bad_password", f"{host.name} refused the password")
+        return LoginFailed(
+            "bad_password", f"the login node {host.name} refused the password"
+        )
     if host.otp == OTP_APPEND:
         # the site checks both at once and says only no
         return LoginFailed(
             "bad_credentials",
-            f"{host.name} refused the password or the one-time code",
+            f"the login node {host.name} refused the password or the one-time code",
         )
-    return LoginFailed("bad_password", f"{host.name} refused the password")
+    return LoginFailed(
+        "bad_password", f"the login node {host.name} refused the password"
+    )
 
 
 def _brief(e):
