@@ -102,7 +102,44 @@ class PoolError(Exception):
     """A request the pool refuses outright (e.g. a run id it already holds)."""
 
 
-class Pool:
+class Records:
+    """What both pools share: the run records and their events.
+
+    A pool sets ``runs``, ``_on_event`` and ``_destroyed``.
+    """
+
+    def forget(self, run_id):
+        """Drop an ended run's record.
+
+        Returns:
+            bool: False if the run is still going (it is kept)
+        """
+        r = self.runs.get(run_id)
+        if r is None:
+            return True
+        if not r.is_exited:
+            return False
+        del self.runs[run_id]
+        self._forgotten(run_id)
+        return True
+
+    def _forgotten(self, run_id):
+        """A record was dropped (the Slurm pool also drops its job)."""
+
+    def running(self):
+        """Runs and analyses that have not ended."""
+        return [r for r in self.runs.values() if not r.is_exited]
+
+    def _emit(self, run, kind):
+        if self._destroyed:
+            return
+        try:
+            self._on_event(run, kind)
+        except Exception as e:
+            log("on_event_error", run_id=run.run_id, kind=kind, error=stack(e))
+
+
+class Pool(Records):
     """Starts, watches and cancels runs, in two bounded lanes.
 
     Args:
@@ -182,24 +219,6 @@ class Pool:
             # spawning: _spawn_and_wait sees the flag once the process exists
         return asyncio.shield(r.ended)
 
-    def forget(self, run_id):
-        """Drop an ended run's record.
-
-        Returns:
-            bool: False if the run is still going (it is kept)
-        """
-        r = self.runs.get(run_id)
-        if r is None:
-            return True
-        if not r.is_exited:
-            return False
-        del self.runs[run_id]
-        return True
-
-    def running(self):
-        """Runs and analyses that have not ended."""
-        return [r for r in self.runs.values() if not r.is_exited]
-
     def destroy(self):
         """SIGKILL every group and cancel every task, without events; idempotent.
 
@@ -218,14 +237,6 @@ class Pool:
         """Wait until every task of the pool has ended."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _emit(self, run, kind):
-        if self._destroyed:
-            return
-        try:
-            self._on_event(run, kind)
-        except Exception as e:
-            log("on_event_error", run_id=run.run_id, kind=kind, error=stack(e))
 
     async def _execute(self, run):
         try:

@@ -105,7 +105,7 @@ class JobTable:
             raise
 
 
-class SlurmPool:
+class SlurmPool(pool.Records):
     """Runs as Slurm jobs; see the module doc.
 
     Args:
@@ -170,19 +170,9 @@ class SlurmPool:
                 self._spawn(self._scancel(r))
         return asyncio.shield(r.ended)
 
-    def forget(self, run_id):
-        r = self.runs.get(run_id)
-        if r is None:
-            return True
-        if not r.is_exited:
-            return False
-        del self.runs[run_id]
+    def _forgotten(self, run_id):
         if self.table.jobs.pop(run_id, None) is not None:
             self.table.save()
-        return True
-
-    def running(self):
-        return [r for r in self.runs.values() if not r.is_exited]
 
     def destroy(self):
         """Stop following; the jobs go on (a new agent re-attaches them)."""
@@ -239,14 +229,6 @@ class SlurmPool:
                 self._finish(r, **e["end"])
         if self.running():
             self._poke()
-
-    def _emit(self, run, kind):
-        if self._destroyed:
-            return
-        try:
-            self._on_event(run, kind)
-        except Exception as e:
-            log("on_event_error", run_id=run.run_id, kind=kind, error=pool.stack(e))
 
     def _spawn(self, coro):
         t = asyncio.get_running_loop().create_task(coro)

@@ -69,6 +69,16 @@ def _wait_batch(sb, user, sim_id, state):
     )
 
 
+def _forever_running(sb, user):
+    """A signed-in `user` with a `forever` run RUNNING in Slurm: (sim, job id)."""
+    sb.server.add_user(user)
+    sb.sign_in(user)
+    s = sb.server.create(user, "forever")
+    sb.server.run(user, s["id"], driver="sbatch")
+    _wait_batch(sb, user, s["id"], "RUNNING")
+    return s, sb.slurm_job(user, s["id"])
+
+
 def _error(sb, user, expect_code, **kwargs):
     r = sb.sign_in(user, expect=kwargs.pop("status", 400), **kwargs)
     assert r["error"] == expect_code, r
@@ -232,12 +242,7 @@ def test_heat_with_two_tasks_pending_running_completed(sbatch_factory, hpc_site)
 
 def test_cancel_leaves_no_job_in_squeue(sbatch_factory, hpc_site):
     sb = sbatch_factory("prompt")
-    sb.server.add_user("fay")
-    sb.sign_in("fay")
-    s = sb.server.create("fay", "forever")
-    sb.server.run("fay", s["id"], driver="sbatch")
-    _wait_batch(sb, "fay", s["id"], "RUNNING")
-    jid = sb.slurm_job("fay", s["id"])
+    s, jid = _forever_running(sb, "fay")
     assert jid in _jobs(hpc_site)
     t = time.monotonic()
     r = sb.server.api("POST", f"/simulations/{s['id']}/cancel", "fay", expect=200)
@@ -413,12 +418,7 @@ def test_inputs_plan_options_and_files_in_chunks(sbatch_factory, hpc_site):
 
 def test_admin_kill_of_the_agent_cancels_its_jobs(sbatch_factory, hpc_site):
     sb = sbatch_factory("prompt")
-    sb.server.add_user("max")
-    sb.sign_in("max")
-    s = sb.server.create("max", "forever")
-    sb.server.run("max", s["id"], driver="sbatch")
-    _wait_batch(sb, "max", s["id"], "RUNNING")
-    jid = sb.slurm_job("max", s["id"])
+    s, jid = _forever_running(sb, "max")
     (a,) = sb.server.api("GET", "/admin/agents", expect=200).json()
     p = sb.agent_pid()
     sb.server.api("POST", f"/admin/agents/{a['id']}/kill", expect=200)
