@@ -5,7 +5,12 @@ run is next, reused while the user has work, shut down after an idle period.
 An agent proves who it is with a per-agent secret (stored here as a hash, so
 agents can re-authenticate after a supervisor restart) bound to one user and
 one driver. `Agents.check_ready` is a dispatch prerequisite: it returns a
-connected agent or raises `Awaited` while one starts.
+connected agent or raises `Awaited` while one starts (or, for drivers that
+need a login, until its user signs in).
+
+Connection states and their table are in `agent_state`. What an agent holds
+is `Runs`' business: it tells `Agents` the load (`load_changed`) and hears of
+agents that come and go through the `Watcher` interface.
 """
 
 import asyncio
@@ -17,13 +22,16 @@ import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
-from supervisor import errors, tasks, users
+from supervisor import tasks, users
+from supervisor.agent_state import (
+    CONNECTED,
+    DISCONNECTED,
+    LIVE,
+    STARTING,
+    STOPPED,
+    Agent,
+)
 from supervisor.dispatch import Awaited
-
-STARTING = "starting"
-CONNECTED = "connected"
-DISCONNECTED = "disconnected"
-STOPPED = "stopped"
 
 #: the reason given when an admin kills an agent (its runs end canceled)
 KILLED_BY_ADMIN = "killed by an admin"
@@ -37,84 +45,30 @@ class AgentGone(Exception):
     """The agent went away while an op waited for its reply."""
 
 
-class Agent:
-    def __init__(self, doc):
-        self.id = doc["id"]
-        self.user = doc["user"]
-        self.driver = doc["driver"]
-        self.host = doc["host"]
-        self.secret_hash = doc["secret_hash"]
-        self.created = doc.get("created", time.time())
-        # what the driver needs to find it again (pid, container id)
-        self.info = dict(doc.get("info", {}))
-        self.state = DISCONNECTED
-        self.conn = None
-        self.ready = asyncio.get_running_loop().create_future()
-        self.connected_since = None
-        self.last_message_at = None
-        # run_id -> the run's context (supervisor.runs.Run)
-        self.runs = {}
-        self.ops = {}
-        self.timer = None
-        #: only between creation and a sign-in's start of it
-        self.secret = None
+class OpFailed(Exception):
+    """The agent answered an op with a failure; the message is the agent's."""
 
-    def to_doc(self):
-        return {
-            "id": self.id,
-            "user": self.user,
-            "driver": self.driver,
-            "host": self.host,
-            "secret_hash": self.secret_hash,
-            "created": self.created,
-            "info": self.info,
-        }
 
-    def to_dict(self):
-        return {
-            "id": self.id,
-            "user": self.user,
-            "driver": self.driver,
-            "host": self.host,
-            "state": self.state,
-            "connected_since": self.connected_since,
-            "last_message_at": self.last_message_at,
-            "runs": sorted(self.runs),
-            "pid": self.info.get("pid"),
-            "container_id": self.info.get("container_id"),
-        }
+class Watcher:
+    """What a component hears of agents; every method has a default."""
 
-    def is_ready(self):
-        return self.state == CONNECTED and self.conn is not None
+    def agent_ready(self, agent, hello):
+        """`agent` said hello. Returns: dict: run id -> where to resume."""
+        return {}
 
-    def send(self, kind, **fields):
-        """Queue a frame; False if the agent is not connected."""
-        if self.conn is None:
-            return False
-        try:
-            self.conn.write_message(protocol.make(protocol.TO_AGENT, kind, **fields))
-        except tornado.websocket.WebSocketClosedError:
-            return False
-        return True
+    def agent_lost(self, agent):
+        """Its connection closed; it may come back."""
 
-    def pkdebug_str(self):
-        return f"Agent({self.id} user={self.user} state={self.state})"
+    def agent_stopped(self, agent, reason, dead):
+        """Gone for good. `dead`: its process surely ended (so did its runs)."""
 
 
 class Agents:
-    def __init__(self, cfg, store, drivers, on_ready, on_lost, on_stopped):
-        """
-        Args:
-            on_ready (callable): (agent, hello) -> welcome runs map
-            on_lost (callable): (agent) connection closed
-            on_stopped (callable): (agent, reason) gone for good (killed, reaped)
-        """
+    def __init__(self, cfg, store, drivers):
         self._cfg = cfg
         self._store = store
         self._drivers = drivers
-        self._on_ready = on_ready
-        self._on_lost = on_lost
-        self._on_stopped = on_stopped
+        self._watchers = []
         self.by_id = {}
         self._by_key = {}
         self._op_ids = iter(range(1, 2**62))
@@ -123,10 +77,14 @@ class Agents:
         self._tasks = tasks.Tasks("agents")
         self._destroyed = False
 
+    def watch(self, watcher):
+        """Tell `watcher` (a `Watcher`) of agents that come and go."""
+        self._watchers.append(watcher)
+
     def load(self):
         """Agents known before a restart: wait for them to reconnect."""
         for _, d in self._store.load_all("agents"):
-            a = Agent(d)
+            a = self._new(d, DISCONNECTED)
             if a.driver not in self._drivers:
                 pkdlog("{} forgotten: no driver={}", a, a.driver)
                 self._store.delete(f"agents/{a.id}.json")
@@ -142,6 +100,11 @@ class Agents:
                 self._agent_exited,
             )
 
+    def _new(self, doc, state):
+        a = Agent(doc, state)
+        a.ready = asyncio.get_running_loop().create_future()
+        return a
+
     def _add(self, agent):
         self.by_id[agent.id] = agent
         self._by_key[(agent.user, agent.driver, agent.host)] = agent
@@ -149,25 +112,49 @@ class Agents:
     def all(self):
         return list(self.by_id.values())
 
+    def get(self, agent_id):
+        return self.by_id.get(agent_id)
+
+    def of(self, user, driver, host):
+        """The agent of (user, driver, host) in any state but stopped, or None."""
+        return self._by_key.get((user, driver, host))
+
     def hosts_of(self, user, driver):
         """Hosts where `user` has an agent of `driver` (running or starting)."""
         return {h for u, d, h in self._by_key if u == user and d == driver}
+
+    def connected(self, user, driver, host):
+        """The connected agent of (user, driver, host), or None."""
+        a = self.of(user, driver, host)
+        return a if a is not None and a.is_ready() else None
+
+    def needs_sign_in(self, user, driver, host):
+        """True unless `user` has a connected (or starting) agent there."""
+        a = self.of(user, driver, host)
+        return a is None or a.state not in LIVE
 
     # --- the dispatch prerequisite -----------------------------------------
 
     def check_ready(self, user, driver, host):
         """The connected agent of (user, driver, host), or raise `Awaited`."""
-        a = self._by_key.get((user, driver, host))
+        a = self.of(user, driver, host)
         if a is not None and a.is_ready():
             return a
         if a is None:
-            if getattr(self._drivers[driver], "needs_login", False):
+            if self._drivers[driver].needs_login:
                 raise Awaited(
                     self._sign_in_future((user, driver, host)),
                     f"sign in to {host} to run there",
+                    "sign_in",
+                    host=host,
                 )
-            a = self._create(user, driver, host)
-        return self._await_ready(a)
+            a, s = self.create(user, driver, host)
+            self._tasks.spawn(self._start(a, s))
+        if a.state == STARTING:
+            raise Awaited(a.ready, "starting agent", "agent_start", host=host)
+        raise Awaited(
+            a.ready, "waiting for agent to reconnect", "agent_reconnect", host=host
+        )
 
     def _sign_in_future(self, key):
         f = self._sign_ins.get(key)
@@ -175,85 +162,29 @@ class Agents:
             f = self._sign_ins[key] = asyncio.get_running_loop().create_future()
         return f
 
-    def needs_sign_in(self, user, driver, host):
-        """True unless `user` has a connected (or starting) agent there."""
-        a = self._by_key.get((user, driver, host))
-        return a is None or a.state not in (CONNECTED, STARTING)
+    # --- start and stop ------------------------------------------------------
 
-    async def sign_in(self, user, driver, host, creds):
-        """Start `user`'s agent on `host` with their credentials (sbatch).
-
-        A connected agent is kept (nothing to do); one that is gone is
-        replaced: the new one re-attaches its jobs. Raises the driver's
-        error (`errors.Error`) if the login or the agent's start fails.
+    def create(self, user, driver, host):
+        """A new agent, `starting`, durable before it can call back.
 
         Returns:
-            Agent: connected
+            tuple: (Agent, its secret): the caller starts it and forgets the secret
         """
-        k = (user, driver, host)
-        a = self._by_key.get(k)
-        if a is not None and a.is_ready():
-            return a
-        if a is not None:
-            if a.state == STARTING:
-                raise errors.Conflict(
-                    "sign_in_in_progress", f"a sign-in to {host} is in progress"
-                )
-            # disconnected: its runs stay lost until the new agent has them
-            self._stop(a, AgentGone("replaced by a new sign-in"))
-        a = self._create(user, driver, host, start=False)
-
-        async def _ready():
-            await asyncio.wait_for(
-                asyncio.shield(a.ready), self._cfg.agent_start_timeout_secs
-            )
-
-        try:
-            await self._drivers[driver].login(a, a.secret, creds, _ready)
-        except BaseException as e:
-            self._stop(a, AgentStartFailed(f"sign-in failed: {e}"))
-            raise
-        finally:
-            a.secret = None
-        if a.state != CONNECTED:
-            raise AgentStartFailed(f"the agent on {host} went away")
-        self._store.save(f"agents/{a.id}.json", a.to_doc())
-        f = self._sign_ins.pop(k, None)
-        if f is not None and not f.done():
-            f.set_result(None)
-        return a
-
-    def _await_ready(self, agent):
-        raise Awaited(
-            agent.ready,
-            (
-                "starting agent"
-                if agent.state == STARTING
-                else "waiting for agent to reconnect"
-            ),
-        )
-
-    def _create(self, user, driver, host, start=True):
         s = secrets.token_urlsafe(32)
-        a = Agent(
+        a = self._new(
             {
                 "id": f"{user}-{driver}-{secrets.token_hex(4)}",
                 "user": user,
                 "driver": driver,
                 "host": host,
                 "secret_hash": users.hash_token(s),
-            }
+            },
+            STARTING,
         )
-        a.state = STARTING
         self._add(a)
         # durable before the agent can call back, so a restart knows it
         self._store.save(f"agents/{a.id}.json", a.to_doc())
-        if start:
-            self._tasks.spawn(self._start(a, s))
-        else:
-            # the caller starts it (a sign-in) and forgets the secret
-            a.secret = s
-        return a
+        return a, s
 
     async def _start(self, agent, secret):
         self._set_timer(
@@ -269,7 +200,18 @@ class Agents:
             self._store.save(f"agents/{agent.id}.json", agent.to_doc())
         except Exception as e:
             pkdlog("{} start failed error={} stack={}", agent, e, pkdexc())
-            self._stop(agent, AgentStartFailed(f"agent failed to start: {e}"))
+            self.stop(agent, AgentStartFailed(f"agent failed to start: {e}"))
+
+    async def wait_ready(self, agent, timeout_secs):
+        """Until `agent` says hello (raises TimeoutError)."""
+        await asyncio.wait_for(asyncio.shield(agent.ready), timeout_secs)
+
+    def signed_in(self, agent):
+        """A sign-in started `agent`: keep it, wake runs waiting for it."""
+        self._store.save(f"agents/{agent.id}.json", agent.to_doc())
+        f = self._sign_ins.pop((agent.user, agent.driver, agent.host), None)
+        if f is not None and not f.done():
+            f.set_result(None)
 
     def _agent_exited(self, agent, message, dead=False):
         """Driver callback: the agent's process ended.
@@ -278,18 +220,18 @@ class Agents:
             dead (bool): its runs surely ended with it (a container is gone)
         """
         if agent.state == STARTING:
-            self._stop(agent, AgentStartFailed(message), dead=True)
+            self.stop(agent, AgentStartFailed(message), dead=True)
         elif dead:
             # its runs end now, with the reason (e.g. out of memory)
-            self._stop(agent, AgentGone(message), dead=True)
+            self.stop(agent, AgentGone(message), dead=True)
         elif agent.state != STOPPED and agent.conn is None:
             # its runs stay lost for their grace period (DESIGN: lost, then
             # error with the reason), though a local agent will not return
-            self._stop(agent, AgentGone(message))
+            self.stop(agent, AgentGone(message))
 
     def _start_expired(self, agent):
         if agent.state == STARTING:
-            self._stop(
+            self.stop(
                 agent,
                 AgentStartFailed(
                     f"agent did not call back within {self._cfg.agent_start_timeout_secs} s"
@@ -298,26 +240,28 @@ class Agents:
 
     def _reconnect_expired(self, agent):
         if agent.state == DISCONNECTED:
-            self._stop(agent, AgentGone("agent did not reconnect"))
+            self.stop(agent, AgentGone("agent did not reconnect"))
 
-    def _stop(self, agent, reason, dead=False):
+    def stop(self, agent, reason, dead=False):
         """Forget the agent and kill what is left of it; idempotent.
 
         Args:
+            reason (Exception): `AgentStartFailed` or `AgentGone`, with why
             dead (bool): its process is known to be gone (or is being killed)
         """
         if agent.state == STOPPED:
             return
         pkdlog("{} stopped reason={}", agent, reason)
-        agent.state = STOPPED
+        agent.transition(STOPPED)
         self._cancel_timer(agent)
         if self.by_id.get(agent.id) is agent:
             del self.by_id[agent.id]
             del self._by_key[(agent.user, agent.driver, agent.host)]
         self._store.delete(f"agents/{agent.id}.json")
         if not agent.ready.done():
-            if isinstance(reason, AgentStartFailed) and not getattr(
-                self._drivers[agent.driver], "needs_login", False
+            if (
+                isinstance(reason, AgentStartFailed)
+                and not self._drivers[agent.driver].needs_login
             ):
                 agent.ready.set_exception(reason)
                 # retrieved by whoever awaits it; none may be waiting
@@ -325,19 +269,17 @@ class Agents:
             else:
                 # waiters restart and start a new agent
                 agent.ready.set_result(None)
-        for f in agent.ops.values():
-            if not f.done():
-                f.set_exception(AgentGone(str(reason)))
-        agent.ops.clear()
+        self._fail_ops(agent, str(reason))
         if agent.conn is not None:
-            agent.send("shutdown")
+            self.send(agent, "shutdown")
             agent.conn.close()
             agent.conn = None
-        self._on_stopped(agent, str(reason), dead)
+        for w in self._watchers:
+            w.agent_stopped(agent, str(reason), dead)
         self._tasks.spawn(self._drivers[agent.driver].kill(agent))
 
     def kill(self, agent, reason=KILLED_BY_ADMIN):
-        self._stop(agent, AgentGone(reason), dead=True)
+        self.stop(agent, AgentGone(reason), dead=True)
 
     # --- the websocket -----------------------------------------------------
 
@@ -368,14 +310,18 @@ class Agents:
             agent.conn.close()
             return
         self._cancel_timer(agent)
-        agent.state = CONNECTED
+        if agent.state != CONNECTED:
+            agent.transition(CONNECTED)
         agent.connected_since = time.time()
         agent.info["pid"] = msg["pid"]
         agent.info["agent_host"] = msg["host"]
-        agent.send("welcome", runs=self._on_ready(agent, msg))
+        welcome = {}
+        for w in self._watchers:
+            welcome.update(w.agent_ready(agent, msg))
+        self.send(agent, "welcome", runs=welcome)
         if not agent.ready.done():
             agent.ready.set_result(None)
-        self.check_idle(agent)
+        self._check_idle(agent)
 
     def closed(self, agent, conn):
         if agent.conn is not conn:
@@ -386,15 +332,13 @@ class Agents:
             return
         pkdlog("{} disconnected", agent)
         if agent.state == CONNECTED:
-            agent.state = DISCONNECTED
+            agent.transition(DISCONNECTED)
         if agent.ready.done():
             # waiters of a pending one keep it: hello resolves it
             agent.ready = asyncio.get_running_loop().create_future()
-        for f in agent.ops.values():
-            if not f.done():
-                f.set_exception(AgentGone(f"agent {agent.id} disconnected"))
-        agent.ops.clear()
-        self._on_lost(agent)
+        self._fail_ops(agent, f"agent {agent.id} disconnected")
+        for w in self._watchers:
+            w.agent_lost(agent)
         if agent.state == DISCONNECTED:
             # (a starting agent keeps its start deadline)
             self._set_timer(
@@ -404,6 +348,25 @@ class Agents:
                 agent,
             )
 
+    # --- ops -----------------------------------------------------------------
+
+    def send(self, agent, kind, **fields):
+        """Queue a frame to `agent`; False if it is not connected."""
+        if agent.conn is None:
+            return False
+        try:
+            agent.conn.write_message(protocol.make(protocol.TO_AGENT, kind, **fields))
+        except tornado.websocket.WebSocketClosedError:
+            return False
+        return True
+
+    def new_op(self, agent):
+        """An op id and the future its reply resolves (or `AgentGone` fails)."""
+        i = next(self._op_ids)
+        f = asyncio.get_running_loop().create_future()
+        agent.ops[i] = f
+        return i, f
+
     def reply(self, agent, msg):
         f = agent.ops.pop(msg["op_id"], None)
         if f is None or f.done():
@@ -411,12 +374,18 @@ class Agents:
         if msg["ok"]:
             f.set_result(msg["result"])
         else:
-            f.set_exception(RuntimeError(msg["error"] or "agent op failed"))
+            f.set_exception(OpFailed(msg["error"] or "agent op failed"))
 
     async def call(self, agent, kind, timeout_secs, **fields):
-        """Send op `kind` and await its reply's result (raises on failure)."""
+        """Send op `kind` and await its reply's result.
+
+        Raises:
+            AgentGone: not connected, or it went away before replying
+            OpFailed: it replied that the op failed
+            TimeoutError: no reply in time
+        """
         i, f = self.new_op(agent)
-        if not agent.send(kind, op_id=i, **fields):
+        if not self.send(agent, kind, op_id=i, **fields):
             agent.ops.pop(i, None)
             raise AgentGone(f"agent {agent.id} is not connected")
         try:
@@ -424,41 +393,35 @@ class Agents:
         finally:
             agent.ops.pop(i, None)
 
-    def connected(self, user, driver, host):
-        """The connected agent of (user, driver, host), or None."""
-        a = self._by_key.get((user, driver, host))
-        return a if a is not None and a.is_ready() else None
+    def _fail_ops(self, agent, message):
+        for f in agent.ops.values():
+            if not f.done():
+                f.set_exception(AgentGone(message))
+                # retrieved by whoever awaits it; none may be waiting
+                f.exception()
+        agent.ops.clear()
 
-    def new_op(self, agent):
-        """An op id and the future its reply resolves."""
-        i = next(self._op_ids)
-        f = asyncio.get_running_loop().create_future()
-        agent.ops[i] = f
-        return i, f
+    # --- load and idle reaping -----------------------------------------------
 
-    # --- idle reaping ------------------------------------------------------
+    def load_changed(self, agent, run_ids, cores):
+        """`Runs` says what `agent` holds now: resize, reap after an idle period."""
+        agent.run_ids = tuple(run_ids)
+        agent.cores = cores
+        self._check_idle(agent)
 
-    def check_idle(self, agent):
-        """Called when an agent's run set changes: reap after an idle period."""
+    def _check_idle(self, agent):
         if agent.state != CONNECTED:
             return
-        self._drivers[agent.driver].resize(
-            agent, sum(r.grant.cores for r in agent.runs.values() if r.grant)
-        )
-        if agent.runs:
+        d = self._drivers[agent.driver]
+        d.resize(agent, agent.cores)
+        if agent.run_ids:
             self._cancel_timer(agent)
         elif agent.timer is None:
-            d = self._drivers[agent.driver]
-            self._set_timer(
-                agent,
-                getattr(d, "idle_secs", self._cfg.agent_idle_secs),
-                self._idle_expired,
-                agent,
-            )
+            self._set_timer(agent, d.idle_secs, self._idle_expired, agent)
 
     def _idle_expired(self, agent):
-        if not agent.runs and agent.state == CONNECTED:
-            self._stop(agent, AgentGone("idle"), dead=True)
+        if not agent.run_ids and agent.state == CONNECTED:
+            self.stop(agent, AgentGone("idle"), dead=True)
 
     def _set_timer(self, agent, secs, fn, *args):
         self._cancel_timer(agent)

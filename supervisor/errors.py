@@ -42,3 +42,8 @@ class Conflict(Error):
 
 class TooLarge(Error):
     status = 413
+
+
+def body(error):
+    """The JSON body that reports `error` (an `Error`)."""
+    return {"error": error.code, "message": error.message}

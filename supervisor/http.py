@@ -1,9 +1,9 @@
-"""The JSON HTTP API of API.md: thin handlers over the `Supervisor`.
+"""The JSON HTTP API of API.md: thin handlers, each calling one service method.
 
 Errors are translated here, in one place: `errors.Error` becomes its status
 and ``{"error", "message"}``; anything else a logged 500. Clients send a
 bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
-header. Someone else's object is a 404, never a 403.
+header (`auth`). Someone else's object is a 404, never a 403.
 """
 
 import json
@@ -13,25 +13,17 @@ import time
 import tornado.web
 from pykern.pkdebug import pkdexc, pkdlog
 
-from supervisor import VERSION, errors, job
-
-COOKIE = "simvisor_user"
+from supervisor import VERSION, auth, errors
 
 
 class Base(tornado.web.RequestHandler):
     def initialize(self, sv):
         self.sv = sv
         self.user = None
-        self._bearer = False
         self._t0 = time.perf_counter()
 
     def prepare(self):
-        h = self.request.headers.get("Authorization", "")
-        if h.startswith("Bearer "):
-            self._bearer = True
-            self.user = self.sv.users.by_token(h[7:].strip())
-        else:
-            self.user = self.sv.users.by_session(self._session_cookie())
+        self.user = auth.user(self, self.sv.users)
         if len(self.request.body) > self.sv.cfg.max_body_bytes:
             raise errors.TooLarge("body_too_large", "request body is too large")
 
@@ -41,14 +33,11 @@ class Base(tornado.web.RequestHandler):
         # nor does a stale session cookie (revoked, or a new cookie secret),
         # which must not stop a browser that lost its _xsrf cookie from
         # signing in again
-        if self.request.headers.get("Authorization", "").startswith("Bearer "):
+        if auth.bearer(self.request) is not None:
             return
-        if self.sv.users.by_session(self._session_cookie()) is None:
+        if auth.session_user(self, self.sv.users) is None:
             return
         super().check_xsrf_cookie()
-
-    def _session_cookie(self):
-        return self.get_signed_cookie(COOKIE, max_age_days=30)
 
     def require_user(self):
         if self.user is None:
@@ -73,24 +62,7 @@ class Base(tornado.web.RequestHandler):
         return b
 
     def whoami(self, user):
-        """The signed-in user, the limits of their plan, and the XSRF token."""
-        p = self.sv.plans[user.plan]
-        return {
-            "user": user.to_dict(),
-            "limits": {
-                "max_cores": p.max_cores,
-                "max_running": p.max_running,
-                "max_run_secs": p.max_run_secs,
-            },
-            # where runs may go: the first is the default
-            "drivers": sorted(
-                self.sv.drivers, key=lambda d: d != self.sv.cfg.default_driver
-            ),
-            "xsrf": self.xsrf_token.decode(),
-        }
-
-    def sim(self, sim_id):
-        return self.sv.sims.get(self.require_user(), sim_id)
+        return dict(self.sv.users.whoami(user), xsrf=self.xsrf_token.decode())
 
     def reply(self, obj, status=200):
         self.set_status(status)
@@ -101,11 +73,11 @@ class Base(tornado.web.RequestHandler):
     def _handle_request_exception(self, e):
         if isinstance(e, errors.Error):
             if not self._finished:
-                self.reply({"error": e.code, "message": e.message}, e.status)
+                self.reply(errors.body(e), e.status)
             return
         if isinstance(e, tornado.web.HTTPError):
             if not self._finished:
-                m = e.log_message or getattr(e, "reason", None) or "request refused"
+                m = e.log_message or e.reason or "request refused"
                 self.reply({"error": "http_error", "message": m}, e.status_code)
             return
         pkdlog(
@@ -137,14 +109,18 @@ class Login(Base):
         if u is None:
             raise errors.Unauthorized("that token is not valid")
         self.set_signed_cookie(
-            COOKIE, u.session_value(), httponly=True, samesite="Strict", expires_days=30
+            auth.COOKIE,
+            u.session_value(),
+            httponly=True,
+            samesite="Strict",
+            expires_days=auth.COOKIE_DAYS,
         )
         self.reply(self.whoami(u))
 
 
 class Logout(Base):
     def post(self):
-        self.clear_cookie(COOKIE)
+        self.clear_cookie(auth.COOKIE)
         self.reply({"ok": True})
 
 
@@ -162,91 +138,71 @@ class Codes(Base):
 class Simulations(Base):
     def get(self):
         u = self.require_user()
-        n = self.get_query_argument("user", None)
-        if n and n != u.name:
-            self.require_admin()
-        self.reply([s.to_dict() for s in self.sv.sims.for_user(n or u.name)])
+        self.reply(self.sv.sims.list(u, self.get_query_argument("user", None)))
 
     async def post(self):
-        s = await self.sv.create_simulation(self.require_user(), self.body())
-        self.reply(s.to_dict(), 201)
+        self.reply(await self.sv.sims.create(self.require_user(), self.body()), 201)
 
 
 class Simulation(Base):
     def get(self, sim_id):
-        self.reply(self.sim(sim_id).to_dict())
+        self.reply(self.sv.sims.get(self.require_user(), sim_id).to_dict())
 
     async def patch(self, sim_id):
-        s = await self.sv.update_simulation(self.sim(sim_id), self.body())
-        self.reply(s.to_dict())
+        self.reply(await self.sv.sims.update(self.require_user(), sim_id, self.body()))
 
     async def delete(self, sim_id):
-        await self.sv.delete_simulation(self.sim(sim_id))
-        self.reply({"deleted": sim_id})
+        self.reply(await self.sv.sims.delete(self.require_user(), sim_id))
 
 
 class Run(Base):
     async def post(self, sim_id):
-        s = self.sim(sim_id)
-        b = self.body()
-        await self.sv.runs.run(self.user, s, b.get("cores"), b.get("driver"))
-        self.reply(s.job.to_dict(), 202)
+        u = self.require_user()
+        self.reply(await self.sv.sims.run(u, sim_id, self.body()), 202)
 
 
 class Cancel(Base):
     async def post(self, sim_id):
-        s = self.sim(sim_id)
-        await self.sv.runs.cancel(s)
-        self.reply(s.job.to_dict())
+        self.reply(await self.sv.sims.cancel(self.require_user(), sim_id))
 
 
 class Job(Base):
     def get(self, sim_id):
-        self.reply(self.sim(sim_id).job.to_dict())
+        self.reply(self.sv.sims.job(self.require_user(), sim_id))
 
 
 class Frames(Base):
     def get(self, sim_id):
-        s = self.sim(sim_id)
-        n = _int_arg(self, "since", 0)
-        self.reply(
-            {"frames": s.frames[n:], "next": len(s.frames), "run_id": s.job.run_id}
-        )
+        u = self.require_user()
+        self.reply(self.sv.sims.frames(u, sim_id, _int_arg(self, "since", 0)))
 
 
 class Log(Base):
     def get(self, sim_id):
-        s = self.sim(sim_id)
-        t = s.log_tail
-        n = _int_arg(self, "tail", None)
-        if n is not None:
-            t = "".join(t.splitlines(keepends=True)[-n:]) if n else ""
+        u = self.require_user()
+        t, end, run_id = self.sv.sims.log(u, sim_id, _int_arg(self, "tail", None))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         # where the text ends in the whole log: pushed log messages carry
         # offsets, so a client can join this tail and the pushes exactly
-        self.set_header("X-Log-End", str(s.log_chars))
-        self.set_header("X-Run-Id", s.job.run_id or "")
+        self.set_header("X-Log-End", str(end))
+        self.set_header("X-Run-Id", run_id)
         self.finish(t)
 
 
 class Files(Base):
     async def get(self, sim_id):
-        s = self.sim(sim_id)
-        self.reply(await self.sv.list_files(s))
+        s = self.sv.sims.get(self.require_user(), sim_id)
+        self.reply(await self.sv.files.list(s))
 
     async def post(self, sim_id):
-        s = self.sim(sim_id)
-        if s.job.status in job.ACTIVE:
-            raise errors.Conflict("running", "inputs cannot change while it runs")
+        s = self.sv.sims.get(self.require_user(), sim_id)
         n = self.get_query_argument("name", None)
-        if n is None:
-            raise errors.BadInput("bad_name", "give the file's name as ?name=")
-        await self.sv.put_input(s, n, self.request.body)
-        self.reply({"name": n, "size": len(self.request.body)}, 201)
+        self.reply(await self.sv.files.put_input(s, n, self.request.body), 201)
 
 
 class File(Base):
     async def get(self, sim_id, path):
+        s = self.sv.sims.get(self.require_user(), sim_id)
         n = path.rsplit("/", 1)[-1]
         self.set_header(
             "Content-Type", mimetypes.guess_type(n)[0] or "application/octet-stream"
@@ -257,112 +213,81 @@ class File(Base):
             self.write(chunk)
             await self.flush()
 
-        await self.sv.read_output(self.sim(sim_id), path, _write)
+        await self.sv.files.read_output(s, path, _write)
         self.finish()
 
 
 class SignInHosts(Base):
     def get(self):
-        self.reply(self.sv.sign_in_hosts(self.user))
+        self.reply(self.sv.sign_in.hosts(self.user))
 
 
 class SignIn(Base):
     async def post(self):
-        self.reply(await self.sv.sign_in(self.user, self.body()))
+        self.reply(await self.sv.sign_in.sign_in(self.user, self.body()))
 
 
 class AdminJobs(Base):
     def get(self):
         self.require_admin()
-        self.reply(self.sv.admin_jobs())
+        self.reply(self.sv.admin.jobs())
 
 
 class AdminCancel(Base):
     async def post(self, sim_id):
-        self.require_admin()
-        s = self.sim(sim_id)
-        await self.sv.runs.cancel(s, error=f"canceled by admin {self.user.name}")
-        self.reply(s.job.to_dict())
+        self.reply(await self.sv.admin.cancel(self.require_admin(), sim_id))
 
 
 class AdminAgents(Base):
     def get(self):
         self.require_admin()
-        self.reply([a.to_dict() for a in self.sv.agents.all()])
+        self.reply(self.sv.admin.agents())
 
 
 class AdminAgentKill(Base):
     def post(self, agent_id):
         self.require_admin()
-        a = self.sv.agents.by_id.get(agent_id)
-        if a is None:
-            raise errors.NotFound("unknown_agent", f"no agent {agent_id}")
-        self.sv.agents.kill(a)
-        self.reply({"killed": agent_id})
+        self.reply(self.sv.admin.kill_agent(agent_id))
 
 
 class AdminContainers(Base):
     async def get(self):
         self.require_admin()
-        self.reply(await self.sv.admin_containers())
+        self.reply(await self.sv.admin.containers())
 
 
 class AdminContainerKill(Base):
     async def post(self, container_id):
         self.require_admin()
-        await self.sv.kill_container(container_id)
-        self.reply({"killed": container_id})
+        self.reply(await self.sv.admin.kill_container(container_id))
 
 
 class AdminHosts(Base):
     def get(self):
         self.require_admin()
-        self.reply([t.to_dict() for t in self.sv.resources.targets.values()])
+        self.reply(self.sv.admin.hosts())
 
 
 class AdminDrain(Base):
     def post(self, name):
         self.require_admin()
-        if name not in self.sv.resources.targets:
-            raise errors.NotFound("unknown_host", f"no host {name}")
-        d = self.body().get("drain", True)
-        self.sv.resources.drain(name, bool(d))
-        self.reply(self.sv.resources.targets[name].to_dict())
+        self.reply(self.sv.admin.drain(name, self.body()))
 
 
 class AdminUsers(Base):
     def get(self):
         self.require_admin()
-        self.reply([u.to_dict() for u in self.sv.users.all()])
+        self.reply(self.sv.admin.users())
 
     async def post(self):
         self.require_admin()
-        b = self.body()
-        u, t, f = self.sv.users.add(
-            b.get("name"), b.get("role", "user"), b.get("plan", "basic")
-        )
-        await f
-        self.reply(dict(u.to_dict(), token=t), 201)
+        self.reply(await self.sv.admin.add_user(self.body()), 201)
 
 
 class AdminUser(Base):
     async def patch(self, name):
         self.require_admin()
-        u = self.sv.users.get(name)
-        if u is None:
-            raise errors.NotFound("unknown_user", f"no user {name}")
-        b = self.body()
-        t, f = self.sv.users.update(
-            u,
-            role=b.get("role"),
-            plan=b.get("plan"),
-            new_token=bool(b.get("new_token")),
-            revoke_tokens=bool(b.get("revoke_tokens")),
-        )
-        if b.get("revoke_tokens"):
-            self.sv.hub.close_user(u.name)
-        await f
-        self.reply(dict(u.to_dict(), token=t) if t else u.to_dict())
+        self.reply(await self.sv.admin.update_user(name, self.body()))
 
 
 class Metrics(Base):

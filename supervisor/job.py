@@ -48,6 +48,8 @@ FIELDS = (
     "status",
     "run_id",
     "situation",
+    "wait",
+    "canceling",
     "queue_position",
     "batch",
     "progress",
@@ -93,7 +95,12 @@ class Job:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status={self.status!r}")
         self.run_id = d.get("run_id")
+        #: the situation in words, for people only
         self.situation = d.get("situation", "")
+        #: why it waits, for programs: None, or {"reason": CODE, ...details}
+        self.wait = d.get("wait")
+        #: a cancel waits for the agent to confirm the process is gone
+        self.canceling = d.get("canceling", False)
         self.queue_position = d.get("queue_position")
         #: a batch job's scheduler view: {job_id, state, reason} (sbatch)
         self.batch = d.get("batch")
@@ -129,6 +136,8 @@ class Job:
         self.progress = 0.0
         self.frames = 0
         self.situation = "queued"
+        self.wait = None
+        self.canceling = False
         self.queue_position = None
         self.batch = None
 
@@ -139,6 +148,8 @@ class Job:
         self.exit_code = exit_code
         self.error = error
         self.situation = ""
+        self.wait = None
+        self.canceling = False
         self.queue_position = None
         if status == COMPLETED:
             self.progress = 1.0
@@ -158,6 +169,18 @@ class Job:
             },
         )
         del self.history[MAX_HISTORY:]
+
+    def waiting(self, situation, wait):
+        """Say why the run waits: in words and as a reason code.
+
+        Returns:
+            bool: whether anything changed
+        """
+        if self.situation == situation and self.wait == wait:
+            return False
+        self.situation = situation
+        self.wait = wait
+        return True
 
     def transition(self, status):
         """Move to `status` or raise `IllegalTransition`."""

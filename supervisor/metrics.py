@@ -11,8 +11,11 @@ from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 
 
 class Metrics:
-    def __init__(self, sv):
-        self._sv = sv
+    def __init__(self, sims, resources, agents, runs, store, hub):
+        """
+        Args:
+            sims (sim_store.SimStore): every simulation
+        """
         self.registry = prometheus_client.CollectorRegistry()
         self.request_secs = prometheus_client.Histogram(
             "simvisor_http_request_seconds",
@@ -34,7 +37,7 @@ class Metrics:
                 10,
             ),
         )
-        self.registry.register(_Collector(sv))
+        self.registry.register(_Collector(sims, resources, agents, runs, store, hub))
 
     def observe_request(self, method, status, secs):
         self.request_secs.labels(method, str(status)).observe(secs)
@@ -44,43 +47,47 @@ class Metrics:
 
 
 class _Collector:
-    def __init__(self, sv):
-        self._sv = sv
+    def __init__(self, sims, resources, agents, runs, store, hub):
+        self._sims = sims
+        self._resources = resources
+        self._agents = agents
+        self._runs = runs
+        self._store = store
+        self._hub = hub
 
     def collect(self):
-        sv = self._sv
         j = GaugeMetricFamily("simvisor_jobs", "jobs by status", labels=["status"])
-        c = collections.Counter(s.job.status for s in sv.sims.by_id.values())
+        c = collections.Counter(s.job.status for s in self._sims.by_id.values())
         for k in sorted(c):
             j.add_metric([k], c[k])
         yield j
         q = GaugeMetricFamily(
             "simvisor_queue_length", "queued runs by user", labels=["user"]
         )
-        for u, n in sorted(sv.resources.queue_lengths().items()):
+        for u, n in sorted(self._resources.queue_lengths().items()):
             q.add_metric([u], n)
         yield q
         a = GaugeMetricFamily("simvisor_agents", "agents by state", labels=["state"])
-        c = collections.Counter(x.state for x in sv.agents.all())
+        c = collections.Counter(x.state for x in self._agents.all())
         for k in sorted(c):
             a.add_metric([k], c[k])
         yield a
         h = GaugeMetricFamily(
             "simvisor_cores_used", "cores in use by host", labels=["host"]
         )
-        for t in sv.resources.targets.values():
+        for t in self._resources.targets.values():
             h.add_metric([t.name], t.used)
         yield h
         yield CounterMetricFamily(
             "simvisor_dispatch_restarts",
             "dispatch restarts after Awaited",
-            value=sv.runs.restarts,
+            value=self._runs.restarts,
         )
         yield CounterMetricFamily(
-            "simvisor_store_writes", "durable document writes", value=sv.store.writes
+            "simvisor_store_writes", "durable document writes", value=self._store.writes
         )
         yield GaugeMetricFamily(
             "simvisor_event_subscribers",
             "open /api/events connections",
-            value=sv.hub.count(),
+            value=self._hub.count(),
         )

@@ -117,6 +117,10 @@ class Resources:
         self._analyses = collections.Counter()
         self._analysis_waiters = []
 
+    def watch(self, on_change):
+        """Call `on_change` after any change (queue positions moved)."""
+        self._on_change = on_change
+
     # --- registration ------------------------------------------------------
 
     def add(self, request):
@@ -163,17 +167,25 @@ class Resources:
         assert request.registered, "request not registered or already granted"
         if request.lane == ANALYSIS:
             if self._analyses[request.user] >= request.plan.max_analyses:
-                raise self._wait(request, "waiting for one of your analyses to end")
+                raise self._wait(
+                    request,
+                    "waiting for one of your analyses to end",
+                    "analysis_limit",
+                    max_analyses=request.plan.max_analyses,
+                )
             return self.targets.get(request.targets[0]) if request.targets else None
         q = self._queues[request.user]
         if q[0] is not request:
+            n = q.index(request) + 1
             raise self._wait(
-                request, f"queue position {q.index(request) + 1} of your runs"
+                request, f"queue position {n} of your runs", "queue", position=n
             )
         if self._running[request.user] >= request.plan.max_running:
             raise self._wait(
                 request,
                 f"waiting for one of your {request.plan.max_running} running jobs to end",
+                "user_limit",
+                max_running=request.plan.max_running,
             )
         t = self._fit(request)
         if t is None:
@@ -206,12 +218,19 @@ class Resources:
     def _no_fit(self, request):
         usable = [self.targets[n] for n in request.targets if n in self.targets]
         if not usable:
-            raise self._wait(request, "no host configured for this driver")
+            raise self._wait(request, "no host configured for this driver", "no_host")
         if all(t.draining for t in usable):
-            raise self._wait(request, "waiting: every host is draining")
+            raise self._wait(request, "waiting: every host is draining", "draining")
         if all(t.cores < request.cores for t in usable):
-            raise self._wait(request, f"no host has {request.cores} cores")
-        raise self._wait(request, f"waiting for {request.cores} cores")
+            raise self._wait(
+                request,
+                f"no host has {request.cores} cores",
+                "too_large",
+                cores=request.cores,
+            )
+        raise self._wait(
+            request, f"waiting for {request.cores} cores", "cores", cores=request.cores
+        )
 
     def adopt(self, user, target_name, cores):
         """Account for a run that is already running (after a restart).
@@ -251,10 +270,10 @@ class Resources:
 
     # --- waiting and waking ------------------------------------------------
 
-    def _wait(self, request, situation):
+    def _wait(self, request, situation, reason, **detail):
         if request.waiter is None or request.waiter.done():
             request.waiter = asyncio.get_running_loop().create_future()
-        return Awaited(request.waiter, situation)
+        return Awaited(request.waiter, situation, reason, **detail)
 
     def _wake(self, request):
         w = request.waiter

@@ -1,90 +1,56 @@
-"""Runs: from a run request to the run's end, and what agents report.
+"""Runs: from a run request to the run's end; the one owner of the run lifecycle.
 
 A run request returns at once; the job's own task dispatches `_start`, whose
 prerequisites (turn, user limit, cores, a connected agent) are checked in that
 order, synchronously, each raising `Awaited` when not ready. Then it commits
 (cores, status `starting`, the op to the agent) and does its one edge await:
-the agent's `started`. From then on, the agent's messages drive the run; each
-applies only if it names the job's current run id.
+the agent's `started`. From then on, the agent's messages (`reports`) drive
+the run; each applies only if it names the job's current run id.
 
-A `Run` owns what the run holds (its queue entry, cores, timers, its task);
-`Run.destroy` gives everything back and is idempotent, so cancel, supersede,
-timeouts and agent loss all end the same way, in `_end`.
+`Runs` alone sets a simulation's current run (``sim.run``), the active runs
+and each agent's run set, and tells `Agents` an agent's load. Agents coming
+and going reach it as a `agents.Watcher`; what becomes of their runs is the
+policy of `recovery`.
 """
 
 import asyncio
-import json
 import time
 
 from pykern.pkdebug import pkdexc, pkdlog
 
-from supervisor import agents, errors, job, resources, tasks
+from supervisor import agents, errors, job, recovery, reports, resources, tasks
 from supervisor.dispatch import dispatch
+from supervisor.run import Run
 
 #: queue positions are pushed at most this often
 _POSITIONS_DELAY_SECS = 0.05
 
 
-class Run:
-    """The current run of one simulation, while its job is active."""
-
-    def __init__(self, sim, run_id, max_run_secs, request=None):
-        self.sim = sim
-        self.run_id = run_id
-        self.max_run_secs = max_run_secs
-        self.request = request
-        self.grant = None
-        self.agent = None
-        self.task = None
-        self.started = asyncio.get_running_loop().create_future()
-        # deadlines: the agent confirms the start, the max run time, the
-        # grace of a lost run; each replaced or canceled on its own
-        self.start_timer = None
-        self.max_timer = None
-        self.grace_timer = None
-        # (status, error) a cancel asked for, applied when the agent confirms
-        self.end_as = None
-        self.inputs = {}
-        self.destroyed = False
-
-    def destroy(self, resources_):
-        if self.destroyed:
-            return
-        self.destroyed = True
-        if self.request is not None:
-            resources_.remove(self.request)
-        if self.grant is not None:
-            self.grant.destroy()
-        for t in (self.start_timer, self.max_timer, self.grace_timer):
-            if t is not None:
-                t.cancel()
-        if not self.started.done():
-            self.started.set_result(None)
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-
-    def pkdebug_str(self):
-        return f"Run({self.run_id} sim={self.sim.id})"
-
-
-class Runs:
-    def __init__(self, sv):
-        self._sv = sv
-        self._cfg = sv.cfg
+class Runs(agents.Watcher):
+    def __init__(
+        self, cfg, catalog, users, drivers, resources_, agents_, sims, files, hub, ids
+    ):
+        self._cfg = cfg
+        self._catalog = catalog
+        self._users = users
+        self._drivers = drivers
+        self._resources = resources_
+        self._agents = agents_
+        self._sims = sims
+        self._files = files
+        self._hub = hub
+        self._ids = ids
         # run_id -> Run, for every active run
         self.active = {}
+        # agent id -> {run_id: Run}: what each agent holds
+        self._held = {}
         self._tasks = tasks.Tasks("runs")
         self._positions_pending = False
         self.restarts = 0
-        # kind -> handler of an agent message about a run; built once
-        self.on_agent_message = _table(
-            started=self._started,
-            batch_state=self._batch_state,
-            progress=self._progress,
-            frame=self._frame,
-            log=self._log,
-            exited=self._exited,
-        )
+        #: what agents report about runs (`reports.Reports.handlers`)
+        self.reports = reports.Reports(self, sims)
+        resources_.watch(self._positions_changed)
+        agents_.watch(self)
 
     # --- requests ------------------------------------------------------------
 
@@ -97,22 +63,25 @@ class Runs:
         while True:
             # bad input must not cancel anything: check it all first
             code, _, _ = self._check_request(user, sim, cores, driver)
-            u = await asyncio.to_thread(read_uploads, self._sv.inputs_dir(sim))
-            i = self.inputs(user, sim, code, u)
+            i = await self._files.run_inputs(user, sim, code)
             if sim.deleted:
                 raise errors.NotFound("unknown_simulation", f"no simulation {sim.id}")
             if sim.run is None:
                 break
             await self.cancel(sim, error="superseded by a newer run")
-        await self.request_run(user, sim, cores, driver, i)
+        code, plan, d = self._check_request(user, sim, cores, driver)
+        self._sims.new_run(sim)
+        sim.job.queue(self._ids.next(), cores or 1, d.name, code.kind, time.time())
+        self._queue(sim, plan, d, i)
+        await self.changed(sim)
+        return sim.job
 
     def _check_request(self, user, sim, cores, driver):
         """Validate a run request; returns (code, plan, driver)."""
-        sv = self._sv
-        code = sv.catalog.get(sim.code)
-        plan = sv.plans[user.plan]
+        code = self._catalog.get(sim.code)
+        plan = self._users.plan_of(user.name)
         driver = driver or self._cfg.default_driver
-        d = sv.drivers.get(driver) if isinstance(driver, str) else None
+        d = self._drivers.get(driver) if isinstance(driver, str) else None
         if d is None:
             raise errors.BadInput("unknown_driver", f"there is no driver {driver!r}")
         cores = 1 if cores is None else cores
@@ -123,24 +92,12 @@ class Runs:
             )
         return code, plan, d
 
-    def request_run(self, user, sim, cores, driver, inputs):
-        """Queue a new run of `sim` (none active); returns the durable future."""
-        assert sim.run is None
-        sv = self._sv
-        code, plan, d = self._check_request(user, sim, cores, driver)
-        cores = 1 if cores is None else cores
-        driver = d.name
-        sv.sims.new_run(sim)
-        sim.job.queue(sv.run_ids.next(), cores, driver, code.kind, time.time())
-        self.queue(sim, plan, d, inputs)
-        return self.changed(sim)
-
-    def queue(self, sim, plan, driver, inputs):
+    def _queue(self, sim, plan, driver, inputs):
         """Start the dispatch of the job's (queued) run."""
         j = sim.job
         lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
         # hosts where the user has an agent first: reuse beats a new one
-        h = self._sv.agents.hosts_of(sim.user, driver.name)
+        h = self._agents.hosts_of(sim.user, driver.name)
         r = Run(
             sim,
             j.run_id,
@@ -153,29 +110,11 @@ class Runs:
                 sorted((t.name for t in driver.targets()), key=lambda n: n not in h),
                 lane,
             ),
+            inputs,
         )
-        r.inputs = inputs
-        sim.run = r
-        self.active[r.run_id] = r
-        self._sv.resources.add(r.request)
+        self._attach(r)
+        self._resources.add(r.request)
         r.task = self._tasks.spawn(self._run_task(r))
-
-    def inputs(self, user, sim, code, uploads):
-        """Input files for the run op: uploads and analysis sources."""
-        res = dict(uploads)
-        for p in code.params:
-            if p["type"] == "simulation":
-                src = self._sv.sims.get(user, sim.params.get(p["name"]))
-                res["source_frames.jsonl"] = "".join(
-                    json.dumps(f, separators=(",", ":")) + "\n" for f in src.frames
-                )
-        n = sum(len(v) for v in res.values())
-        if n > self._cfg.max_inputs_chars:
-            raise errors.TooLarge(
-                "inputs_too_large",
-                f"inputs of {n} characters exceed the limit of {self._cfg.max_inputs_chars}",
-            )
-        return res
 
     async def cancel(self, sim, status=job.CANCELED, error=None, run=None):
         """End the current run (if `run`: only that one); idempotent.
@@ -190,13 +129,14 @@ class Runs:
             # the agent's exited (canceled) then ends it with our reason
             r.end_as = (status, error)
             sim.job.situation = "canceling"
-            self._publish_job(sim)
-            i, f = self._sv.agents.new_op(a)
-            a.send("cancel", op_id=i, run_id=r.run_id)
+            sim.job.canceling = True
+            self.publish_job(sim)
+            i, f = self._agents.new_op(a)
+            self._agents.send(a, "cancel", op_id=i, run_id=r.run_id)
             try:
                 # the agent reports exited (canceled), then replies
                 await asyncio.wait_for(asyncio.shield(f), self._cfg.cancel_timeout_secs)
-            except (asyncio.TimeoutError, agents.AgentGone, RuntimeError) as e:
+            except (TimeoutError, agents.AgentGone, agents.OpFailed) as e:
                 pkdlog("{} cancel not confirmed error={}", r, e)
         # a queued run, a lost one (its agent kills it when it reconnects: the
         # run is not adopted), or one the agent did not confirm in time
@@ -216,32 +156,27 @@ class Runs:
             self.end(run, job.ERROR, error=f"internal error: {e}")
 
     async def _start(self, run):
-        sv = self._sv
         sim = run.sim
         # 1. prerequisites, in order; each passes or raises Awaited
         if run.destroyed or sim.run is not run:
             return
-        t = sv.resources.check(run.request)
-        a = sv.agents.check_ready(sim.user, sim.job.driver, t.name)
+        t = self._resources.check(run.request)
+        a = self._agents.check_ready(sim.user, sim.job.driver, t.name)
         # 2. commit, synchronously
-        run.grant = sv.resources.commit(run.request, t)
+        run.grant = self._resources.commit(run.request, t)
         run.request = None
-        run.agent = a
-        a.runs[run.run_id] = run
-        sv.agents.check_idle(a)
+        self._hold(run, a)
         sim.agent_id = a.id
         sim.job.transition(job.STARTING)
         sim.job.host = t.name
-        sim.job.situation = "starting"
+        sim.job.waiting("starting", None)
         sim.job.queue_position = None
-        c = sv.catalog.get(sim.code)
-        d = sv.drivers[sim.job.driver]
-        b = (
-            d.batch_options(t.name, c, sv.plan_of(sim.user))
-            if hasattr(d, "batch_options")
-            else None
+        c = self._catalog.get(sim.code)
+        b = self._drivers[sim.job.driver].batch_options(
+            t.name, c, self._users.plan_of(sim.user)
         )
-        a.send(
+        self._agents.send(
+            a,
             "analysis" if c.kind == "analysis" else "run",
             **({"batch": b} if b is not None else {}),
             op_id=0,
@@ -254,9 +189,7 @@ class Runs:
             max_run_secs=run.max_run_secs,
             inputs=run.inputs,
         )
-        run.start_timer = asyncio.get_running_loop().call_later(
-            self._cfg.agent_start_timeout_secs, self._start_expired, run
-        )
+        run.arm_start(self._cfg.agent_start_timeout_secs, self._start_expired)
         self.changed(sim)
         # 3. the one edge await; the agent's messages do the rest
         await run.started
@@ -269,14 +202,12 @@ class Runs:
                 error=f"the agent did not start the run within {self._cfg.agent_start_timeout_secs} s",
             )
 
-    def _on_wait(self, run, situation):
+    def _on_wait(self, run, awaited):
         self.restarts += 1
-        j = run.sim.job
-        if j.situation != situation:
-            j.situation = situation
-            self._publish_job(run.sim)
+        if run.sim.job.waiting(awaited.situation, awaited.wait):
+            self.publish_job(run.sim)
 
-    def positions_changed(self):
+    def _positions_changed(self):
         """Resources changed: publish queue positions, batched.
 
         Each start moves every queued run up one, so a burst of starts would
@@ -290,89 +221,56 @@ class Runs:
 
     def _publish_positions(self):
         self._positions_pending = False
-        for req, p in self._sv.resources.positions().items():
-            r = self.active.get(self._sv.sims.by_id[req.key].job.run_id)
+        for req, p in self._resources.positions().items():
+            s = self._sims.by_id.get(req.key)
+            r = self.active.get(s.job.run_id) if s else None
             if r and r.sim.job.queue_position != p:
                 r.sim.job.queue_position = p
-                self._publish_job(r.sim)
+                self.publish_job(r.sim)
 
-    # --- agent messages ------------------------------------------------------
+    # --- ownership: sim.run, the active runs, each agent's run set -----------
 
-    def _current(self, agent, msg):
-        r = self.active.get(msg["run_id"])
+    def _attach(self, run):
+        run.sim.run = run
+        self.active[run.run_id] = run
+
+    def _hold(self, run, agent):
+        """`agent` holds `run` now (and no other agent does)."""
+        if run.agent is not None and run.agent is not agent:
+            self._release(run)
+        run.agent = agent
+        self._held.setdefault(agent.id, {})[run.run_id] = run
+        self._load_changed(agent)
+
+    def _release(self, run):
+        a = run.agent
+        h = self._held.get(a.id)
+        if h is not None:
+            h.pop(run.run_id, None)
+            if not h:
+                del self._held[a.id]
+        self._load_changed(a)
+
+    def _load_changed(self, agent):
+        h = self._held.get(agent.id, {})
+        self._agents.load_changed(
+            agent, list(h), sum(r.grant.cores for r in h.values() if r.grant)
+        )
+
+    def held(self, agent):
+        """The runs `agent` holds."""
+        return list(self._held.get(agent.id, {}).values())
+
+    def forget(self, agent, run_id):
+        """Tell `agent` it may drop `run_id` (its end is durable here)."""
+        self._agents.send(agent, "forget", run_id=run_id)
+
+    def current(self, agent, run_id):
+        """The active run `run_id` if `agent` holds it, else None."""
+        r = self.active.get(run_id)
         if r is None or r.destroyed or r.agent is not agent:
             return None
         return r
-
-    def _started(self, agent, msg):
-        r = self._current(agent, msg)
-        if r is None or r.sim.job.status != job.STARTING:
-            return
-        self.running(r)
-        self.changed(r.sim)
-
-    def _batch_state(self, agent, msg):
-        r = self._current(agent, msg)
-        if r is None:
-            return
-        j = r.sim.job
-        b = {k: msg[k] for k in ("job_id", "state", "reason")}
-        if j.batch == b:
-            return
-        j.batch = b
-        if j.status == job.RUNNING:
-            j.situation = _batch_situation(b)
-            if b["state"] == "RUNNING" and r.max_timer is None:
-                self._arm_max_timer(r)
-        self.changed(r.sim)
-
-    def _progress(self, agent, msg):
-        r = self._current(agent, msg)
-        if r is not None:
-            r.sim.job.progress = msg["progress"]
-            self._publish_job(r.sim)
-
-    def _frame(self, agent, msg):
-        r = self._current(agent, msg)
-        if r is not None and self._sv.sims.add_frame(r.sim, msg["seq"], msg["data"]):
-            self._publish(
-                r.sim,
-                {
-                    "type": "frame",
-                    "simulation": r.sim.id,
-                    "seq": msg["seq"],
-                    "frame": msg["data"],
-                },
-            )
-
-    def _log(self, agent, msg):
-        r = self._current(agent, msg)
-        if r is None:
-            return
-        t = self._sv.sims.add_log(r.sim, msg["offset"], msg["text"])
-        if t:
-            self._publish(
-                r.sim,
-                {
-                    "type": "log",
-                    "simulation": r.sim.id,
-                    "offset": r.sim.log_chars - len(t),
-                    "text": t,
-                },
-            )
-
-    def _exited(self, agent, msg):
-        r = self._current(agent, msg)
-        if r is None:
-            # not ours any more: the agent may drop it
-            agent.send("forget", run_id=msg["run_id"])
-            return
-        st, e = msg["status"], msg["error"]
-        if st == job.CANCELED and r.end_as:
-            st, e = r.end_as
-        f = self.end(r, st, exit_code=msg["exit_code"], error=e, from_agent=True)
-        # the agent keeps the run until its end is durable here
-        f.add_done_callback(lambda _: agent.send("forget", run_id=msg["run_id"]))
 
     # --- ends ----------------------------------------------------------------
 
@@ -385,24 +283,20 @@ class Runs:
         """
         sim = run.sim
         if sim.run is not run:
-            f = asyncio.get_running_loop().create_future()
-            f.set_result(None)
-            return f
+            return _done()
         a = run.agent
         if not from_agent and sim.job.status in job.ON_AGENT and a and a.is_ready():
             # op 0: nobody waits for this reply
-            a.send("cancel", op_id=0, run_id=run.run_id)
+            self._agents.send(a, "cancel", op_id=0, run_id=run.run_id)
         sim.run = None
         self.active.pop(run.run_id, None)
         if sim.job.status == job.QUEUED and status not in (job.CANCELED, job.ERROR):
             status = job.ERROR
         sim.job.end(status, time.time(), exit_code, error)
-        self._sv.sims.end_run(sim)
-        a = run.agent
-        run.destroy(self._sv.resources)
+        self._sims.end_run(sim)
+        run.destroy(self._resources)
         if a is not None:
-            a.runs.pop(run.run_id, None)
-            self._sv.agents.check_idle(a)
+            self._release(run)
         pkdlog("{} ended status={} error={}", run, status, error)
         return self.changed(sim)
 
@@ -410,33 +304,16 @@ class Runs:
         """STARTING or LOST -> RUNNING: the agent has the process."""
         j = run.sim.job
         j.transition(job.RUNNING)
-        j.situation = _batch_situation(j.batch) if j.batch else ""
-        for t in (run.start_timer, run.grace_timer, run.max_timer):
-            if t is not None:
-                t.cancel()
-        run.start_timer = run.grace_timer = run.max_timer = None
+        j.waiting(reports.batch_situation(j.batch) if j.batch else "", None)
+        run.running()
         # a batch job's max run time counts from when the scheduler runs it
-        if not getattr(self._sv.drivers.get(j.driver), "batch", False) or (
+        if not self._drivers[j.driver].batch or (
             j.batch and j.batch["state"] == "RUNNING"
         ):
-            self._arm_max_timer(run)
-        if not run.started.done():
-            run.started.set_result(None)
+            self.arm_max_run(run)
 
-    def _arm_max_timer(self, run):
-        j = run.sim.job
-        if not j.started_at:
-            j.started_at = time.time()
-        if run.max_timer is not None:
-            run.max_timer.cancel()
-        s = (
-            run.max_run_secs
-            + self._cfg.max_run_slack_secs
-            - (time.time() - j.started_at)
-        )
-        run.max_timer = asyncio.get_running_loop().call_later(
-            max(0, s), self._max_run_expired, run
-        )
+    def arm_max_run(self, run):
+        run.arm_max_run(self._cfg.max_run_slack_secs, self._max_run_expired)
 
     def _max_run_expired(self, run):
         # the agent should have ended it already; make sure
@@ -450,40 +327,138 @@ class Runs:
                 )
             )
 
+    # --- agents that come and go (recovery policy applied) ------------------
+
+    def agent_ready(self, agent, hello):
+        """An agent said hello: adopt the runs it holds; returns welcome's map."""
+        res = {}
+        adopt, orphans = recovery.on_hello(
+            list(self.active.values()), {h["run_id"] for h in hello["runs"]}, agent
+        )
+        for r in adopt:
+            self._hold(r, agent)
+            if r.sim.job.status != job.RUNNING:
+                self.running(r)
+            self.changed(r.sim)
+            res[r.run_id] = {
+                "frames_next": len(r.sim.frames),
+                "log_next": r.sim.log_chars,
+            }
+        for r in orphans:
+            self.end(r, job.ERROR, error=f"agent {agent.id} restarted without this run")
+        return res
+
+    def agent_lost(self, agent):
+        """The agent's connection closed: its runs are lost until it returns."""
+        for r in self.held(agent):
+            j = r.sim.job
+            if recovery.on_lost(j.status):
+                j.transition(job.LOST)
+                self._lost(r, "agent disconnected", agent.host)
+
+    def _lost(self, run, situation, host):
+        run.sim.job.waiting(situation, {"reason": "agent_lost", "host": host})
+        run.arm_grace(self._grace_secs(run), self._grace_expired)
+        self.changed(run.sim)
+
+    def _grace_secs(self, run):
+        return self._drivers[run.sim.job.driver].lost_grace_secs
+
+    def _grace_expired(self, run):
+        if not run.destroyed and run.sim.job.status == job.LOST:
+            self.end(
+                run,
+                job.ERROR,
+                error=f"lost: its agent did not return within {self._grace_secs(run)} s",
+            )
+
+    def agent_stopped(self, agent, reason, dead):
+        """The agent is gone for good (killed, reaped, never started)."""
+        rs = self.held(agent)
+        # after a restart, runs wait for their agent's hello to attach
+        rs += [
+            r
+            for r in self.active.values()
+            if r.agent is None
+            and r.sim.agent_id == agent.id
+            and r.sim.job.status in job.ON_AGENT
+        ]
+        for r in rs:
+            e = recovery.on_stopped(r.sim.job.status, reason, dead)
+            if e is not None:
+                self.end(r, e[0], error=e[1])
+
+    # --- restart -------------------------------------------------------------
+
+    def recover(self, sims):
+        """After a restart: requeue queued runs, mark on-agent runs lost."""
+        for s in sorted(sims, key=lambda s: s.job.queued_at or 0):
+            if not s.job.is_active():
+                continue
+            try:
+                self._recover(s)
+            except Exception as e:
+                # one bad document must not keep the service down
+                pkdlog("{} cannot recover error={} stack={}", s, e, pkdexc())
+                if s.run is not None:
+                    self.end(
+                        s.run, job.ERROR, error=f"not recovered after a restart: {e}"
+                    )
+                else:
+                    if s.job.status == job.QUEUED:
+                        s.job.end(job.ERROR, time.time(), error=f"not recovered: {e}")
+                    self.changed(s)
+
+    def _recover(self, s):
+        j = s.job
+        u = self._users.get(s.user)
+        d = self._drivers.get(j.driver)
+        a = recovery.on_restart(s, d is not None, u is not None)
+        plan = self._users.plan_of(s.user)
+        if a == recovery.REQUEUE:
+            i = self._files.run_inputs_of(
+                u,
+                s,
+                self._catalog.get(s.code),
+                self._files.uploads_now(s),
+            )
+            # a new run id: the agent may hold a run op sent under the old one
+            s.job.run_id = self._ids.next()
+            self._queue(s, plan, d, i)
+            self.changed(s)
+        elif a == recovery.LOST:
+            r = Run(s, j.run_id, plan.max_run_secs)
+            r.grant = self._resources.adopt(s.user, j.host, j.cores)
+            self._attach(r)
+            if j.status != job.LOST:
+                j.transition(job.LOST)
+            self._lost(r, "supervisor restarted: waiting for the agent", j.host)
+        else:
+            j.end(job.ERROR, time.time(), error=a)
+            self.changed(s)
+
     # --- publishing and persistence ------------------------------------------
 
     def changed(self, sim):
-        self._publish_job(sim)
+        """Push the job and write the simulation; returns the durable future."""
+        self.publish_job(sim)
         if sim.deleted:
-            f = asyncio.get_running_loop().create_future()
-            f.set_result(None)
-            return f
-        return self._sv.sims.save(sim)
+            return _done()
+        return self._sims.save(sim)
 
-    def _publish_job(self, sim):
-        self._publish(
+    def publish_job(self, sim):
+        self.publish(
             sim, {"type": "job", "simulation": sim.id, "job": sim.job.to_dict()}
         )
 
-    def _publish(self, sim, msg):
-        self._sv.hub.publish(sim.user, sim.id, msg)
+    def publish(self, sim, msg):
+        self._hub.publish(sim.user, sim.id, msg)
 
     async def destroy(self):
         await self._tasks.destroy()
 
 
-def read_uploads(path):
-    """The uploaded input files of a simulation (blocking: use a thread)."""
-    if not path.exists():
-        return {}
-    return {f.name: f.read_text() for f in sorted(path.iterdir())}
-
-
-def _batch_situation(batch):
-    """What the scheduler says of a batch job, for people."""
-    r = f" ({batch['reason']})" if batch.get("reason") else ""
-    return f"Slurm job {batch['job_id']}: {batch['state']}{r}"
-
-
-def _table(**handlers):
-    return dict(handlers)
+def _done():
+    f = asyncio.get_running_loop().create_future()
+    f.set_result(None)
+    return f

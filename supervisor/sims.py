@@ -1,226 +1,145 @@
-"""Simulations: their documents, in situ frames and logs, and run directories.
+"""Simulations as users see them: create, list, edit, delete, and the push snapshot.
 
-A simulation belongs to one user: a code, its parameters and its job. Its
-document (with the job) is ``db/jobs/<user>/<id>.json``; the current run's
-frames and log, as they arrive, are appended to ``<id>.<run_id>.frames.jsonl``
-and ``<id>.<run_id>.log`` beside it (a torn last line after a crash is dropped on load, and
-the agent sends what is missing when it reconnects). Outputs live in the run
-directory ``run/<user>/<id>/``, written by the agent.
+A simulation belongs to one user: a code from the catalog, its checked
+parameters and its job. Someone else's simulation is "not found" (never
+"forbidden"), except to admins. Storage is `sim_store.SimStore`; runs are
+`runs.Runs`. Every change is pushed to the owner's (and admins') event
+streams as a ``simulation`` message.
 """
 
-import json
-import os
-import pathlib
-import secrets
-import shutil
 import time
-
-from pykern.pkdebug import pkdlog
 
 from supervisor import errors, job
 
-
-class Simulation:
-    def __init__(self, doc):
-        self.id = doc["id"]
-        self.user = doc["user"]
-        self.code = doc["code"]
-        self.name = doc["name"]
-        self.params = doc["params"]
-        self.created = doc["created"]
-        self.updated = doc.get("updated", self.created)
-        self.job = job.Job(doc.get("job"))
-        # the agent the current run was sent to (re-adoption after a restart)
-        self.agent_id = doc.get("agent_id")
-        self.frames = []
-        self.log_chars = 0
-        self.log_tail = ""
-        # supervisor.runs.Run while the job is active; never persisted
-        self.run = None
-        self.deleted = False
-
-    def to_dict(self):
-        return {
-            "id": self.id,
-            "user": self.user,
-            "code": self.code,
-            "name": self.name,
-            "params": self.params,
-            "created": self.created,
-            "updated": self.updated,
-            "job": self.job.to_dict(),
-        }
-
-    def pkdebug_str(self):
-        return f"Simulation({self.user}/{self.id} {self.job.status})"
+_MAX_NAME_CHARS = 200
 
 
 class Sims:
-    def __init__(self, cfg, store):
-        self._cfg = cfg
+    def __init__(self, store, catalog, runs, files, hub):
+        """
+        Args:
+            store (sim_store.SimStore): the simulations
+        """
         self._store = store
-        self.run_root = pathlib.Path(cfg.data_dir).resolve() / "run"
-        self.by_id = {}
-        # sim id -> open append handles (frames, log) of its current run
-        self._files = {}
-
-    def load(self):
-        for _, d in self._store.load_all("jobs"):
-            s = Simulation(d)
-            self.by_id[s.id] = s
-            self._load_outputs(s)
-        return list(self.by_id.values())
-
-    def _load_outputs(self, sim):
-        if not sim.job.run_id:
-            return
-        try:
-            with open(self._path(sim, ".frames.jsonl"), "rb") as f:
-                for line in f:
-                    try:
-                        sim.frames.append(json.loads(line))
-                    except ValueError:
-                        # torn by a crash: the agent resends it
-                        break
-        except FileNotFoundError:
-            pass
-        try:
-            t = self._path(sim, ".log").read_text(errors="replace")
-            sim.log_chars = len(t)
-            sim.log_tail = t[-self._cfg.log_tail_chars :]
-        except FileNotFoundError:
-            pass
-        sim.job.frames = len(sim.frames)
-
-    def _path(self, sim, suffix, run_id=None):
-        """A file of the current run (or of `run_id`)."""
-        return self._store.path(
-            f"jobs/{sim.user}/{sim.id}.{run_id or sim.job.run_id}{suffix}"
-        )
-
-    def _outputs(self, sim):
-        return [self._path(sim, x) for x in (".frames.jsonl", ".log")]
-
-    def run_dir(self, sim):
-        return self.run_root / sim.user / sim.id
-
-    # --- lookup ------------------------------------------------------------
+        self._catalog = catalog
+        self._runs = runs
+        self._files = files
+        self._hub = hub
 
     def get(self, user, sim_id):
         """The simulation if `user` may see it; NotFound otherwise (never 403)."""
-        s = self.by_id.get(sim_id) if isinstance(sim_id, str) else None
-        if s is None or (s.user != user.name and not user.is_admin()):
-            raise errors.NotFound("unknown_simulation", f"no simulation {sim_id}")
-        return s
+        return self._store.get(user, sim_id)
 
-    def for_user(self, name):
-        return sorted(
-            (s for s in self.by_id.values() if s.user == name),
-            key=lambda s: s.created,
+    def list(self, user, owner=None):
+        """`owner`'s simulations (only admins may name someone else)."""
+        if owner and owner != user.name and not user.is_admin():
+            raise errors.Forbidden()
+        return [s.to_dict() for s in self._store.for_user(owner or user.name)]
+
+    async def create(self, user, body):
+        c = self._catalog.get(body.get("code"))
+        n = _name(body.get("name", c.title))
+        p = c.check_params(body.get("params", {}))
+        s = self._store.create(user, c.name, n, p)
+        await self._store.save(s)
+        self._publish(s)
+        return s.to_dict()
+
+    async def update(self, user, sim_id, body):
+        sim = self.get(user, sim_id)
+        x = set(body) - {"name", "params"}
+        if x:
+            raise errors.BadInput("bad_field", f"cannot change {', '.join(sorted(x))}")
+        if "params" in body and sim.job.status in job.ACTIVE:
+            raise errors.Conflict("running", "parameters cannot change while it runs")
+        n = _name(body["name"]) if "name" in body else sim.name
+        p = (
+            self._catalog.get(sim.code).check_params(body["params"], base=sim.params)
+            if "params" in body
+            else sim.params
+        )
+        sim.name = n
+        sim.params = p
+        sim.updated = time.time()
+        await self._store.save(sim)
+        self._publish(sim)
+        return sim.to_dict()
+
+    async def delete(self, user, sim_id):
+        """Cancel its run (confirmed gone), then delete it and its files."""
+        sim = self.get(user, sim_id)
+        # a run requested while we waited for the cancel is canceled too
+        while sim.run is not None:
+            await self._runs.cancel(sim)
+        if sim.deleted:
+            return {"deleted": sim_id}
+        f = self._store.delete(sim)
+        self._files.delete_inputs(sim)
+        self._hub.publish(
+            sim.user,
+            sim.id,
+            {"type": "simulation", "simulation": {"id": sim.id, "deleted": True}},
+        )
+        await f
+        return {"deleted": sim_id}
+
+    def _publish(self, sim):
+        self._hub.publish(
+            sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()}
         )
 
-    # --- changes -----------------------------------------------------------
+    def snapshot(self, user, sim_id=None):
+        """What a new events subscriber sees first."""
+        if sim_id:
+            try:
+                ss = [self.get(user, sim_id)]
+            except errors.NotFound:
+                ss = []
+        elif user.is_admin():
+            ss = list(self._store.by_id.values())
+        else:
+            ss = self._store.for_user(user.name)
+        for s in ss:
+            yield {"type": "simulation", "simulation": s.to_dict()}
+        yield {"type": "synced"}
 
-    def create(self, user, code, name, params):
-        now = time.time()
-        s = Simulation(
-            {
-                "id": secrets.token_hex(6),
-                "user": user.name,
-                "code": code,
-                "name": name,
-                "params": params,
-                "created": now,
-            }
+    # --- the run, as a user asks for it ----------------------------------------
+
+    async def run(self, user, sim_id, body):
+        """Queue a run (`runs.Runs.run`); returns the job."""
+        s = self.get(user, sim_id)
+        j = await self._runs.run(user, s, body.get("cores"), body.get("driver"))
+        return j.to_dict()
+
+    async def cancel(self, user, sim_id, error=None):
+        """Cancel the current run, confirmed gone; returns the job."""
+        s = self.get(user, sim_id)
+        await self._runs.cancel(s, error=error)
+        return s.job.to_dict()
+
+    def job(self, user, sim_id):
+        return self.get(user, sim_id).job.to_dict()
+
+    def frames(self, user, sim_id, since):
+        s = self.get(user, sim_id)
+        return {
+            "frames": s.frames[since:],
+            "next": len(s.frames),
+            "run_id": s.job.run_id,
+        }
+
+    def log(self, user, sim_id, tail):
+        """The log's tail: (text, where it ends in the whole log, run id)."""
+        s = self.get(user, sim_id)
+        t = s.log_tail
+        if tail is not None:
+            t = "".join(t.splitlines(keepends=True)[-tail:]) if tail else ""
+        return t, s.log_chars, s.job.run_id or ""
+
+
+def _name(v):
+    if not isinstance(v, str) or not v.strip() or len(v) > _MAX_NAME_CHARS:
+        raise errors.BadInput(
+            "bad_name", f"name must be text of 1 to {_MAX_NAME_CHARS} characters"
         )
-        self.by_id[s.id] = s
-        return s
-
-    def save(self, sim):
-        """Durable write of the document; returns the future of it."""
-        d = sim.to_dict()
-        d["agent_id"] = sim.agent_id
-        return self._store.save(f"jobs/{sim.user}/{sim.id}.json", d)
-
-    def delete(self, sim):
-        sim.deleted = True
-        self._close(sim)
-        del self.by_id[sim.id]
-        if sim.job.run_id:
-            self._store.call(_unlink, self._outputs(sim))
-        self._store.call(shutil.rmtree, self.run_dir(sim), True)
-        return self._store.delete(f"jobs/{sim.user}/{sim.id}.json")
-
-    def new_run(self, sim):
-        """Forget the previous run's frames and log (call before job.queue).
-
-        Each run has files of its own, so the old ones are removed off the
-        event loop without racing the new run's first writes.
-        """
-        self._close(sim)
-        if sim.job.run_id:
-            self._store.call(_unlink, self._outputs(sim))
-        sim.frames = []
-        sim.log_chars = 0
-        sim.log_tail = ""
-
-    def add_frame(self, sim, seq, data):
-        """Append frame `seq` if it is the next one; False if a duplicate."""
-        n = len(sim.frames)
-        if seq < n:
-            return False
-        if seq > n:
-            pkdlog("{} frame gap seq={} expected={}", sim, seq, n)
-        if n >= self._cfg.max_frames:
-            return False
-        sim.frames.append(data)
-        sim.job.frames = len(sim.frames)
-        self._file(sim, 0).write(
-            json.dumps(data, separators=(",", ":")).encode() + b"\n"
-        )
-        return True
-
-    def add_log(self, sim, offset, text):
-        """Append log text at `offset`; returns what was new ('' if a repeat)."""
-        if offset < sim.log_chars:
-            text = text[sim.log_chars - offset :]
-        if not text:
-            return ""
-        sim.log_chars += len(text)
-        sim.log_tail = (sim.log_tail + text)[-self._cfg.log_tail_chars :]
-        self._file(sim, 1).write(text.encode())
-        return text
-
-    def end_run(self, sim):
-        self._close(sim)
-
-    def _file(self, sim, index):
-        f = self._files.get(sim.id)
-        if f is None:
-            self._path(sim, "").parent.mkdir(parents=True, exist_ok=True)
-            f = self._files[sim.id] = (
-                open(self._path(sim, ".frames.jsonl"), "ab", buffering=0),
-                open(self._path(sim, ".log"), "ab", buffering=0),
-            )
-        return f[index]
-
-    def _close(self, sim):
-        f = self._files.pop(sim.id, None)
-        if f:
-            # in order with the documents, before the job that ends the run
-            self._store.call(_fsync_close, f)
-
-    def destroy(self):
-        for i in list(self._files):
-            self._close(self.by_id[i])
-
-
-def _unlink(paths):
-    for p in paths:
-        p.unlink(missing_ok=True)
-
-
-def _fsync_close(files):
-    for f in files:
-        os.fsync(f.fileno())
-        f.close()
+    return v.strip()

@@ -5,7 +5,7 @@ import re
 import secrets
 import time
 
-from supervisor import errors
+from supervisor import errors, resources
 
 ROLES = ("user", "admin")
 PLANS = ("basic", "premium")
@@ -57,11 +57,33 @@ class User:
         return f"User({self.name})"
 
 
+def build_plans(cfg):
+    """The plans by name, from the configuration."""
+    return {
+        p: resources.Plan(
+            p,
+            cfg[f"{p}_max_running"],
+            cfg[f"{p}_max_run_secs"],
+            cfg[f"{p}_max_cores"],
+            cfg.max_analyses,
+            cfg[f"{p}_mem_bytes"],
+        )
+        for p in PLANS
+    }
+
+
 class Users:
     """All users, loaded from and saved to the store."""
 
-    def __init__(self, store):
+    def __init__(self, store, plans=None, drivers=()):
+        """
+        Args:
+            plans (dict): name -> `resources.Plan` (the service's; not the CLI's)
+            drivers (list): names of the drivers runs may use, the default first
+        """
         self._store = store
+        self._plans = plans or {}
+        self._drivers = list(drivers)
         self._by_name = {}
         self._by_hash = {}
         for _, d in store.load_all("users"):
@@ -77,6 +99,28 @@ class Users:
 
     def get(self, name):
         return self._by_name.get(name)
+
+    def plan_of(self, name):
+        """The `resources.Plan` of user `name` (basic for one who is gone)."""
+        u = self._by_name.get(name)
+        return self._plans[u.plan if u else "basic"]
+
+    def whoami(self, user):
+        """The signed-in user, the limits of their plan, where runs may go."""
+        p = self._plans[user.plan]
+        return {
+            "user": user.to_dict(),
+            "limits": {
+                "max_cores": p.max_cores,
+                "max_running": p.max_running,
+                "max_run_secs": p.max_run_secs,
+            },
+            # where runs may go: the first is the default
+            "drivers": list(self._drivers),
+            # what an admin may give a user, in display order
+            "roles": list(ROLES),
+            "plans": list(PLANS),
+        }
 
     def by_token(self, token):
         if not token:

@@ -1,8 +1,10 @@
 """The two websockets: ``/api/events`` (push to people) and ``/agent``.
 
-Frames from agents are validated by `agent.protocol`; a bad frame gets an
-error reply and a log line, never a crash. Handling of a valid frame is a
-table lookup built once (kind -> handler).
+Both read credentials with `auth` and refuse with the HTTP layer's
+`errors` (status and JSON body). Frames from agents are validated by
+`agent.protocol`; a bad frame gets an error reply and a log line, never a
+crash. Handling of a valid frame is a table lookup built once (kind ->
+handler).
 """
 
 import json
@@ -12,7 +14,14 @@ import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
-from supervisor import events, http
+from supervisor import auth, errors, events
+
+
+def _refuse(handler, error):
+    """Answer a websocket upgrade with `error` (an `errors.Error`), as HTTP does."""
+    handler.set_status(error.status)
+    handler.set_header("Content-Type", "application/json")
+    handler.finish(json.dumps(errors.body(error)))
 
 
 class Events(tornado.websocket.WebSocketHandler):
@@ -22,31 +31,17 @@ class Events(tornado.websocket.WebSocketHandler):
         self.sv = sv
         self.sub = None
 
-    def _user(self):
-        h = self.request.headers.get("Authorization", "")
-        if h.startswith("Bearer "):
-            return self.sv.users.by_token(h[7:].strip())
-        return self.sv.users.by_session(
-            self.get_signed_cookie(http.COOKIE, max_age_days=30)
-        )
-
     async def get(self, *args, **kwargs):
-        u = self._user()
+        u = auth.user(self, self.sv.users)
         if u is None:
-            self.set_status(401)
-            self.set_header("Content-Type", "application/json")
-            self.finish(
-                json.dumps(
-                    {"error": "unauthorized", "message": "sign in with a valid token"}
-                )
-            )
+            _refuse(self, errors.Unauthorized())
             return
         self.user = u
         await super().get(*args, **kwargs)
 
     def check_origin(self, origin):
         # bearer clients are not browsers; a browser must be same-origin
-        if self.request.headers.get("Authorization", "").startswith("Bearer "):
+        if auth.bearer(self.request) is not None:
             return True
         return super().check_origin(origin)
 
@@ -62,7 +57,7 @@ class Events(tornado.websocket.WebSocketHandler):
         )
         # current state first, then changes: nothing can interleave, since
         # both happen in this same synchronous turn
-        for m in self.sv.snapshot(self.user, s):
+        for m in self.sv.sims.snapshot(self.user, s):
             self.sub.send_text(json.dumps(m, separators=(",", ":")))
         self.sv.hub.subscribe(self.sub)
 
@@ -83,10 +78,9 @@ class Agent(tornado.websocket.WebSocketHandler):
         self._handlers = None
 
     async def get(self, *args, **kwargs):
-        h = self.request.headers.get("Authorization", "")
         a = self.sv.agents.authenticate(
             self.request.headers.get(protocol.AGENT_ID_HEADER),
-            h[7:].strip() if h.startswith("Bearer ") else None,
+            auth.bearer(self.request),
         )
         if a is None:
             pkdlog(
@@ -94,8 +88,7 @@ class Agent(tornado.websocket.WebSocketHandler):
                 self.request.headers.get(protocol.AGENT_ID_HEADER),
                 self.request.remote_ip,
             )
-            self.set_status(401)
-            self.finish()
+            _refuse(self, errors.Unauthorized("unknown agent or wrong secret"))
             return
         self.agent = a
         await super().get(*args, **kwargs)

@@ -77,8 +77,9 @@ class _Owner:
         if self.grant is not None:
             self.grant.destroy()
 
-    def on_wait(self, owner, situation):
+    def on_wait(self, owner, awaited):
         assert owner is self
+        situation = awaited.situation
         self.situations.append(situation)
         self._waits.put_nowait(situation)
 

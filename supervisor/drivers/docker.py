@@ -27,7 +27,7 @@ import docker.types
 from pykern.pkdebug import pkdlog
 
 from supervisor import tasks
-from supervisor.drivers import docker_hosts
+from supervisor.drivers import base, docker_hosts
 
 #: where the user's run directory and the supervisor's socket are in a container
 RUN_ROOT = "/simvisor/run"
@@ -48,7 +48,7 @@ def agent_socket(cfg):
     ).resolve()
 
 
-class DockerDriver:
+class DockerDriver(base.Driver):
     name = "docker"
 
     def __init__(self, cfg, supervisor_url, plan_of):
@@ -57,8 +57,7 @@ class DockerDriver:
             supervisor_url (callable): the agent websocket's URL (``network: host``)
             plan_of (callable): user name -> `resources.Plan` (memory limit)
         """
-        self._cfg = cfg
-        self._url = supervisor_url
+        super().__init__(cfg, supervisor_url)
         self._plan_of = plan_of
         self._data_dir = pathlib.Path(cfg.data_dir).resolve()
         self.agent_socket = agent_socket(cfg)
@@ -127,24 +126,13 @@ class DockerDriver:
     def _spec(self, host, agent, run_dir):
         u = self._uid()
         m = self._plan_of(agent.user).mem_bytes
-        a = [
-            "python3",
-            "-m",
-            "agent",
-            "--agent-id",
-            agent.id,
-            "--run-root",
-            RUN_ROOT,
-            "--kill-grace-secs",
-            str(self._cfg.kill_grace_secs),
-            # under the memory limit the simulation dies, not the agent
-            "--sim-oom-score-adj",
-            "1000",
-        ]
+        # under the memory limit the simulation dies, not the agent
+        x = ["--sim-oom-score-adj", "1000"]
+        url = None
         mounts = [docker.types.Mount(RUN_ROOT, str(run_dir), type="bind")]
         if host.network == "none":
-            a += ["--url", "ws://localhost/agent", "--unix-socket"]
-            a.append(f"{SOCK_DIR}/{self.agent_socket.name}")
+            url = "ws://localhost/agent"
+            x += ["--unix-socket", f"{SOCK_DIR}/{self.agent_socket.name}"]
             # the directory, not the file: a restarted supervisor's new
             # socket shows up in running containers
             mounts.append(
@@ -152,8 +140,7 @@ class DockerDriver:
                     SOCK_DIR, str(self.agent_socket.parent), type="bind", read_only=True
                 )
             )
-        else:
-            a += ["--url", self._url()]
+        a = self.agent_argv(["python3", "-m", "agent"], agent, RUN_ROOT, url, x)
         return dict(
             image=self._cfg.docker_image,
             command=a,
@@ -231,13 +218,6 @@ class DockerDriver:
                 agent.info["cores"] = n
         finally:
             self._resizing.discard(agent.id)
-
-    def describe(self, agent):
-        return {
-            "container_id": agent.info.get("container_id"),
-            "container": agent.info.get("container"),
-            "cores": agent.info.get("cores"),
-        }
 
     async def destroy(self):
         for h in self.hosts.values():

@@ -14,16 +14,16 @@ import sys
 from pykern.pkdebug import pkdlog
 
 from supervisor import resources
+from supervisor.drivers import base
 
 HOST = "localhost"
 
 
-class LocalDriver:
+class LocalDriver(base.Driver):
     name = "local"
 
     def __init__(self, cfg, supervisor_url):
-        self._cfg = cfg
-        self._url = supervisor_url
+        super().__init__(cfg, supervisor_url)
         self._data_dir = pathlib.Path(cfg.data_dir).resolve()
         self._target = resources.Target(HOST, cfg.local_cores)
         # agent id -> asyncio.subprocess.Process (only agents we started)
@@ -43,17 +43,7 @@ class LocalDriver:
         lp.parent.mkdir(parents=True, exist_ok=True)
         with open(lp, "ab") as log:
             p = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "agent",
-                "--url",
-                self._url(),
-                "--agent-id",
-                agent.id,
-                "--run-root",
-                str(r),
-                "--kill-grace-secs",
-                str(self._cfg.kill_grace_secs),
+                *self.agent_argv([sys.executable, "-m", "agent"], agent, r),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -101,17 +91,6 @@ class LocalDriver:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-    def recover(self, agents, on_exit):
-        # agents of a previous supervisor reconnect by themselves
-        pass
-
-    def resize(self, agent, cores):
-        # local agents share the host: cores are accounted, not enforced
-        pass
-
-    def describe(self, agent):
-        return {"pid": agent.info.get("pid")}
 
     async def destroy(self):
         for t in list(self._waits):

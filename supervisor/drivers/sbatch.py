@@ -23,6 +23,7 @@ import asyncssh
 from pykern.pkdebug import pkdlog
 
 from supervisor import errors, resources
+from supervisor.drivers import base
 
 #: how the site asks for the one-time code
 OTP_NONE = "none"
@@ -165,18 +166,14 @@ class _Auth(asyncssh.SSHClient):
         return rv
 
 
-class SbatchDriver:
+class SbatchDriver(base.Driver):
     name = "sbatch"
-    #: agents start only when their user signs in (`login`)
     needs_login = True
-    #: run directories are on the login node: files go through the agent
     remote_files = True
-    #: runs wait in the scheduler's queue: the max run time counts from RUNNING
     batch = True
 
     def __init__(self, cfg, supervisor_url):
-        self._cfg = cfg
-        self._url = supervisor_url
+        super().__init__(cfg, supervisor_url)
         self.hosts = parse_hosts(cfg.sbatch_hosts)
         self._plan_options = cfg.sbatch_plan_options
         self.lost_grace_secs = cfg.sbatch_lost_grace_secs
@@ -184,6 +181,9 @@ class SbatchDriver:
 
     def targets(self):
         return [h.target for h in self.hosts.values()]
+
+    def login_hosts(self):
+        return {n: h.to_dict() for n, h in self.hosts.items()}
 
     def batch_options(self, host, code, plan):
         """sbatch options of a run: the site's, then the plan's, then the code's."""
@@ -247,23 +247,13 @@ class SbatchDriver:
     async def _start_agent(self, conn, host, agent, secret, wait_ready):
         w = host.work_dir.rstrip("/")
         log = f"{w}/agent/agent.log"
-        c = [
-            *host.agent_command,
-            "--url",
-            host.supervisor_url or self._url(),
-            "--agent-id",
-            agent.id,
-            "--run-root",
+        c = self.agent_argv(
+            host.agent_command,
+            agent,
             f"{w}/run",
-            "--work-dir",
-            f"{w}/agent",
-            "--kill-grace-secs",
-            str(self._cfg.kill_grace_secs),
-            "--slurm",
-            "--daemon",
-            "--log-file",
-            log,
-        ]
+            host.supervisor_url,
+            ("--work-dir", f"{w}/agent", "--slurm", "--daemon", "--log-file", log),
+        )
         r = await conn.run(
             shlex.join(c), input=secret + "\n", timeout=host.connect_timeout_secs * 2
         )
@@ -300,19 +290,6 @@ class SbatchDriver:
         # without credentials there is no way in: a connected agent was told
         # to shut down (`Agents._stop`); one that cannot connect gives up
         pkdlog("{} left to stop itself on host={}", agent, agent.host)
-
-    def recover(self, agents, on_exit):
-        pass
-
-    def resize(self, agent, cores):
-        # Slurm enforces the cores of each job
-        pass
-
-    def describe(self, agent):
-        return {"pid": agent.info.get("pid"), "log": agent.info.get("log")}
-
-    async def destroy(self):
-        pass
 
 
 def _refused(host, auth):

@@ -1,0 +1,233 @@
+"""A simulation's files: outputs to list and download, inputs to upload.
+
+Outputs live in the run directory, written by the agent: on this host for
+the local and docker drivers, on the login node for drivers with
+`remote_files` (sbatch), where they are listed and fetched through the
+user's agent, in chunks. Inputs are uploaded to ``inputs/<user>/<sim>/`` and
+sent to the agent with each run. Paths are resolved inside the simulation's
+own directories only; symlinks that simulation code made are never followed.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import pathlib
+import stat
+
+from pykern.pkdebug import pkdlog
+
+from supervisor import agents, errors, job, store
+
+#: one file op through an agent
+_FILE_OP_SECS = 60.0
+#: bytes per fetch_file of a download through an agent
+_FETCH_CHUNK_BYTES = 1024 * 1024
+_MAX_INPUT_NAME_CHARS = 100
+
+
+class Files:
+    def __init__(self, cfg, data_dir, store_, drivers, agents_, sims):
+        self._cfg = cfg
+        self._inputs_root = data_dir / "inputs"
+        self._store = store_
+        self._drivers = drivers
+        self._agents = agents_
+        self._sims = sims
+
+    def inputs_dir(self, sim):
+        return self._inputs_root / sim.user / sim.id
+
+    # --- outputs -------------------------------------------------------------
+
+    async def list(self, sim):
+        """``{files: [{path, size, mtime}], inputs: [names]}``."""
+        a = self._remote_agent(sim)
+        if a is None:
+            return await asyncio.to_thread(
+                _list_files, self._run_dir(sim), self.inputs_dir(sim)
+            )
+        r = await self._agent_op(a, "list_files", path=sim.id)
+        return {
+            "files": r["files"],
+            "inputs": await asyncio.to_thread(_input_names, self.inputs_dir(sim)),
+        }
+
+    async def read_output(self, sim, path, write):
+        """Send an output file to `write` (async, bytes) in chunks.
+
+        Returns:
+            str: the file's name
+        """
+        a = self._remote_agent(sim)
+        if a is None:
+            p = self._output_path(sim, path)
+            with open(p, "rb") as f:
+                # off the event loop, and no faster than the client reads
+                while c := await asyncio.to_thread(f.read, 256 * 1024):
+                    await write(c)
+            return p.name
+        o = 0
+        while True:
+            r = await self._agent_op(
+                a,
+                "fetch_file",
+                path=f"{sim.id}/{path}",
+                max_bytes=_FETCH_CHUNK_BYTES,
+                offset=o,
+            )
+            if r["size"] > self._cfg.max_fetch_bytes:
+                raise errors.TooLarge(
+                    "too_large",
+                    f"{path} is {r['size']} bytes; downloads through an agent are"
+                    f" limited to {self._cfg.max_fetch_bytes}",
+                )
+            c = base64.b64decode(r["content_b64"])
+            o += len(c)
+            if c:
+                await write(c)
+            if not r["truncated"] or not c or o >= self._cfg.max_fetch_bytes:
+                return pathlib.PurePosixPath(path).name
+
+    def _remote_agent(self, sim):
+        """The agent that holds `sim`'s run directory, if it is not on this host.
+
+        Raises:
+            errors.Conflict: its user must sign in to the host first
+        """
+        j = sim.job
+        d = self._drivers.get(j.driver) if j.driver else None
+        if d is None or not d.remote_files or not j.host:
+            return None
+        a = self._agents.connected(sim.user, j.driver, j.host)
+        if a is None:
+            raise errors.Conflict(
+                "sign_in_required",
+                f"the files are on {j.host}: sign in there to see them",
+            )
+        return a
+
+    async def _agent_op(self, agent, kind, **fields):
+        try:
+            return await self._agents.call(agent, kind, _FILE_OP_SECS, **fields)
+        except (agents.AgentGone, TimeoutError) as e:
+            raise errors.Conflict(
+                "agent_unavailable", f"the agent on {agent.host} did not answer: {e}"
+            ) from None
+        except agents.OpFailed as e:
+            # the agent refuses only paths it has no file for (or may not show)
+            raise errors.NotFound("unknown_file", str(e)) from None
+
+    def _run_dir(self, sim):
+        """The run directory, refused if simulation code made it a symlink."""
+        d = self._sims.run_dir(sim)
+        # run_root is resolved; the user and simulation parts are writable by
+        # the simulation (its agent's run root), so they must be real dirs
+        for p in (d.parent, d):
+            if p.is_symlink():
+                pkdlog("{} run dir component is a symlink path={}", sim, p)
+                return None
+        return d
+
+    def _output_path(self, sim, path):
+        d = self._run_dir(sim)
+        p = (d / path).resolve() if d else None
+        if p is None or not p.is_relative_to(d) or not p.is_file():
+            raise errors.NotFound("unknown_file", f"no file {path}")
+        return p
+
+    # --- inputs --------------------------------------------------------------
+
+    async def put_input(self, sim, name, content):
+        """Store an uploaded input file of `sim` (not while it runs)."""
+        if sim.job.status in job.ACTIVE:
+            raise errors.Conflict("running", "inputs cannot change while it runs")
+        if name is None:
+            raise errors.BadInput("bad_name", "give the file's name as ?name=")
+        if (
+            not isinstance(name, str)
+            or "/" in name
+            or name.startswith(".")
+            or not name
+            or len(name) > _MAX_INPUT_NAME_CHARS
+            or name == "params.json"
+        ):
+            raise errors.BadInput(
+                "bad_name", "input file name must be a plain file name"
+            )
+        if len(content) > self._cfg.max_upload_bytes:
+            raise errors.TooLarge(
+                "too_large",
+                f"input files are limited to {self._cfg.max_upload_bytes} bytes",
+            )
+        try:
+            content.decode()
+        except UnicodeDecodeError as e:
+            raise errors.BadInput("not_text", "input files must be UTF-8 text") from e
+        await self._store.call(store.write_atomic, self.inputs_dir(sim) / name, content)
+        return {"name": name, "size": len(content)}
+
+    async def run_inputs(self, user, sim, code):
+        """Input files for a run op: the uploads and analysis sources."""
+        return self.run_inputs_of(
+            user, sim, code, await asyncio.to_thread(read_uploads, self.inputs_dir(sim))
+        )
+
+    def uploads_now(self, sim):
+        """The uploads of `sim`, read on the loop (a restart's recovery)."""
+        return read_uploads(self.inputs_dir(sim))
+
+    def run_inputs_of(self, user, sim, code, uploads):
+        """`run_inputs`, given the uploads already read."""
+        res = dict(uploads)
+        for p in code.params:
+            if p["type"] == "simulation":
+                src = self._sims.get(user, sim.params.get(p["name"]))
+                res["source_frames.jsonl"] = "".join(
+                    json.dumps(f, separators=(",", ":")) + "\n" for f in src.frames
+                )
+        n = sum(len(v) for v in res.values())
+        if n > self._cfg.max_inputs_chars:
+            raise errors.TooLarge(
+                "inputs_too_large",
+                f"inputs of {n} characters exceed the limit of {self._cfg.max_inputs_chars}",
+            )
+        return res
+
+    def delete_inputs(self, sim):
+        """Remove `sim`'s uploads (a few small files)."""
+        d = self.inputs_dir(sim)
+        for p in d.glob("*") if d.exists() else ():
+            p.unlink()
+
+
+def read_uploads(path):
+    """The uploaded input files of a simulation (blocking: use a thread)."""
+    if not path.exists():
+        return {}
+    return {f.name: f.read_text() for f in sorted(path.iterdir())}
+
+
+def _input_names(path):
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+def _list_files(run_dir, inputs_dir):
+    """Files of a run (no symlinks followed) and its inputs; blocking."""
+    res = []
+    if run_dir is not None:
+        for top, dirs, files in os.walk(run_dir, followlinks=False):
+            dirs.sort()
+            for f in sorted(files):
+                p = pathlib.Path(top) / f
+                st = p.lstat()
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                res.append(
+                    {
+                        "path": str(p.relative_to(run_dir)),
+                        "size": st.st_size,
+                        "mtime": st.st_mtime,
+                    }
+                )
+    return {"files": res, "inputs": _input_names(inputs_dir)}

@@ -1,0 +1,228 @@
+"""The simulations in memory and on disk: documents, in situ frames and logs.
+
+A simulation belongs to one user: a code, its parameters and its job. Its
+document (with the job) is ``db/jobs/<user>/<id>.json``; the current run's
+frames and log, as they arrive, are appended to ``<id>.<run_id>.frames.jsonl``
+and ``<id>.<run_id>.log`` beside it (a torn last line after a crash is dropped on load, and
+the agent sends what is missing when it reconnects). Outputs live in the run
+directory ``run/<user>/<id>/``, written by the agent. What may be done to a
+simulation (create, edit, delete) is `sims.Sims`; its runs are `runs.Runs`.
+"""
+
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import time
+
+from pykern.pkdebug import pkdlog
+
+from supervisor import errors, job
+
+
+class Simulation:
+    def __init__(self, doc):
+        self.id = doc["id"]
+        self.user = doc["user"]
+        self.code = doc["code"]
+        self.name = doc["name"]
+        self.params = doc["params"]
+        self.created = doc["created"]
+        self.updated = doc.get("updated", self.created)
+        self.job = job.Job(doc.get("job"))
+        # the agent the current run was sent to (re-adoption after a restart)
+        self.agent_id = doc.get("agent_id")
+        self.frames = []
+        self.log_chars = 0
+        self.log_tail = ""
+        # supervisor.run.Run while the job is active (only `Runs` sets it);
+        # never persisted
+        self.run = None
+        self.deleted = False
+
+    def to_dict(self):
+        return {
+            "id": self.id,
+            "user": self.user,
+            "code": self.code,
+            "name": self.name,
+            "params": self.params,
+            "created": self.created,
+            "updated": self.updated,
+            "job": self.job.to_dict(),
+        }
+
+    def pkdebug_str(self):
+        return f"Simulation({self.user}/{self.id} {self.job.status})"
+
+
+class SimStore:
+    def __init__(self, cfg, store):
+        self._cfg = cfg
+        self._store = store
+        self.run_root = pathlib.Path(cfg.data_dir).resolve() / "run"
+        self.by_id = {}
+        # sim id -> open append handles (frames, log) of its current run
+        self._files = {}
+
+    def load(self):
+        for _, d in self._store.load_all("jobs"):
+            s = Simulation(d)
+            self.by_id[s.id] = s
+            self._load_outputs(s)
+        return list(self.by_id.values())
+
+    def _load_outputs(self, sim):
+        if not sim.job.run_id:
+            return
+        try:
+            with open(self._path(sim, ".frames.jsonl"), "rb") as f:
+                for line in f:
+                    try:
+                        sim.frames.append(json.loads(line))
+                    except ValueError:
+                        # torn by a crash: the agent resends it
+                        break
+        except FileNotFoundError:
+            pass
+        try:
+            t = self._path(sim, ".log").read_text(errors="replace")
+            sim.log_chars = len(t)
+            sim.log_tail = t[-self._cfg.log_tail_chars :]
+        except FileNotFoundError:
+            pass
+        sim.job.frames = len(sim.frames)
+
+    def _path(self, sim, suffix, run_id=None):
+        """A file of the current run (or of `run_id`)."""
+        return self._store.path(
+            f"jobs/{sim.user}/{sim.id}.{run_id or sim.job.run_id}{suffix}"
+        )
+
+    def _outputs(self, sim):
+        return [self._path(sim, x) for x in (".frames.jsonl", ".log")]
+
+    def run_dir(self, sim):
+        return self.run_root / sim.user / sim.id
+
+    # --- lookup ------------------------------------------------------------
+
+    def get(self, user, sim_id):
+        """The simulation if `user` may see it; NotFound otherwise (never 403)."""
+        s = self.by_id.get(sim_id) if isinstance(sim_id, str) else None
+        if s is None or (s.user != user.name and not user.is_admin()):
+            raise errors.NotFound("unknown_simulation", f"no simulation {sim_id}")
+        return s
+
+    def for_user(self, name):
+        return sorted(
+            (s for s in self.by_id.values() if s.user == name),
+            key=lambda s: s.created,
+        )
+
+    # --- changes -----------------------------------------------------------
+
+    def create(self, user, code, name, params):
+        now = time.time()
+        s = Simulation(
+            {
+                "id": secrets.token_hex(6),
+                "user": user.name,
+                "code": code,
+                "name": name,
+                "params": params,
+                "created": now,
+            }
+        )
+        self.by_id[s.id] = s
+        return s
+
+    def save(self, sim):
+        """Durable write of the document; returns the future of it."""
+        d = sim.to_dict()
+        d["agent_id"] = sim.agent_id
+        return self._store.save(f"jobs/{sim.user}/{sim.id}.json", d)
+
+    def delete(self, sim):
+        sim.deleted = True
+        self._close(sim)
+        del self.by_id[sim.id]
+        if sim.job.run_id:
+            self._store.call(_unlink, self._outputs(sim))
+        self._store.call(shutil.rmtree, self.run_dir(sim), True)
+        return self._store.delete(f"jobs/{sim.user}/{sim.id}.json")
+
+    def new_run(self, sim):
+        """Forget the previous run's frames and log (call before job.queue).
+
+        Each run has files of its own, so the old ones are removed off the
+        event loop without racing the new run's first writes.
+        """
+        self._close(sim)
+        if sim.job.run_id:
+            self._store.call(_unlink, self._outputs(sim))
+        sim.frames = []
+        sim.log_chars = 0
+        sim.log_tail = ""
+
+    def add_frame(self, sim, seq, data):
+        """Append frame `seq` if it is the next one; False if a duplicate."""
+        n = len(sim.frames)
+        if seq < n:
+            return False
+        if seq > n:
+            pkdlog("{} frame gap seq={} expected={}", sim, seq, n)
+        if n >= self._cfg.max_frames:
+            return False
+        sim.frames.append(data)
+        sim.job.frames = len(sim.frames)
+        self._file(sim, 0).write(
+            json.dumps(data, separators=(",", ":")).encode() + b"\n"
+        )
+        return True
+
+    def add_log(self, sim, offset, text):
+        """Append log text at `offset`; returns what was new ('' if a repeat)."""
+        if offset < sim.log_chars:
+            text = text[sim.log_chars - offset :]
+        if not text:
+            return ""
+        sim.log_chars += len(text)
+        sim.log_tail = (sim.log_tail + text)[-self._cfg.log_tail_chars :]
+        self._file(sim, 1).write(text.encode())
+        return text
+
+    def end_run(self, sim):
+        self._close(sim)
+
+    def _file(self, sim, index):
+        f = self._files.get(sim.id)
+        if f is None:
+            self._path(sim, "").parent.mkdir(parents=True, exist_ok=True)
+            f = self._files[sim.id] = (
+                open(self._path(sim, ".frames.jsonl"), "ab", buffering=0),
+                open(self._path(sim, ".log"), "ab", buffering=0),
+            )
+        return f[index]
+
+    def _close(self, sim):
+        f = self._files.pop(sim.id, None)
+        if f:
+            # in order with the documents, before the job that ends the run
+            self._store.call(_fsync_close, f)
+
+    def destroy(self):
+        for i in list(self._files):
+            self._close(self.by_id[i])
+
+
+def _unlink(paths):
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _fsync_close(files):
+    for f in files:
+        os.fsync(f.fileno())
+        f.close()
