@@ -196,8 +196,8 @@ def file_path(sim_id, path):
     return sim_path(sim_id, "/files/" + urllib.parse.quote(path))
 
 
-def message(text):
-    """A pushed message (a dict), or None when the connection closed."""
+def loads(text):
+    """The value of JSON `text` (a response body or a pushed message); None stays None."""
     return None if text is None else json.loads(text)
 
 

@@ -42,7 +42,7 @@ async def read(conn, timeout_secs):
     Raises:
         TimeoutError: none came within `timeout_secs` (None: no limit)
     """
-    return _base.message(await asyncio.wait_for(conn.read_message(), timeout_secs))
+    return _base.loads(await asyncio.wait_for(conn.read_message(), timeout_secs))
 
 
 async def close(conn):

@@ -61,7 +61,7 @@ class AsyncClient(_base.BaseClient):
         return AsyncEvents(self, simulation)
 
     async def _json(self, method, path, body=None, query=None):
-        return _base.message(await self._send(method, path, body, query))
+        return _base.loads(await self._send(method, path, body, query))
 
     async def _send(self, method, path, body=None, query=None):
         q = self._build_request(method, path, body, query)

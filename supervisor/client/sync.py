@@ -83,7 +83,7 @@ class Client(_base.BaseClient):
         return Events(self, simulation)
 
     def _json(self, method, path, body=None, query=None):
-        return _base.message(self._send(method, path, body, query))
+        return _base.loads(self._send(method, path, body, query))
 
     def _send(self, method, path, body=None, query=None):
         q = self._build_request(method, path, body, query)
