@@ -2,6 +2,7 @@
 supervisor (the `server` fixture) running real agents and codes.
 """
 
+import asyncio
 import contextlib
 import json
 import os
@@ -197,6 +198,31 @@ def test_result_across_restart(server, admin):
     assert j["run_id"] == h.run_id
     assert j["status"] in job.ENDED
     assert admin.simulation(h.id).job()["status"] == j["status"]
+
+
+async def test_async_result_across_restart(server):
+    c = client.AsyncClient(server.url, server.tokens["admin"])
+    h = await c.submit("sleep", {"secs": 2})
+    async with contextlib.aclosing(h.watch(timeout=_RUN_SECS)) as w:
+        async for j in w:
+            if j["status"] == job.RUNNING:
+                break
+
+    def _restart():
+        server.stop()
+        server.start()
+
+    # the same reconnect policy as the sync client's, awaited
+    r = asyncio.create_task(asyncio.to_thread(_restart))
+    try:
+        try:
+            j = await h.result(timeout=_RUN_SECS)
+        except client.RunFailed as e:
+            j = e.job
+    finally:
+        await r
+    assert j["run_id"] == h.run_id
+    assert j["status"] in job.ENDED
 
 
 def test_deleted_while_waiting(admin):

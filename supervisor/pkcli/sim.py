@@ -18,6 +18,7 @@ import contextlib
 import json
 import sys
 
+import argh
 import requests
 from pykern import pkcli, pkconfig
 
@@ -31,46 +32,55 @@ _cfg = pkconfig.init(
 #: characters of the progress bar between its brackets
 _BAR_CHARS = 40
 
+# the commands' arguments with their help for ``-h`` (argh reads no Args: of
+# docstrings; it shows each default after the help, ``-`` for None)
+_URL = argh.arg(
+    "--url",
+    help="supervisor URL; if not given, $SUPERVISOR_PKCLI_SIM_URL"
+    " or http://127.0.0.1:8000",
+)
+_TOKEN = argh.arg(
+    "--token", help="API token; if not given, $SUPERVISOR_PKCLI_SIM_TOKEN"
+)
+_SIM_ID = argh.arg("sim_id", help="the simulation's id")
+_CODE = argh.arg("code", help="a code of the catalog (supervisor sim codes)")
+_NAME = argh.arg("--name", help="its name; if not given, the code's title")
+_PARAMS = argh.arg(
+    "--params", help="parameters as a JSON object, e.g. '{\"steps\": 1000}'"
+)
+_CORES = argh.arg("--cores", help="cores for the run")
 
+
+@_CODE
+@_NAME
+@_PARAMS
+@_URL
+@_TOKEN
 def create(code, name=None, params=None, url=None, token=None):
-    """Create a simulation of `code`; prints its id.
-
-    Args:
-        code (str): a code of the catalog (``supervisor sim codes``)
-        name (str): its name (default: the code's title)
-        params (str): parameters as a JSON object, e.g. '{"steps": 1000}'
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """Create a simulation of `code`; prints its id."""
     with _client(url, token) as c:
         return c.create(code, _params(params), name)["id"]
 
 
+@_SIM_ID
+@_CORES
+@_URL
+@_TOKEN
 def run(sim_id, cores=1, url=None, token=None):
-    """Start a run of `sim_id` (replacing a current one); prints its run id.
-
-    Args:
-        sim_id (str): the simulation
-        cores (int): cores for the run
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """Start a run of `sim_id` (replacing a current one); prints its run id."""
     with _client(url, token) as c:
         return c.run(sim_id, cores=int(cores)).run_id
 
 
+@_CODE
+@_PARAMS
+@_CORES
+@_NAME
+@argh.arg("--watch", help="follow the run to its end and print its final status")
+@_URL
+@_TOKEN
 def submit(code, params=None, cores=1, name=None, watch=False, url=None, token=None):
-    """Create a simulation and run it; prints its id, or with --watch its progress.
-
-    Args:
-        code (str): a code of the catalog
-        params (str): parameters as a JSON object
-        cores (int): cores for the run
-        name (str): its name (default: the code's title)
-        watch (bool): follow the run to its end and print its final status
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """Create a simulation and run it; prints its id, or with --watch its progress."""
     with _client(url, token) as c:
         h = c.submit(code, _params(params), cores=int(cores), name=name)
         if watch:
@@ -78,40 +88,32 @@ def submit(code, params=None, cores=1, name=None, watch=False, url=None, token=N
         return h.id
 
 
+@_SIM_ID
+@_URL
+@_TOKEN
 def cancel(sim_id, url=None, token=None):
-    """Cancel the current run of `sim_id`; prints the job's status.
-
-    Args:
-        sim_id (str): the simulation
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """Cancel the current run of `sim_id`; prints the job's status."""
     with _client(url, token) as c:
         return c.cancel(sim_id)["status"]
 
 
+@_SIM_ID
+@_URL
+@_TOKEN
 def status(sim_id, url=None, token=None):
-    """Print the status of `sim_id`'s job (and its progress or error).
-
-    Args:
-        sim_id (str): the simulation
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """Print the status of `sim_id`'s job (and its progress or error)."""
     with _client(url, token) as c:
         return _describe(c.simulation(sim_id).job())
 
 
+@_SIM_ID
+@_URL
+@_TOKEN
 def watch(sim_id, url=None, token=None):
     """Follow the current (or next) run of `sim_id` to its end.
 
     Prints each status as it changes and a progress bar while it runs, from
     pushed events; returns the final status.
-
-    Args:
-        sim_id (str): the simulation
-        url (str): supervisor URL
-        token (str): API token
     """
     with _client(url, token) as c:
         h = c.simulation(sim_id)
@@ -120,13 +122,10 @@ def watch(sim_id, url=None, token=None):
         return _watch(h)
 
 
+@_URL
+@_TOKEN
 def list(url=None, token=None):
-    """List your simulations: id, code, status, name.
-
-    Args:
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """List your simulations: id, code, status, name."""
     with _client(url, token) as c:
         return "\n".join(
             f"{s['id']}\t{s['code']}\t{s['job']['status']}\t{s['name']}"
@@ -134,13 +133,10 @@ def list(url=None, token=None):
         )
 
 
+@_URL
+@_TOKEN
 def codes(url=None, token=None):
-    """List the catalog: name, kind, title.
-
-    Args:
-        url (str): supervisor URL
-        token (str): API token
-    """
+    """List the catalog: name, kind, title."""
     with _client(url, token) as c:
         return "\n".join(f"{x['name']}\t{x['kind']}\t{x['title']}" for x in c.codes())
 

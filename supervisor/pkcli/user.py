@@ -7,16 +7,21 @@ does not see changes made behind its back until it restarts).
 
 import asyncio
 
+import argh
 
+# the commands' arguments with their help for ``-h`` (argh reads no Args: of
+# docstrings; it shows each default after the help, ``-`` for None)
+_DATA_DIR = argh.arg(
+    "--data-dir", help="data directory; if not given, the configured one"
+)
+
+
+@argh.arg("name", help="user name")
+@argh.arg("--admin", help="give the admin role")
+@argh.arg("--plan", help="basic or premium")
+@_DATA_DIR
 def add(name, admin=False, plan="basic", data_dir=None):
-    """Create a user and print its new API token (shown only this once).
-
-    Args:
-        name (str): user name
-        admin (bool): give the admin role
-        plan (str): basic or premium
-        data_dir (str): data directory (default: configured)
-    """
+    """Create a user and print its new API token (shown only this once)."""
 
     from pykern import pkcli
 
@@ -36,12 +41,9 @@ def add(name, admin=False, plan="basic", data_dir=None):
     return asyncio.run(_add())
 
 
+@_DATA_DIR
 def list(data_dir=None):
-    """List users: name, role, plan.
-
-    Args:
-        data_dir (str): data directory (default: configured)
-    """
+    """List users: name, role, plan."""
     s, u = _open(data_dir)
     s.destroy()
     return "\n".join(f"{x.name}\t{x.role}\t{x.plan}" for x in u.all())
