@@ -10,15 +10,11 @@ import { get, post } from "./api.js";
 import { h } from "./dom.js";
 
 const USER_KEY = "simvisor.loginUser.";
-const SITUATION_RE = /^sign in to (\S+?)(?: to run there)?\.?$/i;
 
-/** The login node a queued job waits for ("sign in to NAME to run there"), or null. */
+/** The login node a queued job waits to be signed in to (its job.wait), or null. */
 export function signInHostOf(job) {
-    if (!job || job.status !== "queued" || !job.situation) {
-        return null;
-    }
-    const m = SITUATION_RE.exec(job.situation.trim());
-    return m ? m[1] : null;
+    const w = job?.wait;
+    return w && w.reason === "sign_in" ? w.host || null : null;
 }
 
 /** The state of the login nodes of the sbatch driver, for this user. */
