@@ -11,9 +11,6 @@ import { loginView, logo } from "./views/login.js";
 import { newView } from "./views/new.js";
 import { simulationView } from "./views/simulation/index.js";
 
-/** Fallbacks if the server does not send the plan's limits (config defaults). */
-const PLAN_LIMITS = { basic: { max_cores: 2 }, premium: { max_cores: 64 } };
-
 const ctx = {
     user: null,
     limits: null,
@@ -67,7 +64,8 @@ function notify(message, kind = "error") {
 function applyWhoami(w) {
     setXsrf(w.xsrf);
     ctx.user = w.user;
-    ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
+    // the plan's limits, as the server has them (its config)
+    ctx.limits = w.limits || { max_cores: 1 };
     ctx.drivers = w.drivers || [];
     ctx.roles = w.roles || [];
     ctx.plans = w.plans || [];
