@@ -5,20 +5,20 @@ import { busy, h } from "./dom.js";
 import { Live } from "./events.js";
 import { Router } from "./router.js";
 import { SignIns } from "./signin.js";
-import { adminView } from "./views/admin.js";
+import { adminView } from "./views/admin/index.js";
 import { listView } from "./views/list.js";
 import { loginView, logo } from "./views/login.js";
 import { newView } from "./views/new.js";
-import { simulationView } from "./views/simulation.js";
-
-/** Fallbacks if the server does not send the plan's limits (config defaults). */
-const PLAN_LIMITS = { basic: { max_cores: 2 }, premium: { max_cores: 64 } };
+import { simulationView } from "./views/simulation/index.js";
 
 const ctx = {
     user: null,
     limits: null,
     /** driver names runs may go to, the default first (whoami) */
     drivers: [],
+    /** user role and plan names, in display order (whoami) */
+    roles: [],
+    plans: [],
     codes: new Map(),
     live: new Live(),
     router: null,
@@ -60,11 +60,19 @@ function notify(message, kind = "error") {
     }
 }
 
-async function signedIn(w) {
+/** Take the signed-in user from whoami's (or the login's) reply. */
+function applyWhoami(w) {
     setXsrf(w.xsrf);
     ctx.user = w.user;
-    ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
+    // the plan's limits, as the server has them (its config)
+    ctx.limits = w.limits || { max_cores: 1 };
     ctx.drivers = w.drivers || [];
+    ctx.roles = w.roles || [];
+    ctx.plans = w.plans || [];
+}
+
+async function signedIn(w) {
+    applyWhoami(w);
     const codes = await get("/codes");
     ctx.codes = new Map(codes.map((c) => [c.name, c]));
     renderHeader();
@@ -89,6 +97,8 @@ function ended(message) {
     ctx.user = null;
     ctx.limits = null;
     ctx.drivers = [];
+    ctx.roles = [];
+    ctx.plans = [];
     setXsrf(null);
     ctx.signins.stop();
     ctx.live.stop();
@@ -203,10 +213,7 @@ async function boot() {
         return null;
     };
     if (w) {
-        setXsrf(w.xsrf);
-        ctx.user = w.user;
-        ctx.limits = w.limits || PLAN_LIMITS[w.user.plan] || { max_cores: 1 };
-        ctx.drivers = w.drivers || [];
+        applyWhoami(w);
         try {
             const codes = await get("/codes");
             ctx.codes = new Map(codes.map((c) => [c.name, c]));

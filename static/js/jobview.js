@@ -21,14 +21,15 @@ export function batchText(b) {
 /** What the job is doing, in words. */
 export function situation(j) {
     const where = [j.driver, j.host].filter(Boolean).join(" · ") || "its host";
-    if (j.situation === "canceling" && ACTIVE.has(j.status)) {
+    if (j.canceling && ACTIVE.has(j.status)) {
         return "Canceling…";
     }
     switch (j.status) {
         case "missing":
             return "Never run.";
         case "queued": {
-            const parts = [j.situation && j.situation !== "queued" ? cap(j.situation) : "Queued"];
+            // the server's sentence says why it waits (job.wait has the code)
+            const parts = [j.situation ? cap(j.situation) : "Queued"];
             if (j.queue_position) {
                 parts.push(`queue position ${j.queue_position}`);
             }

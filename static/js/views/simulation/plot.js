@@ -1,0 +1,56 @@
+// The plot card of a simulation's page (codes that make frames): the live
+// plot of the current run's in situ frames, or an analysis's result.
+
+import { h } from "../../dom.js";
+import { FrameFeed } from "../../feeds.js";
+import { FramePlot } from "../../plot.js";
+
+export class PlotCard {
+    /**
+     * @param id the simulation's id
+     * @param code the simulation's code (its kind names the card)
+     * @param job the job as the page has it now
+     */
+    constructor({ id, code, job }) {
+        this.job = job;
+        const plotEl = h("div.plot", { id: "plot" });
+        this.caption = h("p.plot-caption.muted", { id: "plot-caption" });
+        this.plot = new FramePlot(plotEl, this.caption);
+        this.el = h(
+            "section.card.plot-card",
+            { "aria-labelledby": "plot-heading" },
+            h("div.card-head", h("h2", { id: "plot-heading" }, code.kind === "analysis" ? "Result" : "Live plot"), this.caption),
+            plotEl,
+        );
+        this.feed = new FrameFeed(id, job.run_id, {
+            runId: () => this.job.run_id,
+            onFrames: (fs) => this.plot.add(fs),
+            onReset: () => this.plot.reset(),
+            onError: (m) => {
+                this.caption.textContent = m;
+            },
+        });
+    }
+
+    destroy() {
+        this.feed.closed = true;
+        this.plot.destroy();
+    }
+
+    /** A new run starts a new plot. */
+    showJob(job) {
+        this.job = job;
+        if (job.run_id !== this.feed.runId) {
+            this.feed.reset(job.run_id);
+        }
+    }
+
+    /** Fetch what the pushes did not bring (on open, after a reconnect). */
+    sync() {
+        this.feed.sync();
+    }
+
+    push(m) {
+        this.feed.push(m.seq, m.frame);
+    }
+}
