@@ -40,8 +40,9 @@ class Files:
 
     # --- outputs -------------------------------------------------------------
 
-    async def list(self, sim):
+    async def list(self, user, sim_id):
         """``{files: [{path, size, mtime}], inputs: [names]}``."""
+        sim = self._sims.get(user, sim_id)
         a = self._remote_agent(sim)
         if a is None:
             return await asyncio.to_thread(
@@ -53,12 +54,13 @@ class Files:
             "inputs": await asyncio.to_thread(_input_names, self.inputs_dir(sim)),
         }
 
-    async def read_output(self, sim, path, write):
+    async def read_output(self, user, sim_id, path, write):
         """Send an output file to `write` (async, bytes) in chunks.
 
         Returns:
             str: the file's name
         """
+        sim = self._sims.get(user, sim_id)
         a = self._remote_agent(sim)
         if a is None:
             p = self._output_path(sim, path)
@@ -138,8 +140,9 @@ class Files:
 
     # --- inputs --------------------------------------------------------------
 
-    async def put_input(self, sim, name, content):
-        """Store an uploaded input file of `sim` (not while it runs)."""
+    async def put_input(self, user, sim_id, name, content):
+        """Store an uploaded input file of a simulation (not while it runs)."""
+        sim = self._sims.get(user, sim_id)
         if sim.job.status in job.ACTIVE:
             raise errors.Conflict("running", "inputs cannot change while it runs")
         if name is None:

@@ -191,18 +191,17 @@ class Log(Base):
 
 class Files(Base):
     async def get(self, sim_id):
-        s = self.sv.sims.get(self.require_user(), sim_id)
-        self.reply(await self.sv.files.list(s))
+        self.reply(await self.sv.files.list(self.require_user(), sim_id))
 
     async def post(self, sim_id):
-        s = self.sv.sims.get(self.require_user(), sim_id)
+        u = self.require_user()
         n = self.get_query_argument("name", None)
-        self.reply(await self.sv.files.put_input(s, n, self.request.body), 201)
+        self.reply(await self.sv.files.put_input(u, sim_id, n, self.request.body), 201)
 
 
 class File(Base):
     async def get(self, sim_id, path):
-        s = self.sv.sims.get(self.require_user(), sim_id)
+        u = self.require_user()
         n = path.rsplit("/", 1)[-1]
         self.set_header(
             "Content-Type", mimetypes.guess_type(n)[0] or "application/octet-stream"
@@ -213,7 +212,7 @@ class File(Base):
             self.write(chunk)
             await self.flush()
 
-        await self.sv.files.read_output(s, path, _write)
+        await self.sv.files.read_output(u, sim_id, path, _write)
         self.finish()
 
 
