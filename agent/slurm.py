@@ -1,10 +1,10 @@
 """Runs as Slurm jobs: the agent's pool on an HPC login node (``--slurm``).
 
-`SlurmPool` has the interface of `agent.pool.Pool` (start, cancel, forget,
-running, destroy, join, runs), but a run is a batch job: its directory is
-prepared on the shared filesystem, a script is submitted with ``sbatch
---parsable``, and the job is followed with ``squeue`` (and ``sacct`` once it
-has left the queue). Slurm gives no events, so this is the one place the
+`SlurmPool` is an `agent.records.Records` like `agent.pool.Pool` (start,
+cancel, forget, running, destroy, join, runs), but a run is a batch job
+(`agent.slurm_jobs.SlurmRun`): its directory is prepared on the shared
+filesystem, a script is submitted with ``sbatch --parsable``, and the job is
+followed with ``squeue`` (and ``sacct`` once it has left the queue). Slurm gives no events, so this is the one place the
 system polls, with backoff: quickly after a change, slower while nothing
 changes. A query that fails means the state is unknown, never that the job
 died. Progress, frames and log come from the job's output files, read as
