@@ -23,7 +23,7 @@ import time
 
 import agent
 from agent import client, protocol
-from agent.pool import log
+from agent.log import log
 
 _PR_SET_DUMPABLE = 4
 

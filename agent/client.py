@@ -6,31 +6,21 @@ a supervisor restart never kills runs. The `agent.run.Run` records are the sourc
 of truth; per run, `_Cursors` say how much of it the supervisor has. Sending
 live is advancing the cursors while connected; after a reconnect the
 ``welcome`` resets them to what the supervisor holds, and the agent sends the
-rest (frames, log, progress, end state).
+rest (frames, log, progress, end state). Dialing and the backoff are
+`agent.connection`.
 """
 
 import asyncio
 import os
-import random
 import socket
 import time
 
-import tornado.httpclient
-import tornado.netutil
 import tornado.websocket
 
 import agent
-from agent import files, pool, protocol, slurm
-from agent.pool import log
-
-#: first reconnect delay; it doubles up to --max-backoff-secs
-INITIAL_BACKOFF_SECS = 0.1
-
-#: websocket keepalive (Tornado's ping); a dead link is noticed within the timeout
-PING_INTERVAL_SECS = 15.0
-PING_TIMEOUT_SECS = PING_INTERVAL_SECS
-
-CONNECT_TIMEOUT_SECS = 10.0
+from agent import connection, files, pool, protocol, records, slurm
+from agent.log import log, stack
+from agent.tasks import Tasks
 
 #: log text is sent at most this often per connection, or at once past
 #: `LOG_FLUSH_CHARS`, and always before ``exited``
@@ -39,21 +29,6 @@ LOG_FLUSH_CHARS = 64 * 1024
 
 #: one ``log`` message holds at most this much (JSON may escape a char to 6 bytes)
 MAX_LOG_MESSAGE_CHARS = 512 * 1024
-
-
-def backoff_secs(attempt, initial_secs, max_secs, rand=random.random):
-    """Delay before reconnect attempt `attempt`: "full jitter" exponential backoff.
-
-    Args:
-        attempt (int): failed attempts since the last welcome (0 first)
-        initial_secs (float): cap of the first delay
-        max_secs (float): largest cap
-        rand (callable): uniform in [0, 1)
-    Returns:
-        float: seconds, uniform in [0, min(max_secs, initial_secs * 2**attempt))
-    """
-    # the exponent is bounded so a long outage cannot overflow a float
-    return rand() * min(max_secs, initial_secs * 2 ** min(attempt, 64))
 
 
 async def main(args, secret):
@@ -111,14 +86,14 @@ class Client:
             )
         u = getattr(args, "unix_socket", None)
         #: a network-less container reaches the supervisor through a socket file
-        self._resolver = UnixResolver(path=u) if u else None
+        self._resolver = connection.UnixResolver(path=u) if u else None
         self._secret = secret
         self._ws = None
         self._welcomed = False
         #: run_id -> _Cursors, for the runs the supervisor knows about
         self._cursors = {}
         self._handlers = self._handler_table()
-        self._tasks = set()
+        self._tasks = Tasks("client")
         self._log_flush_timer = None
         self._stopping = False
         #: set once every run has ended after a stop
@@ -146,7 +121,9 @@ class Client:
                         ),
                     )
                     break
-                d = backoff_secs(a, INITIAL_BACKOFF_SECS, self.args.max_backoff_secs)
+                d = connection.backoff_secs(
+                    a, connection.INITIAL_BACKOFF_SECS, self.args.max_backoff_secs
+                )
                 a += 1
                 log("reconnect", attempt=a, delay_secs=round(d, 3))
                 try:
@@ -168,7 +145,7 @@ class Client:
             return
         self._stopping = True
         if cancel_runs:
-            self._track(self._shutdown())
+            self._tasks.spawn(self._shutdown())
         else:
             log("stop_keeping_runs", runs=len(self.pool.running()))
             self._stop.set()
@@ -198,26 +175,12 @@ class Client:
     async def _connect_and_serve(self):
         """One connection; returns True if it got to ``welcome``."""
         try:
-            ws = await tornado.websocket.websocket_connect(
-                tornado.httpclient.HTTPRequest(
-                    self.args.url,
-                    headers={
-                        "Authorization": "Bearer " + self._secret,
-                        protocol.AGENT_ID_HEADER: self.args.agent_id,
-                    },
-                    connect_timeout=CONNECT_TIMEOUT_SECS,
-                    request_timeout=CONNECT_TIMEOUT_SECS,
-                ),
-                max_message_size=protocol.MAX_MESSAGE_BYTES,
-                ping_interval=PING_INTERVAL_SECS,
-                ping_timeout=PING_TIMEOUT_SECS,
-                # (only when set: Tornado before 6.3, e.g. a login node's
-                # distribution package, has no such argument)
-                **({"resolver": self._resolver} if self._resolver else {}),
+            ws = await connection.connect(
+                self.args.url, self.args.agent_id, self._secret, self._resolver
             )
         except Exception as e:
             # refused, unreachable, or rejected at the upgrade (401/403/404)
-            log("connect_failed", url=self.args.url, error=_brief(e))
+            log("connect_failed", url=self.args.url, error=connection.brief(e))
             return False
         if self._stop.is_set():
             ws.close(1000, "shutdown")
@@ -280,7 +243,7 @@ class Client:
         try:
             self._handlers[k](m)
         except Exception as e:
-            log("op_error", kind=k, error=pool.stack(e))
+            log("op_error", kind=k, error=stack(e))
             if "op_id" in m:
                 self._reply(m, False, error=f"agent error: {e!r}")
             else:
@@ -302,12 +265,6 @@ class Client:
     def _reply(self, op, ok, result=None, error=None):
         self._send("reply", op_id=op["op_id"], ok=ok, result=result, error=error)
 
-    def _track(self, coro):
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        return t
-
     def _should_give_up(self):
         return (
             time.monotonic() - self._last_contact_secs >= self.args.give_up_secs
@@ -315,9 +272,7 @@ class Client:
         )
 
     async def _destroy(self):
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.destroy()
         if self._log_flush_timer:
             self._log_flush_timer.cancel()
             self._log_flush_timer = None
@@ -338,7 +293,7 @@ class Client:
         if run.pid is not None and not c.started_sent:
             c.started_sent = True
             self._send("started", run_id=i, pid=run.pid)
-        b = getattr(run, "batch", None)
+        b = run.batch
         if b and b["job_id"] and c.batch_sent != b:
             c.batch_sent = dict(b)
             self._send("batch_state", run_id=i, **b)
@@ -395,7 +350,7 @@ class Client:
                 # the supervisor no longer wants it (it has its end state or
                 # gave up on it): stop it silently and drop it
                 self._cursors.pop(r.run_id, None)
-                self._track(self._drop(r.run_id))
+                self._tasks.spawn(self._drop(r.run_id))
                 continue
             c = self._cursors.get(r.run_id)
             if c is None:
@@ -427,7 +382,7 @@ class Client:
             return
         try:
             r = self.pool.start(msg)
-        except pool.PoolError as e:
+        except records.PoolError as e:
             log("run_refused", run_id=msg["run_id"], error=str(e))
             self._send("error", message=str(e))
             return
@@ -438,7 +393,7 @@ class Client:
             await self.pool.cancel(msg["run_id"])
             self._reply(msg, True)
 
-        self._track(_cancel())
+        self._tasks.spawn(_cancel())
 
     def _op_forget(self, msg):
         i = msg["run_id"]
@@ -449,7 +404,7 @@ class Client:
         self._cursors.pop(i, None)
 
     def _op_fetch_file(self, msg):
-        self._track(
+        self._tasks.spawn(
             self._file_op(
                 msg,
                 files.read_file,
@@ -461,12 +416,12 @@ class Client:
         )
 
     def _op_list_files(self, msg):
-        self._track(
+        self._tasks.spawn(
             self._file_op(msg, files.list_files, self.pool.run_root, msg["path"])
         )
 
     def _op_put_file(self, msg):
-        self._track(
+        self._tasks.spawn(
             self._file_op(
                 msg, files.write_file, self.pool.run_root, msg["path"], msg["content"]
             )
@@ -480,7 +435,7 @@ class Client:
         except OSError as e:
             self._reply(msg, False, error=f"{e.strerror or e}: {msg['path']}")
         except Exception as e:
-            log("file_op_error", kind=msg["kind"], error=pool.stack(e))
+            log("file_op_error", kind=msg["kind"], error=stack(e))
             self._reply(msg, False, error=f"agent error: {e!r}")
         else:
             self._reply(msg, True, result=r)
@@ -499,21 +454,3 @@ class Client:
         if ws is not None:
             # the exited messages are queued ahead of the close frame
             ws.close(1000, "shutdown")
-
-
-class UnixResolver(tornado.netutil.Resolver):
-    """Resolves every host to one unix socket (``--unix-socket``).
-
-    Tornado's TCP client connects to whatever address family a resolver
-    returns, so the websocket client works unchanged over a socket file.
-    """
-
-    def initialize(self, path):
-        self.path = path
-
-    async def resolve(self, host, port, family=socket.AF_UNSPEC):
-        return [(socket.AF_UNIX, self.path)]
-
-
-def _brief(e):
-    return f"{type(e).__name__}: {e}"[:300]

@@ -10,9 +10,8 @@ import base64
 import binascii
 import os
 import stat
-import tempfile
 
-from agent import pool
+from agent import rundir
 
 #: largest chunk ``fetch_file`` returns, below the message size limit once
 #: base64 encoded
@@ -28,7 +27,7 @@ class FileError(Exception):
 
 def read_file(root, path, max_bytes, offset=0):
     """Up to `max_bytes` of a regular file from `offset`, base64 encoded."""
-    p = pool.resolve_inside(root, path)
+    p = rundir.resolve_inside(root, path)
     if p is None:
         raise FileError(f"path={path!r} is not inside run_root")
     # O_NONBLOCK: a FIFO left by a simulation must not hang the thread
@@ -60,8 +59,8 @@ def read_file(root, path, max_bytes, offset=0):
 
 
 def write_file(root, path, content_b64):
-    """Write a file atomically and durably (temp file, fsync, rename)."""
-    p = pool.resolve_inside(root, path)
+    """Write a file atomically and durably (`agent.rundir.write_atomic`)."""
+    p = rundir.resolve_inside(root, path)
     if p is None:
         raise FileError(f"path={path!r} is not inside run_root")
     try:
@@ -71,24 +70,7 @@ def write_file(root, path, content_b64):
     if p.is_dir():
         raise FileError(f"path={path!r} is a directory")
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, t = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(t, p)
-    except BaseException:
-        try:
-            os.unlink(t)
-        except OSError:
-            pass
-        raise
-    d = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(d)
-    finally:
-        os.close(d)
+    rundir.write_atomic(p, c)
     return {"size": len(c)}
 
 
@@ -98,7 +80,7 @@ def list_files(root, path):
     Returns:
         dict: files: [{path (relative to `path`), size, mtime}], truncated
     """
-    d = pool.resolve_inside(root, path)
+    d = rundir.resolve_inside(root, path)
     if d is None:
         raise FileError(f"path={path!r} is not inside run_root")
     rv = []

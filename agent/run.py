@@ -13,8 +13,12 @@ import asyncio
 import collections
 import itertools
 import json
+import sys
 
 from agent import protocol
+
+#: argv element replaced by the agent's own interpreter
+PYTHON_ARG = "{python}"
 
 #: the run's log as a file in its run directory, next to its outputs
 LOG_FILE = "run.log"
@@ -147,6 +151,8 @@ class Run:
         self.dir = None
         self.kill_start_secs = None
         self.kill_timer = None
+        #: a Slurm job's {job_id, state, reason} (`agent.slurm_jobs.SlurmRun`)
+        self.batch = None
         self._emit = emit
         self._frame_bytes = 0
         self._frames_dropped = False
@@ -159,6 +165,14 @@ class Run:
     @property
     def is_exited(self):
         return self.state == "exited"
+
+    def log_fields(self):
+        """More ``key=value`` for the agent's log lines about this run."""
+        return {}
+
+    def command(self):
+        """The argv to execute: `PYTHON_ARG` is the agent's own interpreter."""
+        return [sys.executable if a == PYTHON_ARG else a for a in self.argv]
 
     def append_log(self, text):
         """Add text to the log (memory, `LOG_FILE`) and emit ``log``."""

@@ -1,10 +1,10 @@
 """Runs as Slurm jobs: the agent's pool on an HPC login node (``--slurm``).
 
-`SlurmPool` has the interface of `agent.pool.Pool` (start, cancel, forget,
-running, destroy, join, runs), but a run is a batch job: its directory is
-prepared on the shared filesystem, a script is submitted with ``sbatch
---parsable``, and the job is followed with ``squeue`` (and ``sacct`` once it
-has left the queue). Slurm gives no events, so this is the one place the
+`SlurmPool` is an `agent.records.Records` like `agent.pool.Pool` (start,
+cancel, forget, running, destroy, join, runs), but a run is a batch job
+(`agent.slurm_jobs.SlurmRun`): its directory is prepared on the shared
+filesystem, a script is submitted with ``sbatch --parsable``, and the job is
+followed with ``squeue`` (and ``sacct`` once it has left the queue). Slurm gives no events, so this is the one place the
 system polls, with backoff: quickly after a change, slower while nothing
 changes. A query that fails means the state is unknown, never that the job
 died. Progress, frames and log come from the job's output files, read as
@@ -16,20 +16,17 @@ run's record from the job's output files, which gives the same frames and
 log offsets the supervisor already has.
 
 The command lines, parsing and the state mapping are pure functions in
-`agent.slurm_text`, tested without Slurm.
+`agent.slurm_text`, tested without Slurm; a run's record and the job table
+are `agent.slurm_jobs`. The way of a run up to its submission is
+`agent.records`, shared with the local pool.
 """
 
 import asyncio
-import json
-import os
-import pathlib
-import sys
-import tempfile
 import time
 
-from agent import pool
-from agent.pool import log
-from agent.run import Output, Run
+from agent import records, rundir
+from agent.log import log
+from agent.slurm_jobs import JobTable, SlurmRun
 from agent.slurm_text import (
     ERR_FILE,
     OUT_FILE,
@@ -47,9 +44,6 @@ from agent.slurm_text import (
     time_limit_minutes,
 )
 
-#: the job table in the work directory
-JOBS_FILE = "jobs.json"
-
 #: how long one squeue/sacct/sbatch/scancel may take
 COMMAND_TIMEOUT_SECS = 30.0
 
@@ -65,47 +59,13 @@ TAIL_SECS = 0.25
 #: a job neither squeue nor sacct knows for this long has vanished
 VANISHED_SECS = 600.0
 
+#: most read from one output file per tick: the log stays bounded per step
+READ_BYTES = 4 * 1024 * 1024
+
 _MAX_ERROR_CHARS = 2000
 
 
-class JobTable:
-    """The jobs this agent submitted, durable in ``<work_dir>/jobs.json``.
-
-    run_id -> {"op": the run op without its inputs, "job_id",
-    "submitted_at", "started_at" (first seen RUNNING, wall time), "end":
-    {"status", "exit_code", "error"} or None}
-    """
-
-    def __init__(self, work_dir):
-        self.path = pathlib.Path(work_dir) / JOBS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.jobs = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            self.jobs = {}
-        except ValueError as e:
-            # a torn table cannot happen (atomic writes); keep the evidence
-            log("job_table_unreadable", path=str(self.path), error=str(e))
-            self.path.rename(self.path.with_suffix(".bad"))
-            self.jobs = {}
-
-    def save(self):
-        fd, t = tempfile.mkstemp(dir=self.path.parent, prefix=".jobs.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.jobs, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(t, self.path)
-        except BaseException:
-            try:
-                os.unlink(t)
-            except OSError:
-                pass
-            raise
-
-
-class SlurmPool(pool.Records):
+class SlurmPool(records.Records):
     """Runs as Slurm jobs; see the module doc.
 
     Args:
@@ -128,86 +88,86 @@ class SlurmPool(pool.Records):
         poll_secs=(0.25, 5.0),
         max_procs=64,
     ):
-        self.run_root = pathlib.Path(run_root).resolve()
-        self.run_root.mkdir(parents=True, exist_ok=True)
-        self.kill_grace_secs = kill_grace_secs
-        self.runs = {}
+        super().__init__(run_root, kill_grace_secs, on_event)
         self.table = JobTable(work_dir)
-        self._on_event = on_event
         self._poll_min, self._poll_max = poll_secs
         self._slots = asyncio.Semaphore(max_procs)
-        self._tasks = set()
-        self._destroyed = False
         self._wake = asyncio.Event()
         self._follower = None
         self._attach()
 
-    # --- the Pool interface ------------------------------------------------
+    # --- the hooks of records.Records ----------------------------------------
 
-    def start(self, op):
-        if self._destroyed:
-            raise pool.PoolError("pool is shut down")
-        if op["run_id"] in self.runs:
-            raise pool.PoolError(f"run_id={op['run_id']} is already held")
-        r = self._new_run(op)
-        r.task = self._spawn(self._submit(r))
-        return r
+    def _new_run(self, op):
+        return SlurmRun(op, self._emit)
 
-    def cancel(self, run_id):
-        r = self.runs.get(run_id)
-        f = asyncio.get_running_loop().create_future()
-        if r is None or r.is_exited:
-            f.set_result(None)
-            return f
-        if not r.canceled:
-            r.canceled = True
-            if r.job_id is None:
-                # not submitted yet: stop before sbatch (a submission in
-                # flight is canceled once its id is known)
-                if r.state in ("queued", "preparing"):
-                    r.task.cancel()
-            else:
-                self._spawn(self._scancel(r))
-        return asyncio.shield(r.ended)
+    def _lane(self, run):
+        return self._slots
+
+    def _goes_on(self, run):
+        # submitted: the job does not need the agent (a new one re-attaches it)
+        return run.job_id is not None
+
+    def _kill(self, run):
+        if run.job_id is not None:
+            self._tasks.spawn(self._scancel(run))
+        # spawning: a submission in flight is canceled once its id is known
 
     def _forgotten(self, run_id):
         if self.table.jobs.pop(run_id, None) is not None:
             self.table.save()
 
-    def destroy(self):
-        """Stop following; the jobs go on (a new agent re-attaches them)."""
-        if self._destroyed:
-            return
-        self._destroyed = True
-        for t in list(self._tasks):
-            t.cancel()
+    def _prepare(self, run):
+        super()._prepare(run)
+        p = run.dir / SCRIPT_FILE
+        p.write_text(job_script(run.run_id, run.command(), run.cores))
+        p.chmod(0o700)
 
-    async def join(self):
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        for r in self.runs.values():
-            r.close_log_file()
+    async def _launch(self, run):
+        """Submit the job (its id, or the run ends with Slurm's refusal)."""
+        try:
+            out = await _command(
+                sbatch_argv(
+                    run.run_id,
+                    run.dir,
+                    run.cores,
+                    run.max_run_secs,
+                    run.batch_options,
+                )
+            )
+            run.job_id = parse_sbatch(out)
+        except SlurmError as x:
+            self._finish(run, "error", None, f"Slurm refused the job: {x}")
+
+    async def _launched(self, run):
+        """Record the job (durably) and follow it."""
+        run.pid = 0
+        run.state = "running"
+        self.table.jobs[run.run_id] = dict(
+            op={k: v for k, v in run.op.items() if k != "inputs"},
+            job_id=run.job_id,
+            submitted_at=time.time(),
+            started_at=None,
+            end=None,
+        )
+        await asyncio.to_thread(self.table.save)
+        run.submitted = asyncio.get_running_loop().time()
+        log("submitted", run_id=run.run_id, job_id=run.job_id)
+        self._log_submitted(run)
+        self._set_batch(run, "PENDING", "submitted")
+        self._emit(run, "started")
+        if run.canceled:
+            self._tasks.spawn(self._scancel(run))
+        self._poke()
 
     # --- runs ----------------------------------------------------------------
-
-    def _new_run(self, op):
-        r = Run(op, self._emit)
-        r.batch = dict(job_id=None, state="", reason="")
-        r.job_id = None
-        r.started_at = None
-        r.out = Output(r)
-        r.offsets = {OUT_FILE: 0, ERR_FILE: 0}
-        r.last_seen = time.monotonic()
-        #: loop time of the submission (0: submitted by an agent before us)
-        r.submitted = 0.0
-        self.runs[r.run_id] = r
-        return r
 
     def _attach(self):
         """Runs of the job table (an agent before us submitted them)."""
         for i, e in self.table.jobs.items():
-            r = self._new_run(dict(e["op"], inputs={}))
-            r.dir = pool.resolve_inside(self.run_root, r.run_dir)
+            r = SlurmRun(dict(e["op"], inputs={}), self._emit)
+            self.runs[r.run_id] = r
+            r.dir = rundir.resolve_inside(self.run_root, r.run_dir)
             r.job_id = e["job_id"]
             r.started_at = e.get("started_at")
             r.pid = 0
@@ -229,76 +189,6 @@ class SlurmPool(pool.Records):
                 self._finish(r, **e["end"])
         if self.running():
             self._poke()
-
-    def _spawn(self, coro):
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        return t
-
-    async def _submit(self, run):
-        try:
-            e = await pool.claim_dir(self.run_root, run, self.runs)
-            if e:
-                self._finish(run, "error", None, e)
-                return
-            async with self._slots:
-                run.state = "preparing"
-                try:
-                    await asyncio.to_thread(self._prepare, run)
-                    run.open_log_file()
-                except OSError as x:
-                    self._finish(run, "error", None, f"cannot prepare run_dir: {x}")
-                    return
-                run.state = "spawning"
-                try:
-                    out = await _command(
-                        sbatch_argv(
-                            run.run_id,
-                            run.dir,
-                            run.cores,
-                            run.max_run_secs,
-                            run.batch_options,
-                        )
-                    )
-                    run.job_id = parse_sbatch(out)
-                except SlurmError as x:
-                    self._finish(run, "error", None, f"Slurm refused the job: {x}")
-                    return
-            run.pid = 0
-            run.state = "running"
-            self.table.jobs[run.run_id] = dict(
-                op={k: v for k, v in run.op.items() if k != "inputs"},
-                job_id=run.job_id,
-                submitted_at=time.time(),
-                started_at=None,
-                end=None,
-            )
-            await asyncio.to_thread(self.table.save)
-            run.submitted = asyncio.get_running_loop().time()
-            log("submitted", run_id=run.run_id, job_id=run.job_id)
-            self._log_submitted(run)
-            self._set_batch(run, "PENDING", "submitted")
-            self._emit(run, "started")
-            if run.canceled:
-                self._spawn(self._scancel(run))
-            self._poke()
-        except asyncio.CancelledError:
-            if run.job_id is None:
-                self._finish(run, "canceled", None, None)
-            if self._destroyed:
-                raise
-            asyncio.current_task().uncancel()
-        except Exception as e:
-            log("run_error", run_id=run.run_id, error=pool.stack(e))
-            self._finish(run, "error", None, f"agent error: {e!r}")
-
-    def _prepare(self, run):
-        pool.prepare_dir(run.dir, run.params, run.inputs)
-        argv = [sys.executable if a == pool.PYTHON_ARG else a for a in run.argv]
-        p = run.dir / SCRIPT_FILE
-        p.write_text(job_script(run.run_id, argv, run.cores))
-        p.chmod(0o700)
 
     def _log_submitted(self, run):
         # the same text when re-attached: the log's offsets must not move
@@ -330,7 +220,7 @@ class SlurmPool(pool.Records):
         """Query Slurm soon (a change is expected)."""
         self._wake.set()
         if self._follower is None or self._follower.done():
-            self._follower = self._spawn(self._follow())
+            self._follower = self._tasks.spawn(self._follow())
 
     # --- following -----------------------------------------------------------
 
@@ -353,7 +243,7 @@ class SlurmPool(pool.Records):
                     # Slurm starts a new job within a scheduling pass or
                     # two: do not back off before it has had them
                     delay = min(delay, self._poll_min)
-                if any(getattr(r, "cancel_sent", False) for r in live):
+                if any(r.cancel_sent for r in live):
                     # a cancel waits for Slurm's confirmation (COMPLETING
                     # lasts tens of ms): ask often, it is short
                     delay = CANCEL_POLL_SECS
@@ -441,7 +331,7 @@ class SlurmPool(pool.Records):
         if state in TERMINAL:
             if state == "FAILED" and exit_code is None:
                 # squeue has no exit code; sacct does (later round)
-                self._spawn(self._exit_code(run))
+                self._tasks.spawn(self._exit_code(run))
                 return changed
             self._read_output(run, final=True)
             st, e = end_of(
@@ -464,11 +354,11 @@ class SlurmPool(pool.Records):
         ):
             run.timed_out = True
             log("run_timed_out", run_id=run.run_id, max_run_secs=run.max_run_secs)
-            self._spawn(self._scancel(run))
+            self._tasks.spawn(self._scancel(run))
         return changed
 
     async def _exit_code(self, run):
-        if getattr(run, "asking_exit", False):
+        if run.asking_exit:
             return
         run.asking_exit = True
         try:
@@ -487,26 +377,13 @@ class SlurmPool(pool.Records):
             self.table.save()
         self._finish(run, status, exit_code, error)
 
-    def _finish(self, run, status, exit_code, error):
-        if run.is_exited:
-            return
-        run.close_log_file()
-        run.state = "exited"
-        run.status = status
-        run.exit_code = exit_code
-        run.error = error
-        log("run_exited", run_id=run.run_id, status=status, job_id=run.job_id)
-        self._emit(run, "exited")
-        if not run.ended.done():
-            run.ended.set_result(None)
-
     def _read_output(self, run, final=False):
         """New bytes of the job's stdout and stderr go to the run's record."""
         for n, fd in ((OUT_FILE, 1), (ERR_FILE, 2)):
             try:
                 with open(run.dir / n, "rb") as f:
                     f.seek(run.offsets[n])
-                    b = f.read(pool_read_bytes())
+                    b = f.read(READ_BYTES)
             except FileNotFoundError:
                 continue
             except OSError as e:
@@ -517,11 +394,6 @@ class SlurmPool(pool.Records):
                 run.out.pipe_data_received(fd, b)
         if final:
             run.out.flush()
-
-
-def pool_read_bytes():
-    """Most read from one output file per tick: the log stays bounded per step."""
-    return 4 * 1024 * 1024
 
 
 async def _command(argv):

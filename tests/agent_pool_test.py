@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agent import client, pool, protocol, run
+from agent import connection, pool, protocol, records, run, rundir
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -149,7 +149,7 @@ async def test_heat_completes_with_events_in_order(make_pool, events):
     assert "heat: nx=21" in t and "heat: wrote" in t
     assert protocol.REPORT_PREFIX not in t
     assert (r.dir / run.LOG_FILE).read_text() == t
-    assert json.loads((r.dir / pool.PARAMS_FILE).read_text()) == {
+    assert json.loads((r.dir / rundir.PARAMS_FILE).read_text()) == {
         "steps": 2000,
         "nx": 21,
     }
@@ -308,7 +308,7 @@ async def test_inputs_and_a_fresh_run_dir(make_pool, tmp_path):
     await r.ended
     assert r.status == "completed", r.error
     assert "['in.txt', 'params.json', 'run.log'] hello" in r.log.text_from(0, 999)[1]
-    for n in ("../x", "a/b", "", ".", pool.PARAMS_FILE):
+    for n in ("../x", "a/b", "", ".", rundir.PARAMS_FILE):
         b = p.start(_op(f"bad{len(p.runs)}", s, inputs={n: "x"}))
         await b.ended
         assert b.status == "error" and "plain file name" in b.error
@@ -319,7 +319,7 @@ async def test_spawn_failure_is_an_error(make_pool):
     r = p.start(_op("n1", ["/nonexistent/simulation"]))
     await r.ended
     assert r.status == "error" and "cannot start" in r.error
-    with pytest.raises(pool.PoolError):
+    with pytest.raises(records.PoolError):
         p.start(_op("n1", ["/nonexistent/simulation"]))
 
 
@@ -376,7 +376,7 @@ async def test_destroy_kills_everything(make_pool, events):
     p.destroy()
     await p.join()
     assert not pool._group_pids(r.pid) and not any(_alive(k) for k in kids)
-    with pytest.raises(pool.PoolError):
+    with pytest.raises(records.PoolError):
         p.start(_op("k2", _code("sleep")))
 
 
@@ -398,12 +398,12 @@ def test_log_text_keeps_the_tail_with_offsets():
 
 def test_backoff_is_exponential_with_full_jitter():
     def caps(n):
-        return [client.backoff_secs(a, 0.1, 10, rand=lambda: 1.0) for a in range(n)]
+        return [connection.backoff_secs(a, 0.1, 10, rand=lambda: 1.0) for a in range(n)]
 
     assert caps(9) == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10, 10])
-    assert client.backoff_secs(3, 0.1, 10, rand=lambda: 0.0) == 0
-    assert client.backoff_secs(10**6, 0.1, 10, rand=lambda: 0.5) == 5
-    assert 0 <= client.backoff_secs(2, 0.1, 10) < 0.4
+    assert connection.backoff_secs(3, 0.1, 10, rand=lambda: 0.0) == 0
+    assert connection.backoff_secs(10**6, 0.1, 10, rand=lambda: 0.5) == 5
+    assert 0 <= connection.backoff_secs(2, 0.1, 10) < 0.4
 
 
 def test_agent_imports_no_pykern():

@@ -1,10 +1,10 @@
-"""agent.slurm_text and the job table of agent.slurm, without Slurm: command lines, parsing, the state mapping, the job table."""
+"""agent.slurm_text and the job table of agent.slurm_jobs, without Slurm: command lines, parsing, the state mapping, the job table."""
 
 import pathlib
 
 import pytest
 
-from agent import slurm, slurm_text
+from agent import slurm_jobs, slurm_text
 
 
 def test_time_limit_is_whole_minutes_never_below_the_run_limit():
@@ -106,11 +106,11 @@ def test_end_of_maps_slurm_states(
 
 
 def test_job_table_is_durable_and_survives_a_bad_file(tmp_path):
-    t = slurm.JobTable(tmp_path)
+    t = slurm_jobs.JobTable(tmp_path)
     t.jobs["r-1"] = {"job_id": "12", "op": {"run_id": "r-1"}, "end": None}
     t.save()
-    assert slurm.JobTable(tmp_path).jobs == t.jobs
+    assert slurm_jobs.JobTable(tmp_path).jobs == t.jobs
     assert not list(tmp_path.glob(".jobs.*"))
-    (tmp_path / slurm.JOBS_FILE).write_text("{torn")
-    assert slurm.JobTable(tmp_path).jobs == {}
+    (tmp_path / slurm_jobs.JOBS_FILE).write_text("{torn")
+    assert slurm_jobs.JobTable(tmp_path).jobs == {}
     assert (tmp_path / "jobs.bad").read_text() == "{torn"
