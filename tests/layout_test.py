@@ -44,12 +44,12 @@ def test_no_import_cycle(package):
 
     def visit(n, path):
         if n in path:
-            c = path[path.index(n) :] + [n]
+            c = [*path[path.index(n) :], n]
             pytest.fail(f"import cycle: {' -> '.join(c)}")
         if n in done:
             return
         for m in sorted(graph[n]):
-            visit(m, path + [n])
+            visit(m, [*path, n])
         done.add(n)
 
     for n in sorted(graph):
