@@ -99,8 +99,9 @@ class Job:
         self.situation = d.get("situation", "")
         #: why it waits, for programs: None, or {"reason": CODE, ...details}
         self.wait = d.get("wait")
-        #: a cancel waits for the agent to confirm the process is gone
-        self.canceling = d.get("canceling", False)
+        #: a cancel waits for the agent to confirm the process is gone; never
+        #: true in a loaded document: the cancel did not survive the restart
+        self.canceling = False
         self.queue_position = d.get("queue_position")
         #: a batch job's scheduler view: {job_id, state, reason} (sbatch)
         self.batch = d.get("batch")
@@ -136,7 +137,8 @@ class Job:
         self.progress = 0.0
         self.frames = 0
         self.situation = "queued"
-        self.wait = None
+        # until its dispatch has checked the prerequisites (a moment later)
+        self.wait = {"reason": "queued"}
         self.canceling = False
         self.queue_position = None
         self.batch = None

@@ -320,3 +320,23 @@ def test_run_ids_keep_order_past_the_suffix_width():
     a = r.next()
     b = r.next()
     assert a < b, f"{a!r} !< {b!r}"
+
+
+def test_wait_and_canceling_follow_the_run():
+    j = job.Job()
+    j.queue("r1", 1, "local", "run", 1.0)
+    # a waiting job always says why, even before its first check
+    assert j.wait == {"reason": "queued"} and not j.canceling
+    assert j.waiting("waiting for 2 cores", {"reason": "cores", "cores": 2})
+    assert not j.waiting("waiting for 2 cores", {"reason": "cores", "cores": 2})
+    assert j.to_dict()["wait"] == {"reason": "cores", "cores": 2}
+    j.transition(job.STARTING)
+    j.waiting("starting", None)
+    j.canceling = True
+    j.end(job.CANCELED, 2.0)
+    assert j.wait is None and not j.canceling and j.situation == ""
+
+
+def test_canceling_does_not_survive_a_restart():
+    j = job.Job({"status": job.RUNNING, "run_id": "r1", "canceling": True})
+    assert not j.canceling
