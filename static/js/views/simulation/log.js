@@ -2,15 +2,16 @@
 // live from the pushes, following the end unless the reader scrolled up.
 
 import { h } from "../../dom.js";
+import { FeedCard } from "./feedcard.js";
 import { LogFeed, MAX_LOG_CHARS } from "../../feeds.js";
 
-export class LogCard {
+export class LogCard extends FeedCard {
     /**
      * @param id the simulation's id
      * @param job the job as the page has it now
      */
     constructor({ id, job }) {
-        this.job = job;
+        super(job);
         this.log = h("pre.log", { id: "log", tabindex: "0", "aria-label": "Log of the current run" });
         this.info = h("span.muted.log-info");
         this.el = h(
@@ -27,23 +28,6 @@ export class LogCard {
             },
         });
         this.render(true, "");
-    }
-
-    destroy() {
-        this.feed.closed = true;
-    }
-
-    /** A new run starts a new log. */
-    showJob(job) {
-        this.job = job;
-        if (job.run_id !== this.feed.runId) {
-            this.feed.reset(job.run_id);
-        }
-    }
-
-    /** Fetch what the pushes did not bring (on open, after a reconnect). */
-    sync() {
-        this.feed.sync();
     }
 
     push(m) {

@@ -2,17 +2,18 @@
 // plot of the current run's in situ frames, or an analysis's result.
 
 import { h } from "../../dom.js";
+import { FeedCard } from "./feedcard.js";
 import { FrameFeed } from "../../feeds.js";
 import { FramePlot } from "../../plot.js";
 
-export class PlotCard {
+export class PlotCard extends FeedCard {
     /**
      * @param id the simulation's id
      * @param code the simulation's code (its kind names the card)
      * @param job the job as the page has it now
      */
     constructor({ id, code, job }) {
-        this.job = job;
+        super(job);
         const plotEl = h("div.plot", { id: "plot" });
         this.caption = h("p.plot-caption.muted", { id: "plot-caption" });
         this.plot = new FramePlot(plotEl, this.caption);
@@ -33,21 +34,8 @@ export class PlotCard {
     }
 
     destroy() {
-        this.feed.closed = true;
+        super.destroy();
         this.plot.destroy();
-    }
-
-    /** A new run starts a new plot. */
-    showJob(job) {
-        this.job = job;
-        if (job.run_id !== this.feed.runId) {
-            this.feed.reset(job.run_id);
-        }
-    }
-
-    /** Fetch what the pushes did not bring (on open, after a reconnect). */
-    sync() {
-        this.feed.sync();
     }
 
     push(m) {
