@@ -79,13 +79,17 @@ class Admin:
     def hosts(self):
         return [t.to_dict() for t in self._resources.targets.values()]
 
-    def drain(self, name, body):
-        """Stop (``drain: true``, the default) or resume new work on a host."""
+    def host(self, name):
+        """The target `name` (`resources.Target`), or NotFound."""
         t = self._resources.targets.get(name)
         if t is None:
             raise errors.NotFound("unknown_host", f"no host {name}")
-        self._resources.drain(name, bool(body.get("drain", True)))
-        return t.to_dict()
+        return t
+
+    def drain(self, target, body):
+        """Stop (``drain: true``, the default) or resume new work on a host."""
+        self._resources.drain(target.name, bool(body.get("drain", True)))
+        return target.to_dict()
 
     # --- users -----------------------------------------------------------------
 
@@ -99,11 +103,15 @@ class Admin:
         await f
         return dict(u.to_dict(), token=t)
 
-    async def update_user(self, name, body):
-        """Role, plan, a new token, or revoke every token (and end their streams)."""
+    def user(self, name):
+        """The user `name`, or NotFound."""
         u = self._users.get(name)
         if u is None:
             raise errors.NotFound("unknown_user", f"no user {name}")
+        return u
+
+    async def update_user(self, u, body):
+        """Role, plan, a new token, or revoke every token (and end their streams)."""
         t, f = self._users.update(
             u,
             role=body.get("role"),

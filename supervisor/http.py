@@ -1,5 +1,7 @@
-"""The JSON HTTP API of API.md: thin handlers, each calling one service method.
+"""The JSON HTTP API of API.md: thin handlers, each calling one service.
 
+A handler looks its object up first and reads its input after, so an
+unknown object is a 404 before bad input is a 400.
 Errors are translated here, in one place: `errors.Error` becomes its status
 and ``{"error", "message"}``; anything else a logged 500. Clients send a
 bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
@@ -149,7 +151,8 @@ class Simulation(Base):
         self.reply(self.sv.sims.get(self.require_user(), sim_id).to_dict())
 
     async def patch(self, sim_id):
-        self.reply(await self.sv.sims.update(self.require_user(), sim_id, self.body()))
+        s = self.sv.sims.get(self.require_user(), sim_id)
+        self.reply(await self.sv.sims.update(s, self.body()))
 
     async def delete(self, sim_id):
         self.reply(await self.sv.sims.delete(self.require_user(), sim_id))
@@ -158,7 +161,8 @@ class Simulation(Base):
 class Run(Base):
     async def post(self, sim_id):
         u = self.require_user()
-        self.reply(await self.sv.sims.run(u, sim_id, self.body()), 202)
+        s = self.sv.sims.get(u, sim_id)
+        self.reply(await self.sv.sims.run(u, s, self.body()), 202)
 
 
 class Cancel(Base):
@@ -173,14 +177,14 @@ class Job(Base):
 
 class Frames(Base):
     def get(self, sim_id):
-        u = self.require_user()
-        self.reply(self.sv.sims.frames(u, sim_id, _int_arg(self, "since", 0)))
+        s = self.sv.sims.get(self.require_user(), sim_id)
+        self.reply(self.sv.sims.frames(s, _int_arg(self, "since", 0)))
 
 
 class Log(Base):
     def get(self, sim_id):
-        u = self.require_user()
-        t, end, run_id = self.sv.sims.log(u, sim_id, _int_arg(self, "tail", None))
+        s = self.sv.sims.get(self.require_user(), sim_id)
+        t, end, run_id = self.sv.sims.log(s, _int_arg(self, "tail", None))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         # where the text ends in the whole log: pushed log messages carry
         # offsets, so a client can join this tail and the pushes exactly
@@ -218,12 +222,12 @@ class File(Base):
 
 class SignInHosts(Base):
     def get(self):
-        self.reply(self.sv.sign_in.hosts(self.user))
+        self.reply(self.sv.sign_in.hosts(self.require_user()))
 
 
 class SignIn(Base):
     async def post(self):
-        self.reply(await self.sv.sign_in.sign_in(self.user, self.body()))
+        self.reply(await self.sv.sign_in.sign_in(self.require_user(), self.body()))
 
 
 class AdminJobs(Base):
@@ -270,7 +274,8 @@ class AdminHosts(Base):
 class AdminDrain(Base):
     def post(self, name):
         self.require_admin()
-        self.reply(self.sv.admin.drain(name, self.body()))
+        t = self.sv.admin.host(name)
+        self.reply(self.sv.admin.drain(t, self.body()))
 
 
 class AdminUsers(Base):
@@ -286,7 +291,8 @@ class AdminUsers(Base):
 class AdminUser(Base):
     async def patch(self, name):
         self.require_admin()
-        self.reply(await self.sv.admin.update_user(name, self.body()))
+        u = self.sv.admin.user(name)
+        self.reply(await self.sv.admin.update_user(u, self.body()))
 
 
 class Metrics(Base):

@@ -41,7 +41,7 @@ class Reports:
             return
         j.batch = b
         if j.status == job.RUNNING:
-            j.situation = batch_situation(b)
+            j.waiting(batch_situation(b), None)
             if b["state"] == "RUNNING" and not r.has_max_run():
                 self._runs.arm_max_run(r)
         self._runs.changed(r.sim)

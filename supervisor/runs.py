@@ -362,7 +362,9 @@ class Runs(agents.Watcher):
         self.changed(run.sim)
 
     def _grace_secs(self, run):
-        return self._drivers[run.sim.job.driver].lost_grace_secs
+        # a driver no longer configured: its runs still get the global grace
+        d = self._drivers.get(run.sim.job.driver)
+        return d.lost_grace_secs if d else self._cfg.lost_grace_secs
 
     def _grace_expired(self, run):
         if not run.destroyed and run.sim.job.status == job.LOST:

@@ -68,7 +68,9 @@ class SignIn(Watcher):
             errors.Error: bad input, or the driver's `LoginFailed`
         """
         h = body.get("host")
-        d = self._driver(h if isinstance(h, str) else None)
+        if not isinstance(h, str):
+            raise errors.NotFound("unknown_host", f"there is no login node {h!r}")
+        d = self._driver(h)
         c = _credentials(body, d.login_hosts()[h]["otp"], h)
         try:
             a = await self._start(user.name, d, h, c)

@@ -45,8 +45,7 @@ class Sims:
         self._publish(s)
         return s.to_dict()
 
-    async def update(self, user, sim_id, body):
-        sim = self.get(user, sim_id)
+    async def update(self, sim, body):
         x = set(body) - {"name", "params"}
         if x:
             raise errors.BadInput("bad_field", f"cannot change {', '.join(sorted(x))}")
@@ -105,10 +104,9 @@ class Sims:
 
     # --- the run, as a user asks for it ----------------------------------------
 
-    async def run(self, user, sim_id, body):
-        """Queue a run (`runs.Runs.run`); returns the job."""
-        s = self.get(user, sim_id)
-        j = await self._runs.run(user, s, body.get("cores"), body.get("driver"))
+    async def run(self, user, sim, body):
+        """Queue a run of `sim` for `user` (`runs.Runs.run`); returns the job."""
+        j = await self._runs.run(user, sim, body.get("cores"), body.get("driver"))
         return j.to_dict()
 
     async def cancel(self, user, sim_id, error=None):
@@ -120,21 +118,19 @@ class Sims:
     def job(self, user, sim_id):
         return self.get(user, sim_id).job.to_dict()
 
-    def frames(self, user, sim_id, since):
-        s = self.get(user, sim_id)
+    def frames(self, sim, since):
         return {
-            "frames": s.frames[since:],
-            "next": len(s.frames),
-            "run_id": s.job.run_id,
+            "frames": sim.frames[since:],
+            "next": len(sim.frames),
+            "run_id": sim.job.run_id,
         }
 
-    def log(self, user, sim_id, tail):
+    def log(self, sim, tail):
         """The log's tail: (text, where it ends in the whole log, run id)."""
-        s = self.get(user, sim_id)
-        t = s.log_tail
+        t = sim.log_tail
         if tail is not None:
             t = "".join(t.splitlines(keepends=True)[-tail:]) if tail else ""
-        return t, s.log_chars, s.job.run_id or ""
+        return t, sim.log_chars, sim.job.run_id or ""
 
 
 def _name(v):

@@ -398,3 +398,30 @@ async def test_revoking_tokens_closes_event_streams(server):
     # closed by the server: nothing more arrives
     assert await ws.read_message() is None
     ws.close()
+
+
+@pytest.mark.parametrize(
+    "method,path,code",
+    [
+        ("PATCH", "/simulations/abcdef", "unknown_simulation"),
+        ("POST", "/simulations/abcdef/run", "unknown_simulation"),
+        ("GET", "/simulations/abcdef/frames?since=x", "unknown_simulation"),
+        ("GET", "/simulations/abcdef/log?tail=x", "unknown_simulation"),
+        ("POST", "/admin/hosts/nohost/drain", "unknown_host"),
+        ("PATCH", "/admin/users/nobody", "unknown_user"),
+    ],
+)
+def test_unknown_object_before_bad_input(server, method, path, code):
+    """An unknown object is a 404 whatever the input; nothing changes."""
+    before = _state(server)
+    r = server.api(method, path, data=b"{not json", expect=404)
+    assert r.json()["error"] == code
+    assert _state(server) == before
+
+
+@pytest.mark.parametrize(
+    "method,path", [("GET", "/sbatch/hosts"), ("POST", "/sbatch/login")]
+)
+def test_sign_in_needs_credentials(server, method, path):
+    r = server.api(method, path, user=None, json={"host": "x"}, expect=401)
+    assert r.json()["error"] == "unauthorized"

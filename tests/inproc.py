@@ -121,6 +121,12 @@ class World:
             "id"
         ]
 
+    async def run(self, sim_id):
+        """Request a run of `sim_id`, as ``POST .../run`` does; returns the job."""
+        return await self.sv.sims.run(
+            self.user, self.sv.sims.get(self.user, sim_id), {}
+        )
+
     def send(self, agent, kind, **fields):
         """A frame from the agent, through the ``/agent`` handler table."""
         m = protocol.parse(
@@ -154,7 +160,7 @@ class World:
 
     async def running(self, sim_id):
         """Run `sim_id` to `running`; returns (agent, conn, run op)."""
-        await self.sv.sims.run(self.user, sim_id, {})
+        await self.run(sim_id)
         a, c = await self.started_agent()
         op = await c.next("run")
         self.send(a, "started", run_id=op["run_id"], pid=2)

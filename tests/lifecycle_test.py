@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from inproc import HOST, World
+from inproc import HOST, Push, World
 from supervisor import agent_state, job
 
 
@@ -32,7 +32,7 @@ def _run(w, sim_id):
 async def test_ownership_from_queue_to_end(world):
     w = world
     s = await w.sim(secs=1)
-    j = await w.sv.sims.run(w.user, s, {})
+    j = await w.run(s)
     # by the time the run is durable, its dispatch may already wait for the agent
     assert j["status"] == "queued" and not j["canceling"]
     assert j["wait"] in ({"reason": "queued"}, {"reason": "agent_start", "host": HOST})
@@ -71,7 +71,7 @@ async def test_messages_of_another_run_are_ignored(world):
 async def test_start_deadline(world):
     w = world
     s = await w.sim(secs=1)
-    await w.sv.sims.run(w.user, s, {})
+    await w.run(s)
     a, c = await w.started_agent()
     await c.next("run")
     j = await w.push.until(lambda j: j["status"] == "error")
@@ -163,7 +163,7 @@ async def test_waits_say_why(world):
     s1 = await w.sim(secs=1)
     s2 = await w.sim(secs=1)
     _a, _c, _op = await w.running(s1)
-    await w.sv.sims.run(w.user, s2, {})
+    await w.run(s2)
     j = await w.push.until(lambda j: j["wait"] not in (None, {"reason": "queued"}))
     assert j["wait"] == {"reason": "user_limit", "max_running": 1}
     assert "running jobs" in j["situation"]
@@ -173,9 +173,33 @@ async def test_sign_in_wait(tmp_path):
     w = await World(tmp_path, driver_args={"needs_login": True}).start()
     try:
         s = await w.sim(secs=1)
-        await w.sv.sims.run(w.user, s, {})
+        await w.run(s)
         j = await w.push.until(lambda j: j["wait"] not in (None, {"reason": "queued"}))
         assert j["wait"] == {"reason": "sign_in", "host": HOST}
         assert j["status"] == "queued" and w.sv.agents.all() == []
+    finally:
+        await w.stop()
+
+
+async def test_restart_lost_then_grace(tmp_path):
+    """After a restart a running run is lost; with its driver gone, still graced."""
+    cfg = dict(lost_grace_secs=0.2, agent_start_timeout_secs=0.3)
+    w = await World(tmp_path, **cfg).start()
+    s = await w.sim(secs=1)
+    await w.running(s)
+    await w.stop()
+    w = World(tmp_path, **cfg)
+    w.sv.drivers.pop("local")
+    w.user = w.sv.users.get("alice")
+    w.push = Push(w.sv.hub, w.user)
+    w.sv.agents.load()
+    w.sv.runs.recover(w.sv.sim_store.load())
+    try:
+        j = w.sv.sim_store.by_id[s].job
+        assert j.status == job.LOST
+        assert j.wait == {"reason": "agent_lost", "host": HOST}
+        assert "supervisor restarted" in j.situation
+        e = await w.push.until(lambda j: j["status"] == "error")
+        assert "did not return within 0.2 s" in e["error"]
     finally:
         await w.stop()
