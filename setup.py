@@ -20,6 +20,10 @@ setuptools.setup(
         "asyncssh",
         # only for its bundled plotly.min.js, which the GUI loads from us
         "plotly",
+        # typed, strict request bodies; their JSON Schema for /api/openapi.json
+        "msgspec",
+        # /api/docs, offline
+        "swagger-ui-bundle",
     ],
     extras_require={
         # the agent alone needs only tornado; see agent/__init__.py
@@ -31,6 +35,8 @@ setuptools.setup(
             "ruff",
             "black",
             "playwright",
+            "hypothesis",
+            "schemathesis",
         ],
     },
     entry_points={"console_scripts": ["supervisor=supervisor.cli:main"]},

@@ -1,113 +1,41 @@
 """The JSON HTTP API of API.md: thin handlers, each calling one service.
 
 A handler looks its object up first and reads its input after, so an
-unknown object is a 404 before bad input is a 400.
-Errors are translated here, in one place: `errors.Error` becomes its status
-and ``{"error", "message"}``; anything else a logged 500. Clients send a
-bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
-header (`auth`). Someone else's object is a 404, never a 403.
+unknown object is a 404 before bad input is a 400. The base class
+(`http_base`) checks credentials and bodies and translates errors; the
+admin handlers are `http_admin`. `ROUTES` is the one table of paths: the
+Tornado routes and the OpenAPI document are both made from it.
 """
 
-import json
 import mimetypes
-import time
 
+import swagger_ui_bundle
 import tornado.web
-from pykern.pkdebug import pkdexc, pkdlog
 
-from supervisor import VERSION, auth, errors
-
-
-class Base(tornado.web.RequestHandler):
-    def initialize(self, sv):
-        self.sv = sv
-        self.user = None
-        self._t0 = time.perf_counter()
-
-    def prepare(self):
-        self.user = auth.user(self, self.sv.users)
-        if len(self.request.body) > self.sv.cfg.max_body_bytes:
-            raise errors.TooLarge("body_too_large", "request body is too large")
-
-    def check_xsrf_cookie(self):
-        # only the session cookie is sent by browsers on their own: a bearer
-        # token or no credential at all (a 401 follows) carries no XSRF risk;
-        # nor does a stale session cookie (revoked, or a new cookie secret),
-        # which must not stop a browser that lost its _xsrf cookie from
-        # signing in again
-        if auth.bearer(self.request) is not None:
-            return
-        if auth.session_user(self, self.sv.users) is None:
-            return
-        super().check_xsrf_cookie()
-
-    def require_user(self):
-        if self.user is None:
-            raise errors.Unauthorized()
-        return self.user
-
-    def require_admin(self):
-        u = self.require_user()
-        if not u.is_admin():
-            raise errors.Forbidden()
-        return u
-
-    def body(self):
-        if not self.request.body:
-            return {}
-        try:
-            b = json.loads(self.request.body)
-        except ValueError as e:
-            raise errors.BadInput("bad_json", f"body is not JSON: {e}") from e
-        if not isinstance(b, dict):
-            raise errors.BadInput("bad_json", "body must be a JSON object")
-        return b
-
-    def whoami(self, user):
-        return dict(self.sv.users.whoami(user), xsrf=self.xsrf_token.decode())
-
-    def reply(self, obj, status=200):
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(obj))
-
-    def _handle_request_exception(self, e):
-        if isinstance(e, errors.Error):
-            if not self._finished:
-                self.reply(errors.body(e), e.status)
-            return
-        if isinstance(e, tornado.web.HTTPError):
-            if not self._finished:
-                m = e.log_message or e.reason or "request refused"
-                self.reply({"error": "http_error", "message": m}, e.status_code)
-            return
-        pkdlog(
-            "{} {} error={} stack={}",
-            self.request.method,
-            self.request.path,
-            e,
-            pkdexc(),
-        )
-        if not self._finished:
-            self.reply(
-                {"error": "internal", "message": "internal error; it was logged"}, 500
-            )
-
-    def on_finish(self):
-        self.sv.metrics.observe_request(
-            self.request.method, self.get_status(), time.perf_counter() - self._t0
-        )
+from supervisor import VERSION, auth, errors, http_admin, openapi, schema
+from supervisor.http_base import Base, int_arg
+from supervisor.openapi import PUBLIC, Op, ops
 
 
 class Health(Base):
+    api = ops(get=Op("is the service up", schema.Health, auth=PUBLIC))
+
     def get(self):
         self.reply({"ok": True, "version": VERSION})
 
 
 class Login(Base):
+    api = ops(
+        post=Op(
+            "sign in with a token: a session cookie",
+            schema.Whoami,
+            request=schema.Login,
+            auth=PUBLIC,
+        )
+    )
+
     def post(self):
-        u = self.sv.users.by_token(self.body().get("token"))
+        u = self.sv.users.by_token(self.body(schema.Login)["token"])
         if u is None:
             raise errors.Unauthorized("that token is not valid")
         self.set_signed_cookie(
@@ -121,70 +49,133 @@ class Login(Base):
 
 
 class Logout(Base):
+    api = ops(post=Op("end the session", schema.Ok, auth=PUBLIC))
+
     def post(self):
         self.clear_cookie(auth.COOKIE)
         self.reply({"ok": True})
 
 
 class Whoami(Base):
+    api = ops(get=Op("the signed-in user, limits, drivers", schema.Whoami))
+
     def get(self):
         self.reply(self.whoami(self.require_user()))
 
 
 class Codes(Base):
+    api = ops(get=Op("the code catalog", [schema.Code]))
+
     def get(self):
         self.require_user()
         self.reply(self.sv.catalog.to_list())
 
 
 class Simulations(Base):
+    api = ops(
+        get=Op(
+            "the caller's simulations (admins: anyone's)",
+            [schema.Simulation],
+            query=(("user", {"type": "string"}, "whose (admins only)"),),
+        ),
+        post=Op(
+            "create a simulation", schema.Simulation, 201, request=schema.SimCreate
+        ),
+    )
+
     def get(self):
         u = self.require_user()
         self.reply(self.sv.sims.list(u, self.get_query_argument("user", None)))
 
     async def post(self):
-        self.reply(await self.sv.sims.create(self.require_user(), self.body()), 201)
+        u = self.require_user()
+        self.reply(await self.sv.sims.create(u, self.body(schema.SimCreate)), 201)
 
 
 class Simulation(Base):
+    api = ops(
+        get=Op("one simulation, with its job", schema.Simulation, lookup=True),
+        patch=Op(
+            "rename it or change its parameters",
+            schema.Simulation,
+            request=schema.SimPatch,
+            lookup=True,
+        ),
+        delete=Op(
+            "cancel its run, delete it and its files", schema.Deleted, lookup=True
+        ),
+    )
+
     def get(self, sim_id):
         self.reply(self.sv.sims.get(self.require_user(), sim_id).to_dict())
 
     async def patch(self, sim_id):
         s = self.sv.sims.get(self.require_user(), sim_id)
-        self.reply(await self.sv.sims.update(s, self.body()))
+        self.reply(await self.sv.sims.update(s, self.body(schema.SimPatch)))
 
     async def delete(self, sim_id):
         self.reply(await self.sv.sims.delete(self.require_user(), sim_id))
 
 
 class Run(Base):
+    api = ops(
+        post=Op(
+            "queue a run (supersedes a running one)",
+            schema.Job,
+            202,
+            request=schema.RunRequest,
+            lookup=True,
+        )
+    )
+
     async def post(self, sim_id):
         u = self.require_user()
         s = self.sv.sims.get(u, sim_id)
-        self.reply(await self.sv.sims.run(u, s, self.body()), 202)
+        self.reply(await self.sv.sims.run(u, s, self.body(schema.RunRequest)), 202)
 
 
 class Cancel(Base):
+    api = ops(post=Op("cancel the current run", schema.Job, lookup=True))
+
     async def post(self, sim_id):
         self.reply(await self.sv.sims.cancel(self.require_user(), sim_id))
 
 
 class Job(Base):
+    api = ops(get=Op("the simulation's job", schema.Job, lookup=True))
+
     def get(self, sim_id):
         self.reply(self.sv.sims.job(self.require_user(), sim_id))
 
 
 class Frames(Base):
+    api = ops(
+        get=Op(
+            "in situ frames of the current run",
+            schema.Frames,
+            query=(("since", {"type": "integer", "minimum": 0}, "first frame"),),
+            lookup=True,
+        )
+    )
+
     def get(self, sim_id):
         s = self.sv.sims.get(self.require_user(), sim_id)
-        self.reply(self.sv.sims.frames(s, _int_arg(self, "since", 0)))
+        self.reply(self.sv.sims.frames(s, int_arg(self, "since", 0)))
 
 
 class Log(Base):
+    api = ops(
+        get=Op(
+            "the current run's log (X-Log-End, X-Run-Id)",
+            query=(("tail", {"type": "integer", "minimum": 0}, "last lines"),),
+            content="text/plain",
+            lookup=True,
+        )
+    )
+
     def get(self, sim_id):
         s = self.sv.sims.get(self.require_user(), sim_id)
-        t, end, run_id = self.sv.sims.log(s, _int_arg(self, "tail", None))
+        t, end, run_id = self.sv.sims.log(s, int_arg(self, "tail", None))
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         # where the text ends in the whole log: pushed log messages carry
         # offsets, so a client can join this tail and the pushes exactly
@@ -194,6 +185,18 @@ class Log(Base):
 
 
 class Files(Base):
+    api = ops(
+        get=Op("the run's files and the inputs", schema.FileList, lookup=True),
+        post=Op(
+            "upload an input file (?name=)",
+            schema.Uploaded,
+            201,
+            query=(("name", {"type": "string"}, "the file's name"),),
+            request_content="application/octet-stream",
+            lookup=True,
+        ),
+    )
+
     async def get(self, sim_id):
         self.reply(await self.sv.files.list(self.require_user(), sim_id))
 
@@ -204,6 +207,14 @@ class Files(Base):
 
 
 class File(Base):
+    api = ops(
+        get=Op(
+            "download an output file",
+            content="application/octet-stream",
+            lookup=True,
+        )
+    )
+
     async def get(self, sim_id, path):
         u = self.require_user()
         n = path.rsplit("/", 1)[-1]
@@ -221,81 +232,36 @@ class File(Base):
 
 
 class SignInHosts(Base):
+    api = ops(get=Op("login nodes and whether you are signed in", schema.LoginHosts))
+
     def get(self):
         self.reply(self.sv.sign_in.hosts(self.require_user()))
 
 
 class SignIn(Base):
-    async def post(self):
-        self.reply(await self.sv.sign_in.sign_in(self.require_user(), self.body()))
-
-
-class AdminJobs(Base):
-    def get(self):
-        self.require_admin()
-        self.reply(self.sv.admin.jobs())
-
-
-class AdminCancel(Base):
-    async def post(self, sim_id):
-        self.reply(await self.sv.admin.cancel(self.require_admin(), sim_id))
-
-
-class AdminAgents(Base):
-    def get(self):
-        self.require_admin()
-        self.reply(self.sv.admin.agents())
-
-
-class AdminAgentKill(Base):
-    def post(self, agent_id):
-        self.require_admin()
-        self.reply(self.sv.admin.kill_agent(agent_id))
-
-
-class AdminContainers(Base):
-    async def get(self):
-        self.require_admin()
-        self.reply(await self.sv.admin.containers())
-
-
-class AdminContainerKill(Base):
-    async def post(self, container_id):
-        self.require_admin()
-        self.reply(await self.sv.admin.kill_container(container_id))
-
-
-class AdminHosts(Base):
-    def get(self):
-        self.require_admin()
-        self.reply(self.sv.admin.hosts())
-
-
-class AdminDrain(Base):
-    def post(self, name):
-        self.require_admin()
-        t = self.sv.admin.host(name)
-        self.reply(self.sv.admin.drain(t, self.body()))
-
-
-class AdminUsers(Base):
-    def get(self):
-        self.require_admin()
-        self.reply(self.sv.admin.users())
+    api = ops(
+        post=Op(
+            "sign in to a login node: start your agent there",
+            schema.SignedIn,
+            request=schema.SignInRequest,
+            lookup=True,
+        )
+    )
 
     async def post(self):
-        self.require_admin()
-        self.reply(await self.sv.admin.add_user(self.body()), 201)
-
-
-class AdminUser(Base):
-    async def patch(self, name):
-        self.require_admin()
-        u = self.sv.admin.user(name)
-        self.reply(await self.sv.admin.update_user(u, self.body()))
+        u = self.require_user()
+        self.reply(await self.sv.sign_in.sign_in(u, self.body(schema.SignInRequest)))
 
 
 class Metrics(Base):
+    api = ops(
+        get=Op(
+            "Prometheus metrics (admins, or from loopback)",
+            content="text/plain",
+            auth=PUBLIC,
+        )
+    )
+
     def get(self):
         if self.user is None or not self.user.is_admin():
             if self.request.remote_ip not in ("127.0.0.1", "::1"):
@@ -309,49 +275,74 @@ class NotFoundApi(Base):
         raise errors.NotFound("not_found", f"no such API: {self.request.path}")
 
 
-def _int_arg(handler, name, default):
-    v = handler.get_query_argument(name, None)
-    if v is None:
-        return default
-    try:
-        n = int(v)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise errors.BadInput("bad_argument", f"{name} must be a non-negative integer")
-    return n
+#: every API path (an `openapi` template) and its handler
+ROUTES = (
+    ("/api/health", Health),
+    ("/api/login", Login),
+    ("/api/logout", Logout),
+    ("/api/whoami", Whoami),
+    ("/api/codes", Codes),
+    ("/api/simulations", Simulations),
+    ("/api/simulations/{id}", Simulation),
+    ("/api/simulations/{id}/run", Run),
+    ("/api/simulations/{id}/cancel", Cancel),
+    ("/api/simulations/{id}/job", Job),
+    ("/api/simulations/{id}/frames", Frames),
+    ("/api/simulations/{id}/log", Log),
+    ("/api/simulations/{id}/files", Files),
+    ("/api/simulations/{id}/files/{path}", File),
+    ("/api/sbatch/hosts", SignInHosts),
+    ("/api/sbatch/login", SignIn),
+    ("/api/admin/jobs", http_admin.AdminJobs),
+    ("/api/admin/jobs/{id}/cancel", http_admin.AdminCancel),
+    ("/api/admin/agents", http_admin.AdminAgents),
+    ("/api/admin/agents/{agent_id}/kill", http_admin.AdminAgentKill),
+    ("/api/admin/containers", http_admin.AdminContainers),
+    ("/api/admin/containers/{container_id}/kill", http_admin.AdminContainerKill),
+    ("/api/admin/hosts", http_admin.AdminHosts),
+    ("/api/admin/hosts/{host}/drain", http_admin.AdminDrain),
+    ("/api/admin/users", http_admin.AdminUsers),
+    ("/api/admin/users/{user}", http_admin.AdminUser),
+    ("/metrics", Metrics),
+)
+
+
+class OpenApi(Base):
+    def initialize(self, sv, doc):
+        super().initialize(sv)
+        self._doc = doc
+
+    def get(self):
+        if self.get_query_argument("for", None) == "swagger-ui":
+            self.reply(openapi.for_swagger_ui(self._doc))
+        else:
+            self.reply(self._doc)
+
+
+class Docs(Base):
+    def get(self):
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(openapi.docs_page("/api/docs/assets"))
+
+
+class DocsScript(Base):
+    def get(self):
+        self.set_header("Content-Type", "text/javascript; charset=utf-8")
+        self.finish(openapi.DOCS_JS)
 
 
 def routes(sv):
-    s = r"/api/simulations/([0-9a-f]{1,32})"
-    r = [
-        (r"/api/health", Health),
-        (r"/api/login", Login),
-        (r"/api/logout", Logout),
-        (r"/api/whoami", Whoami),
-        (r"/api/codes", Codes),
-        (r"/api/simulations", Simulations),
-        (s, Simulation),
-        (s + "/run", Run),
-        (s + "/cancel", Cancel),
-        (s + "/job", Job),
-        (s + "/frames", Frames),
-        (s + "/log", Log),
-        (s + "/files", Files),
-        (s + "/files/(.+)", File),
-        (r"/api/sbatch/hosts", SignInHosts),
-        (r"/api/sbatch/login", SignIn),
-        (r"/api/admin/jobs", AdminJobs),
-        (r"/api/admin/jobs/([0-9a-f]{1,32})/cancel", AdminCancel),
-        (r"/api/admin/agents", AdminAgents),
-        (r"/api/admin/agents/([A-Za-z0-9_.-]+)/kill", AdminAgentKill),
-        (r"/api/admin/containers", AdminContainers),
-        (r"/api/admin/containers/([0-9a-f]{64})/kill", AdminContainerKill),
-        (r"/api/admin/hosts", AdminHosts),
-        (r"/api/admin/hosts/([A-Za-z0-9_.:-]+)/drain", AdminDrain),
-        (r"/api/admin/users", AdminUsers),
-        (r"/api/admin/users/([a-z0-9_-]+)", AdminUser),
-        (r"/metrics", Metrics),
-        (r"/api/.*", NotFoundApi),
+    """Tornado's routes: the API, its document and docs page, then 404s."""
+    d = openapi.document(ROUTES)
+    return [
+        *((openapi.route_regex(t), h, {"sv": sv}) for t, h in ROUTES),
+        (r"/api/openapi\.json", OpenApi, {"sv": sv, "doc": d}),
+        (r"/api/docs", Docs, {"sv": sv}),
+        (r"/api/docs\.js", DocsScript, {"sv": sv}),
+        (
+            r"/api/docs/assets/(.*)",
+            tornado.web.StaticFileHandler,
+            {"path": swagger_ui_bundle.swagger_ui_path},
+        ),
+        (r"/api/.*", NotFoundApi, {"sv": sv}),
     ]
-    return [(p, h, {"sv": sv}) for p, h in r]

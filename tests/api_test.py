@@ -425,3 +425,55 @@ def test_unknown_object_before_bad_input(server, method, path, code):
 def test_sign_in_needs_credentials(server, method, path):
     r = server.api(method, path, user=None, json={"host": "x"}, expect=401)
     assert r.json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "method,path,body,code",
+    [
+        ("POST", "/admin/hosts/localhost/drain", {"drain": "false"}, "bad_drain"),
+        ("PATCH", "/admin/users/admin", {"new_token": "false"}, "bad_new_token"),
+        ("PATCH", "/admin/users/admin", {"revoke_tokens": "no"}, "bad_revoke_tokens"),
+        ("PATCH", "/admin/users/admin", {"plan": "gold"}, "bad_plan"),
+        ("POST", "/admin/users", {"name": "eve", "extra": 1}, "unknown_field"),
+        ("POST", "/login", {"token": 5}, "bad_token"),
+        ("POST", "/login", {"token": {"a": 1}}, "bad_token"),
+        ("POST", "/simulations", {"code": "heat", "color": "red"}, "unknown_field"),
+    ],
+)
+def test_wrong_types_change_nothing(server, method, path, body, code):
+    before = _state(server)
+    hosts = server.api("GET", "/admin/hosts", expect=200).json()
+    r = server.api(method, path, json=body, expect=400)
+    assert r.json()["error"] == code
+    assert _state(server) == before
+    assert server.api("GET", "/admin/hosts", expect=200).json() == hosts
+    # the admin's token still works
+    server.api("GET", "/whoami", expect=200)
+
+
+def test_deep_json_is_a_400_everywhere(server):
+    sid = server.create("admin", "heat")["id"]
+    deep = b"[" * 2000 + b"]" * 2000
+    for method, path in (
+        ("POST", "/login"),
+        ("POST", "/simulations"),
+        ("PATCH", f"/simulations/{sid}"),
+        ("POST", f"/simulations/{sid}/run"),
+        ("POST", "/admin/hosts/localhost/drain"),
+        ("POST", "/admin/users"),
+        ("PATCH", "/admin/users/admin"),
+        ("POST", "/sbatch/login"),
+    ):
+        r = server.api(method, path, data=b'{"a": ' + deep + b"}")
+        assert r.status_code == 400 and r.json()["error"] == "bad_json", (path, r.text)
+
+
+def test_openapi_and_docs(server):
+    d = requests.get(server.url + "/api/openapi.json", timeout=5).json()
+    assert d["openapi"] == "3.1.0" and "/api/simulations/{id}/run" in d["paths"]
+    r = requests.get(server.url + "/api/docs", timeout=5)
+    assert r.status_code == 200 and "swagger-ui-bundle.js" in r.text
+    for a in ("/api/docs/assets/swagger-ui-bundle.js", "/api/docs.js"):
+        assert requests.get(server.url + a, timeout=5).status_code == 200, a
+    s = requests.get(server.url + "/api/openapi.json?for=swagger-ui", timeout=5)
+    assert s.json()["openapi"].startswith("3.0")

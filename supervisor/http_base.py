@@ -1,0 +1,108 @@
+"""The base of every API handler: credentials, strict bodies, errors, replies.
+
+Errors are translated here, in one place: `errors.Error` becomes its status
+and ``{"error", "message"}``; anything else a logged 500. Clients send a
+bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
+header (`auth`). Each handler declares its operations (`api`) for the API
+document (`openapi`).
+"""
+
+import json
+import time
+
+import tornado.web
+from pykern.pkdebug import pkdexc, pkdlog
+
+from supervisor import auth, errors, schema
+from supervisor.openapi import ops
+
+
+class Base(tornado.web.RequestHandler):
+    #: method -> `openapi.Op`: what the API document says of this handler
+    api = ops()
+
+    def initialize(self, sv):
+        self.sv = sv
+        self.user = None
+        self._t0 = time.perf_counter()
+
+    def prepare(self):
+        self.user = auth.user(self, self.sv.users)
+        if len(self.request.body) > self.sv.cfg.max_body_bytes:
+            raise errors.TooLarge("body_too_large", "request body is too large")
+
+    def check_xsrf_cookie(self):
+        # only the session cookie is sent by browsers on their own: a bearer
+        # token or no credential at all (a 401 follows) carries no XSRF risk;
+        # nor does a stale session cookie (revoked, or a new cookie secret),
+        # which must not stop a browser that lost its _xsrf cookie from
+        # signing in again
+        if auth.bearer(self.request) is not None:
+            return
+        if auth.session_user(self, self.sv.users) is None:
+            return
+        super().check_xsrf_cookie()
+
+    def require_user(self):
+        if self.user is None:
+            raise errors.Unauthorized()
+        return self.user
+
+    def require_admin(self):
+        u = self.require_user()
+        if not u.is_admin():
+            raise errors.Forbidden()
+        return u
+
+    def body(self, type_):
+        """The request body checked against `type_` (a `schema` type): a dict."""
+        return schema.decode(self.request.body, type_)
+
+    def whoami(self, user):
+        return dict(self.sv.users.whoami(user), xsrf=self.xsrf_token.decode())
+
+    def reply(self, obj, status=200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(obj))
+
+    def _handle_request_exception(self, e):
+        if isinstance(e, errors.Error):
+            if not self._finished:
+                self.reply(errors.body(e), e.status)
+            return
+        if isinstance(e, tornado.web.HTTPError):
+            if not self._finished:
+                m = e.log_message or e.reason or "request refused"
+                self.reply({"error": "http_error", "message": m}, e.status_code)
+            return
+        pkdlog(
+            "{} {} error={} stack={}",
+            self.request.method,
+            self.request.path,
+            e,
+            pkdexc(),
+        )
+        if not self._finished:
+            self.reply(
+                {"error": "internal", "message": "internal error; it was logged"}, 500
+            )
+
+    def on_finish(self):
+        self.sv.metrics.observe_request(
+            self.request.method, self.get_status(), time.perf_counter() - self._t0
+        )
+
+
+def int_arg(handler, name, default):
+    v = handler.get_query_argument(name, None)
+    if v is None:
+        return default
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise errors.BadInput("bad_argument", f"{name} must be a non-negative integer")
+    return n
