@@ -18,6 +18,11 @@ AGENT_ID_HEADER = "X-Simvisor-Agent"
 #: largest frame either side accepts (Tornado's websocket_max_message_size)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+#: deepest nesting of arrays and objects in a frame, the frame itself being 1:
+#: real ones are at most 4 or 5 deep (a stats frame: frame, data, fields,
+#: field; a reply to list_files), far below where json's recursion fails
+MAX_DEPTH = 32
+
 #: stdout lines of a simulation that start with this carry structured output
 REPORT_PREFIX = "#simvisor "
 
@@ -68,7 +73,8 @@ def _is_progress(v):
 
 
 def _is_end_status(v):
-    return v in END_STATUSES
+    # a list is not hashable: `in` a frozenset would raise TypeError
+    return isinstance(v, str) and v in END_STATUSES
 
 
 def _is_run_list(v):
@@ -227,25 +233,66 @@ def parse(table, text):
     """
     if isinstance(text, bytes):
         raise ProtocolError("binary frames are not accepted")
-    if len(text) > MAX_MESSAGE_BYTES or len(text.encode()) > MAX_MESSAGE_BYTES:
+    if not isinstance(text, str):
+        raise ProtocolError(f"frame of type={type(text).__name__} is not text")
+    # surrogatepass: a lone surrogate must not raise here (it counts 3 bytes)
+    if (
+        len(text) > MAX_MESSAGE_BYTES
+        or len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES
+    ):
         raise ProtocolError(f"frame of {len(text)} chars is too large")
     try:
         m = json.loads(text)
+    except RecursionError as e:
+        raise ProtocolError(f"frame nests deeper than {MAX_DEPTH}") from e
     except ValueError as e:
+        # also an integer of too many digits and undecodable text
         raise ProtocolError(f"not JSON: {e}") from e
+    # each [ or { opens at most one level: most frames need no walk
+    if text.count("[") + text.count("{") > MAX_DEPTH and not within_depth(m):
+        raise ProtocolError(f"frame nests deeper than {MAX_DEPTH}")
     _validate(table, m)
     return m
+
+
+def within_depth(value, max_depth=MAX_DEPTH):
+    """Whether `value` nests lists and dicts at most `max_depth` deep.
+
+    Not recursive, so any depth is safe to ask about. The agent can apply it
+    to what a code reports (a report line is as deep as the frame it
+    becomes) so that it never sends a frame the supervisor refuses.
+
+    Args:
+        value: decoded JSON (a scalar is 0 deep, ``{}`` is 1)
+        max_depth (int): deepest allowed
+    Returns:
+        bool: True if within
+    """
+    # level by level, in comprehensions: cheaper than json.loads of the text
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return False
+        level = [
+            x
+            for v in level
+            for x in (v.values() if isinstance(v, dict) else v)
+            if isinstance(x, (dict, list))
+        ]
+    return True
 
 
 def _validate(table, m):
     if not isinstance(m, dict):
         raise ProtocolError("frame is not an object")
     if m.get("v") != VERSION:
-        raise ProtocolError(f"protocol version={m.get('v')!r} expected={VERSION}")
+        raise ProtocolError(f"protocol version={m.get('v')!r:.80} expected={VERSION}")
     k = m.get("kind")
     s = table.get(k) if isinstance(k, str) else None
     if s is None:
-        raise ProtocolError(f"unknown kind={k!r}")
+        raise ProtocolError(f"unknown kind={k!r:.80}")
     for f, check in s.items():
         o = f.endswith("?")
         f = f.rstrip("?")

@@ -339,6 +339,9 @@ def _parse_report(raw):
         return None
     if not isinstance(o, dict) or len(o) != 1:
         return None
+    # as deep as the frame it becomes: the supervisor refuses deeper ones
+    if not protocol.within_depth(o):
+        return None
     if "progress" in o:
         p = o["progress"]
         if isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1:

@@ -17,13 +17,13 @@ import stat
 
 from pykern.pkdebug import pkdlog
 
-from supervisor import agents, errors, job, store
+from agent.codes import stats
+from supervisor import agents, errors, job, names, store
 
 #: one file op through an agent
 _FILE_OP_SECS = 60.0
 #: bytes per fetch_file of a download through an agent
 _FETCH_CHUNK_BYTES = 1024 * 1024
-_MAX_INPUT_NAME_CHARS = 100
 
 
 class Files:
@@ -61,6 +61,7 @@ class Files:
             str: the file's name
         """
         sim = self._sims.get(user, sim_id)
+        names.output_path(path)
         a = self._remote_agent(sim)
         if a is None:
             p = self._output_path(sim, path)
@@ -147,17 +148,7 @@ class Files:
             raise errors.Conflict("running", "inputs cannot change while it runs")
         if name is None:
             raise errors.BadInput("bad_name", "give the file's name as ?name=")
-        if (
-            not isinstance(name, str)
-            or "/" in name
-            or name.startswith(".")
-            or not name
-            or len(name) > _MAX_INPUT_NAME_CHARS
-            or name == "params.json"
-        ):
-            raise errors.BadInput(
-                "bad_name", "input file name must be a plain file name"
-            )
+        names.input_name(name)
         if len(content) > self._cfg.max_upload_bytes:
             raise errors.TooLarge(
                 "too_large",
@@ -186,7 +177,7 @@ class Files:
         for p in code.params:
             if p["type"] == "simulation":
                 src = self._sims.get(user, sim.params.get(p["name"]))
-                res["source_frames.jsonl"] = "".join(
+                res[stats.SOURCE_FILE] = "".join(
                     json.dumps(f, separators=(",", ":")) + "\n" for f in src.frames
                 )
         n = sum(len(v) for v in res.values())

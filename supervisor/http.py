@@ -12,7 +12,7 @@ import mimetypes
 import swagger_ui_bundle
 import tornado.web
 
-from supervisor import VERSION, auth, errors, http_admin, openapi, schema
+from supervisor import VERSION, auth, errors, http_admin, names, openapi, schema
 from supervisor.http_base import Base, int_arg
 from supervisor.openapi import PUBLIC, Op, ops
 
@@ -31,6 +31,7 @@ class Login(Base):
             schema.Whoami,
             request=schema.Login,
             auth=PUBLIC,
+            also=(401,),
         )
     )
 
@@ -77,6 +78,7 @@ class Simulations(Base):
             "the caller's simulations (admins: anyone's)",
             [schema.Simulation],
             query=(("user", {"type": "string"}, "whose (admins only)"),),
+            also=(403,),
         ),
         post=Op(
             "create a simulation", schema.Simulation, 201, request=schema.SimCreate
@@ -209,8 +211,8 @@ class Files(Base):
 class File(Base):
     api = ops(
         get=Op(
-            "download an output file",
-            content="application/octet-stream",
+            "download an output file (its type guessed from its name)",
+            content="*/*",
             lookup=True,
         )
     )
@@ -221,7 +223,7 @@ class File(Base):
         self.set_header(
             "Content-Type", mimetypes.guess_type(n)[0] or "application/octet-stream"
         )
-        self.set_header("Content-Disposition", f'attachment; filename="{n}"')
+        self.set_header("Content-Disposition", names.content_disposition(n))
 
         async def _write(chunk):
             self.write(chunk)

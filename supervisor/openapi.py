@@ -48,6 +48,7 @@ class Op:
         content=None,
         request_content=None,
         lookup=False,
+        also=(),
     ):
         """
         Args:
@@ -60,6 +61,7 @@ class Op:
             content (str): media type of a non-JSON response body
             request_content (str): media type of a non-JSON request body
             lookup (bool): looks up an object named by the path (404)
+            also (tuple): more error statuses it answers (e.g. 401 of a login)
         """
         self.summary = summary
         self.response = response
@@ -70,6 +72,7 @@ class Op:
         self.content = content
         self.request_content = request_content
         self.lookup = lookup
+        self.also = also
 
 
 def ops(**by_method):
@@ -126,6 +129,13 @@ def _ref(t):
     return {"$ref": f"#/components/schemas/{t.__name__}"}
 
 
+_REASONS = {
+    401: "missing or bad credentials",
+    403: "admins only",
+    404: "no such object (or not yours)",
+}
+
+
 def _error(description):
     return {
         "description": description,
@@ -162,10 +172,9 @@ def _operation(template, method, op):
             "content": {op.request_content: {"schema": {"type": "string"}}},
         }
     if op.content:
-        ok = {
-            "description": "OK",
-            "content": {op.content: {"schema": {"type": "string"}}},
-        }
+        # text as such; any other bytes are not described further
+        c = {"schema": {"type": "string"}} if op.content.startswith("text/") else {}
+        ok = {"description": "OK", "content": {op.content: c}}
     elif op.response is not None:
         ok = {
             "description": "OK",
@@ -183,6 +192,8 @@ def _operation(template, method, op):
         r["403"] = _error("admins only")
     if op.lookup:
         r["404"] = _error("no such object (or not yours)")
+    for x in op.also:
+        r[str(x)] = _error(_REASONS[x])
     r["409"] = _error("conflicts with the current state")
     r["413"] = _error("body too large")
     res["responses"] = r

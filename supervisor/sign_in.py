@@ -8,13 +8,8 @@ Runs that waited for the sign-in (`wait.reason == "sign_in"`) are woken.
 Users hear whether they are signed in to each host by ``sign_in`` pushes.
 """
 
-import re
-
-from supervisor import agent_state, agents, errors, job
+from supervisor import agent_state, agents, errors, job, names
 from supervisor.agents import Watcher
-
-#: a user name on a login node (POSIX portable)
-_LOGIN_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 
 class SignIn(Watcher):
@@ -141,8 +136,7 @@ class SignIn(Watcher):
 def _credentials(body, otp, host):
     """The checked credentials of a sign-in request (the caller clears them)."""
     c = {k: body.get(k) for k in ("user", "password", "otp")}
-    if not isinstance(c["user"], str) or not _LOGIN_USER_RE.match(c["user"]):
-        raise errors.BadInput("bad_user", "give your user name on the login node")
+    names.login_user(c["user"])
     if not isinstance(c["password"], str) or not c["password"]:
         raise errors.BadInput("bad_password", "give your password")
     if otp != "none" and not (isinstance(c["otp"], str) and c["otp"].strip()):

@@ -134,8 +134,14 @@ class Sims:
 
 
 def _name(v):
-    if not isinstance(v, str) or not v.strip() or len(v) > _MAX_NAME_CHARS:
+    if (
+        not isinstance(v, str)
+        or not v.strip()
+        or len(v) > _MAX_NAME_CHARS
+        or not v.isprintable()
+    ):
         raise errors.BadInput(
-            "bad_name", f"name must be text of 1 to {_MAX_NAME_CHARS} characters"
+            "bad_name",
+            f"name must be printable text of 1 to {_MAX_NAME_CHARS} characters",
         )
     return v.strip()

@@ -1,15 +1,13 @@
 """Users, roles, plans and API tokens (stored only as hashes)."""
 
 import hashlib
-import re
 import secrets
 import time
 
-from supervisor import errors, resources
+from supervisor import errors, names, resources
 
 ROLES = ("user", "admin")
 PLANS = ("basic", "premium")
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def hash_token(token):
@@ -137,10 +135,7 @@ class Users:
 
     def add(self, name, role="user", plan="basic"):
         """Create a user; returns (user, token, saved future)."""
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise errors.BadInput(
-                "bad_name", "user name: lower-case letters, digits, _ or -, up to 32"
-            )
+        names.user_name(name)
         if name in self._by_name:
             raise errors.Conflict("user_exists", f"user {name} already exists")
         _check(role, plan)
