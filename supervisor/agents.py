@@ -433,10 +433,20 @@ class Agents:
             agent.timer = None
 
     async def destroy(self):
-        """Shutdown: agents keep running (they reconnect to the next start)."""
+        """Shutdown: agents with runs keep running (they reconnect to the next
+        start); idle ones that their driver can start again are told to exit
+        and forgotten, so none lingers after the supervisor is gone."""
         self._destroyed = True
         for a in self.by_id.values():
             self._cancel_timer(a)
+            if (
+                a.is_ready()
+                and not a.run_ids
+                and not self._drivers[a.driver].needs_login
+            ):
+                pkdlog("{} idle at shutdown: told to exit", a)
+                self.send(a, "shutdown")
+                self._store.delete(f"agents/{a.id}.json")
             if a.conn is not None:
                 a.conn.close()
         await self._tasks.destroy()

@@ -329,6 +329,20 @@ def test_sigterm_stops_quickly_and_runs_survive(server):
     )
 
 
+def test_idle_agent_exits_with_the_supervisor(server):
+    """An agent with no run does not outlive a stopped supervisor (issue 10)."""
+    s = server.create("admin", "sleep", secs=0.01)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "completed")
+    (a,) = server.api("GET", "/admin/agents", expect=200).json()
+    assert _alive(a["pid"])
+    server.stop(signal.SIGTERM)
+    wait_for(lambda: not _alive(a["pid"]), 10, what="idle agent exits")
+    # and the next start does not wait for it
+    server.start()
+    assert server.api("GET", "/admin/agents", expect=200).json() == []
+
+
 def test_agent_start_timeout_tells_waiting_jobs(server_factory):
     # no agent can call back within 10 ms: the job is told why
     server = server_factory(agent_start_timeout_secs=0.01)
