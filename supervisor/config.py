@@ -126,6 +126,22 @@ _cfg = pkconfig.init(
     ),
     kill_grace_secs=(2.0, float, "agent: SIGTERM, then SIGKILL after this long"),
     max_body_bytes=(16 * 1024 * 1024, int, "largest HTTP request body"),
+    max_connections=(
+        8192,
+        int,
+        "open HTTP connections at most (kept below the open-file limit)",
+    ),
+    max_connections_per_address=(
+        1024,
+        int,
+        "open HTTP connections from one client address at most",
+    ),
+    header_timeout_secs=(
+        20.0,
+        float,
+        "a request's headers must arrive within this (also keep-alive idle)",
+    ),
+    body_timeout_secs=(60.0, float, "a request's body must arrive within this"),
     max_inputs_chars=(
         12 * 1024 * 1024,
         int,

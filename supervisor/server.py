@@ -14,7 +14,6 @@ import secrets
 import signal
 
 import plotly
-import tornado.httpserver
 import tornado.netutil
 import tornado.web
 from pykern.pkdebug import pkdlog
@@ -27,6 +26,7 @@ from supervisor import (
     drivers,
     events,
     files,
+    gate,
     http,
     job,
     metrics,
@@ -118,20 +118,24 @@ class Supervisor:
         self.port = s[0].getsockname()[1]
         self.agents.load()
         self.runs.recover(self.sim_store.load())
-        self._server = tornado.httpserver.HTTPServer(
+        g = gate.gate(self.cfg)
+        self._server = gate.Server(
             self._app(),
             # bodies a bit over our limit get a JSON 413 from the handler
             max_body_size=self.cfg.max_body_bytes * 2,
             xheaders=False,
+            idle_connection_timeout=self.cfg.header_timeout_secs,
+            body_timeout=self.cfg.body_timeout_secs,
+            gate=g,
         )
         if first:
             # before we listen: once healthy, the token file is there
             await self._first_start()
         self._server.add_sockets(s)
-        self._listen_agent_socket()
+        self._listen_agent_socket(g)
         pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
 
-    def _listen_agent_socket(self):
+    def _listen_agent_socket(self, g):
         """Agents in network-less containers reach us through a unix socket.
 
         It serves only ``/agent`` (and needs the agent's secret): simulation
@@ -143,7 +147,7 @@ class Supervisor:
         (p,) = p
         p.parent.mkdir(parents=True, exist_ok=True)
         s = tornado.netutil.bind_unix_socket(str(p), mode=0o666)
-        self._agent_server = tornado.httpserver.HTTPServer(
+        self._agent_server = gate.Server(
             tornado.web.Application(
                 [(r"/agent", ws.Agent, {"sv": self})],
                 websocket_max_message_size=protocol.MAX_MESSAGE_BYTES,
@@ -151,6 +155,8 @@ class Supervisor:
                 websocket_ping_timeout=15,
             ),
             xheaders=False,
+            idle_connection_timeout=self.cfg.header_timeout_secs,
+            gate=g,
         )
         self._agent_server.add_socket(s)
         pkdlog("agents also on unix socket={}", p)

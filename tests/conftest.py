@@ -9,6 +9,7 @@ processes, and fails the test if any were left behind.
 import json
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import socket
@@ -77,9 +78,14 @@ def procs_under(path, exclude=()):
 class Server:
     """A supervisor process and a requests session per user."""
 
-    def __init__(self, data_dir, test_codes=True, **cfg):
+    def __init__(self, data_dir, test_codes=True, nofile=None, **cfg):
+        """
+        Args:
+            nofile (tuple): (soft, hard) open-file limit of the supervisor
+        """
         self.data_dir = pathlib.Path(data_dir)
         self.test_codes = test_codes
+        self.nofile = nofile
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cfg = dict(FAST, **cfg)
@@ -109,10 +115,14 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=ROOT,
+                preexec_fn=self._limits if self.nofile else None,
             )
         wait_for(self._healthy, 30, what="supervisor health")
         self.tokens["admin"] = (self.data_dir / "admin-token").read_text().strip()
         return self
+
+    def _limits(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def _healthy(self):
         if self.proc.poll() is not None:

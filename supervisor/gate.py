@@ -1,0 +1,176 @@
+"""The front door: how many connections, for how long, and surviving a full fd table.
+
+- `raise_nofile_limit`: at start, the open-file limit goes up to its hard
+  limit (a supervisor holds a socket per browser, client and agent).
+- `Gate`: caps on open HTTP connections, in all and per client address;
+  the excess is accepted and closed at once (cheap: no request is read).
+  The cap in all stays below the open-file limit, so accepting never runs
+  out of descriptors in normal operation.
+- `Server`: Tornado's `HTTPServer` with the gate, header and body timeouts
+  (a client that sends half a header and waits is dropped), and an accept
+  loop that, should descriptors run out anyway (EMFILE), stops accepting
+  for a moment and logs once, instead of spinning on the readable socket
+  and logging a traceback per turn.
+
+A connection counts until it closes or becomes a websocket (websockets are
+authenticated first, and capped per user where they are many).
+"""
+
+import asyncio
+import collections
+import errno
+import resource
+
+import tornado.httpserver
+from pykern.pkdebug import pkdlog
+
+#: descriptors kept free of HTTP connections (files, the store, agents' pipes)
+FD_RESERVE = 64
+
+#: how long accepting pauses when descriptors run out
+_PAUSE_SECS = 0.5
+
+#: accepts per readable event (as Tornado: a bound, so other work runs)
+_ACCEPTS_PER_TURN = 128
+
+_OUT_OF_FDS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+def raise_nofile_limit():
+    """Soft open-file limit up to the hard one; returns the new soft limit."""
+    s, h = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if s != h:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (h, h))
+            s = h
+        except (ValueError, OSError) as e:
+            pkdlog("cannot raise the open-file limit from {} to {}: {}", s, h, e)
+    return s
+
+
+class Gate:
+    """Counts open connections; says whether one more may come in."""
+
+    def __init__(self, max_total, max_per_address):
+        """
+        Args:
+            max_total (int): open connections at most (all servers sharing it)
+            max_per_address (int): from one client address at most
+        """
+        self.max_total = max_total
+        self.max_per_address = max_per_address
+        self.total = 0
+        self.refused = 0
+        self._by_address = collections.Counter()
+
+    def admit(self, address):
+        if self.total >= self.max_total or (
+            self._by_address[address] >= self.max_per_address
+        ):
+            self.refused += 1
+            return False
+        self.total += 1
+        self._by_address[address] += 1
+        return True
+
+    def release(self, address):
+        self.total -= 1
+        self._by_address[address] -= 1
+        if self._by_address[address] <= 0:
+            del self._by_address[address]
+
+
+def gate(cfg):
+    """The `Gate` of the configuration, below the open-file limit."""
+    n = raise_nofile_limit()
+    t = min(cfg.max_connections, max(16, n - FD_RESERVE))
+    if t < cfg.max_connections:
+        pkdlog("max_connections={} (open-file limit {})", t, n)
+    return Gate(t, cfg.max_connections_per_address)
+
+
+class Server(tornado.httpserver.HTTPServer):
+    """`HTTPServer` behind a `Gate`, with timeouts and a safe accept loop."""
+
+    def initialize(self, *args, gate=None, **kwargs):
+        """As `HTTPServer`'s, and `gate` (`Gate`, required)."""
+        super().initialize(*args, **kwargs)
+        self._gate = gate
+
+    def handle_stream(self, stream, address):
+        a = _address(address)
+        if not self._gate.admit(a):
+            stream.close()
+            return
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn):
+        super().on_close(server_conn)
+        self._gate.release(_address(server_conn.context.address))
+
+    def add_sockets(self, sockets):
+        for s in sockets:
+            # TCPServer.stop closes what these two tables hold
+            self._sockets[s.fileno()] = s
+            self._handlers[s.fileno()] = _Acceptor(s, self._handle_connection).stop
+
+
+def _address(address):
+    """The client address a connection counts against (unix sockets: one)."""
+    return address[0] if isinstance(address, tuple) and address else "unix"
+
+
+class _Acceptor:
+    """Accepts connections on `sock`; pauses when descriptors run out."""
+
+    def __init__(self, sock, on_connection):
+        self._sock = sock
+        self._on_connection = on_connection
+        self._loop = asyncio.get_running_loop()
+        self._paused = None
+        self._stopped = False
+        self._out_of_fds = 0
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self):
+        for _ in range(_ACCEPTS_PER_TURN):
+            if self._stopped:
+                return
+            try:
+                c, a = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as e:
+                if e.errno not in _OUT_OF_FDS:
+                    raise
+                self._pause(e)
+                return
+            self._on_connection(c, a)
+
+    def _pause(self, error):
+        self._out_of_fds += 1
+        if self._out_of_fds == 1 or self._out_of_fds % 100 == 0:
+            pkdlog(
+                "out of descriptors, accepting paused {} s (times={}): {}",
+                _PAUSE_SECS,
+                self._out_of_fds,
+                error,
+            )
+        self._loop.remove_reader(self._sock.fileno())
+        self._paused = self._loop.call_later(_PAUSE_SECS, self._resume)
+
+    def _resume(self):
+        self._paused = None
+        if not self._stopped:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def stop(self):
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._paused is not None:
+            self._paused.cancel()
+        else:
+            self._loop.remove_reader(self._sock.fileno())
