@@ -44,6 +44,17 @@ class TooLarge(Error):
     status = 413
 
 
+class TooMany(Error):
+    """Too many requests (or sockets, or sign-in failures): try again later."""
+
+    status = 429
+
+    def __init__(self, code, message, retry_after_secs=None):
+        super().__init__(code, message)
+        #: the ``Retry-After`` of the reply, if waiting helps
+        self.retry_after_secs = retry_after_secs
+
+
 def body(error):
     """The JSON body that reports `error` (an `Error`)."""
     return {"error": error.code, "message": error.message}

@@ -43,6 +43,12 @@ class Hub:
             self.unsubscribe(s)
             s.close()
 
+    def open_of(self, name):
+        """Open streams of user `name`."""
+        return len(self._by_user.get(name, ())) + sum(
+            1 for s in self._admins if s.user.name == name
+        )
+
     def count(self):
         return len(self._admins) + sum(len(s) for s in self._by_user.values())
 

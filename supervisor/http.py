@@ -19,6 +19,7 @@ from supervisor.openapi import PUBLIC, Op, ops
 
 class Health(Base):
     api = ops(get=Op("is the service up", schema.Health, auth=PUBLIC))
+    rate_limited = False
 
     def get(self):
         self.reply({"ok": True, "version": VERSION})
@@ -38,6 +39,7 @@ class Login(Base):
     def post(self):
         u = self.sv.users.by_token(self.body(schema.Login)["token"])
         if u is None:
+            self.bad_credentials()
             raise errors.Unauthorized("that token is not valid")
         self.set_signed_cookie(
             auth.COOKIE,

@@ -20,6 +20,8 @@ from supervisor.openapi import ops
 class Base(tornado.web.RequestHandler):
     #: method -> `openapi.Op`: what the API document says of this handler
     api = ops()
+    #: requests count against the caller's rate (health checks do not)
+    rate_limited = True
 
     def initialize(self, sv):
         self.sv = sv
@@ -28,8 +30,29 @@ class Base(tornado.web.RequestHandler):
 
     def prepare(self):
         self.user = auth.user(self, self.sv.users)
+        if self.rate_limited:
+            self._check_rates()
         if len(self.request.body) > self.sv.cfg.max_body_bytes:
             raise errors.TooLarge("body_too_large", "request body is too large")
+
+    def _check_rates(self):
+        """Wrong credentials slow down their address; every caller has a rate."""
+        now = time.monotonic()
+        ip = self.request.remote_ip
+        if self.user is None and auth.bearer(self.request) is not None:
+            self.bad_credentials()
+        elif (w := self.sv.bad_credentials.wait(ip, now)) and self.user is None:
+            raise _slow_down(w)
+        k = self.user.name if self.user else f"address {ip}"
+        if w := self.sv.request_rate.take(k, now):
+            raise errors.TooMany(
+                "rate_limited", f"too many requests: wait {w:.0f} s", w
+            )
+
+    def bad_credentials(self):
+        """A wrong token or session from this address: slow it down."""
+        if w := self.sv.bad_credentials.take(self.request.remote_ip, time.monotonic()):
+            raise _slow_down(w)
 
     def check_xsrf_cookie(self):
         # only the session cookie is sent by browsers on their own: a bearer
@@ -70,6 +93,8 @@ class Base(tornado.web.RequestHandler):
     def _handle_request_exception(self, e):
         if isinstance(e, errors.Error):
             if not self._finished:
+                if isinstance(e, errors.TooMany) and e.retry_after_secs:
+                    self.set_header("Retry-After", str(int(e.retry_after_secs)))
                 self.reply(errors.body(e), e.status)
             return
         if isinstance(e, tornado.web.HTTPError):
@@ -106,3 +131,11 @@ def int_arg(handler, name, default):
     if n < 0:
         raise errors.BadInput("bad_argument", f"{name} must be a non-negative integer")
     return n
+
+
+def _slow_down(wait_secs):
+    return errors.TooMany(
+        "too_many_failures",
+        f"too many wrong credentials from your address: wait {wait_secs:.0f} s",
+        wait_secs,
+    )

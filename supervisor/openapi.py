@@ -196,6 +196,7 @@ def _operation(template, method, op):
         r[str(x)] = _error(_REASONS[x])
     r["409"] = _error("conflicts with the current state")
     r["413"] = _error("body too large")
+    r["429"] = _error("too many requests (see Retry-After)")
     res["responses"] = r
     return res
 

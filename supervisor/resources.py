@@ -29,7 +29,15 @@ class Plan:
     """What a user may use."""
 
     def __init__(
-        self, name, max_running, max_run_secs, max_cores, max_analyses, mem_bytes=None
+        self,
+        name,
+        max_running,
+        max_run_secs,
+        max_cores,
+        max_analyses,
+        mem_bytes=None,
+        max_simulations=None,
+        max_event_sockets=None,
     ):
         self.name = name
         self.max_running = max_running
@@ -38,6 +46,9 @@ class Plan:
         self.max_analyses = max_analyses
         #: memory of the user's container (docker driver)
         self.mem_bytes = mem_bytes
+        #: simulations a user may keep, and event streams open at once
+        self.max_simulations = max_simulations
+        self.max_event_sockets = max_event_sockets
 
 
 class Target:

@@ -30,6 +30,7 @@ from supervisor import (
     http,
     job,
     metrics,
+    rate,
     resources,
     runs,
     sign_in,
@@ -76,7 +77,7 @@ class Supervisor:
             job.RunIds(),
         )
         self.sims = sims.Sims(
-            self.sim_store, self.catalog, self.runs, self.files, self.hub
+            self.sim_store, self.catalog, self.runs, self.files, self.hub, self.users
         )
         self.sign_in = sign_in.SignIn(
             cfg, self.drivers, self.agents, self.sim_store, self.hub
@@ -89,6 +90,11 @@ class Supervisor:
             self.resources,
             self.users,
             self.hub,
+        )
+        #: requests per user (or address), and wrong credentials per address
+        self.request_rate = rate.Limiter(cfg.rate_per_sec, cfg.rate_burst)
+        self.bad_credentials = rate.Limiter(
+            cfg.bad_credentials_per_sec, cfg.bad_credentials_burst
         )
         self.metrics = metrics.Metrics(
             self.sim_store, self.resources, self.agents, self.runs, self.store, self.hub

@@ -15,12 +15,14 @@ _MAX_NAME_CHARS = 200
 
 
 class Sims:
-    def __init__(self, store, catalog, runs, files, hub):
+    def __init__(self, store, catalog, runs, files, hub, users):
         """
         Args:
             store (sim_store.SimStore): the simulations
+            users (users.Users): their plans (how many simulations they keep)
         """
         self._store = store
+        self._users = users
         self._catalog = catalog
         self._runs = runs
         self._files = files
@@ -37,6 +39,12 @@ class Sims:
         return [s.to_dict() for s in self._store.for_user(owner or user.name)]
 
     async def create(self, user, body):
+        m = self._users.plan_of(user.name).max_simulations
+        if len(self._store.for_user(user.name)) >= m:
+            raise errors.Conflict(
+                "too_many_simulations",
+                f"your plan keeps at most {m} simulations: delete some first",
+            )
         c = self._catalog.get(body.get("code"))
         n = _name(body.get("name", c.title))
         p = c.check_params(body.get("params", {}))

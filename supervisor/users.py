@@ -65,6 +65,8 @@ def build_plans(cfg):
             cfg[f"{p}_max_cores"],
             cfg.max_analyses,
             cfg[f"{p}_mem_bytes"],
+            max_simulations=cfg[f"{p}_max_simulations"],
+            max_event_sockets=cfg[f"{p}_max_event_sockets"],
         )
         for p in PLANS
     }

@@ -36,6 +36,15 @@ class Events(tornado.websocket.WebSocketHandler):
         if u is None:
             _refuse(self, errors.Unauthorized())
             return
+        n = self.sv.users.plan_of(u.name).max_event_sockets
+        if self.sv.hub.open_of(u.name) >= n:
+            _refuse(
+                self,
+                errors.TooMany(
+                    "too_many_sockets", f"at most {n} event streams open at once"
+                ),
+            )
+            return
         self.user = u
         await super().get(*args, **kwargs)
 
