@@ -16,6 +16,9 @@ from supervisor import VERSION, auth, errors, http_admin, names, openapi, schema
 from supervisor.http_base import Base, int_arg
 from supervisor.openapi import PUBLIC, Op, ops
 
+#: credentials are short: a login's body needs no more
+_SMALL_BODY_BYTES = 64 * 1024
+
 
 class Health(Base):
     api = ops(get=Op("is the service up", schema.Health, auth=PUBLIC))
@@ -33,6 +36,7 @@ class Login(Base):
             request=schema.Login,
             auth=PUBLIC,
             also=(401,),
+            max_body_bytes=_SMALL_BODY_BYTES,
         )
     )
 
@@ -207,7 +211,7 @@ class Files(Base):
     async def post(self, sim_id):
         u = self.require_user()
         n = self.get_query_argument("name", None)
-        self.reply(await self.sv.files.put_input(u, sim_id, n, self.request.body), 201)
+        self.reply(await self.sv.files.put_input(u, sim_id, n, self.raw_body()), 201)
 
 
 class File(Base):
@@ -248,6 +252,7 @@ class SignIn(Base):
             "sign in to a login node: start your agent there",
             schema.SignedIn,
             request=schema.SignInRequest,
+            max_body_bytes=_SMALL_BODY_BYTES,
             lookup=True,
         )
     )

@@ -5,6 +5,12 @@ and ``{"error", "message"}``; anything else a logged 500. Clients send a
 bearer token; the GUI a signed, HttpOnly session cookie plus Tornado's XSRF
 header (`auth`). Each handler declares its operations (`api`) for the API
 document (`openapi`).
+
+Bodies are streamed (`stream_request_body`): credentials, the caller's rate
+and the declared size are checked from the headers alone, before a byte of
+the body is read, so an unauthenticated or oversized request costs no
+memory (a JSON 401 or 413, and the connection is closed); what is read is
+kept only up to the operation's limit.
 """
 
 import json
@@ -14,9 +20,14 @@ import tornado.web
 from pykern.pkdebug import pkdexc, pkdlog
 
 from supervisor import auth, errors, schema
-from supervisor.openapi import ops
+from supervisor.openapi import ADMIN, PUBLIC, ops
+
+#: the connection's own limit while we enforce ours (Tornado's would answer
+#: an empty 400 instead of our JSON 413)
+_UNBOUNDED_BYTES = 2**62
 
 
+@tornado.web.stream_request_body
 class Base(tornado.web.RequestHandler):
     #: method -> `openapi.Op`: what the API document says of this handler
     api = ops()
@@ -27,13 +38,44 @@ class Base(tornado.web.RequestHandler):
         self.sv = sv
         self.user = None
         self._t0 = time.perf_counter()
+        self._chunks = []
+        self._body_bytes = 0
+        self._max_body_bytes = sv.cfg.max_body_bytes
 
     def prepare(self):
+        """Everything the headers tell, before the body is read."""
         self.user = auth.user(self, self.sv.users)
         if self.rate_limited:
             self._check_rates()
-        if len(self.request.body) > self.sv.cfg.max_body_bytes:
-            raise errors.TooLarge("body_too_large", "request body is too large")
+        op = self.api.get(self.request.method.lower())
+        if op is not None and op.auth != PUBLIC:
+            self.require_admin() if op.auth == ADMIN else self.require_user()
+        if op is not None and op.max_body_bytes is not None:
+            self._max_body_bytes = op.max_body_bytes
+        self.request.connection.set_max_body_size(_UNBOUNDED_BYTES)
+        n = self.request.headers.get("Content-Length", "")
+        if n.isdigit() and int(n) > self._max_body_bytes:
+            raise self._too_large()
+
+    def data_received(self, chunk):
+        # once answered (a refusal), the rest is not ours to keep
+        if self._finished:
+            return
+        self._body_bytes += len(chunk)
+        if self._body_bytes <= self._max_body_bytes:
+            self._chunks.append(chunk)
+
+    def raw_body(self):
+        """The request body (bytes), at most the operation's limit."""
+        if self._body_bytes > self._max_body_bytes:
+            raise self._too_large()
+        return b"".join(self._chunks)
+
+    def _too_large(self):
+        return errors.TooLarge(
+            "body_too_large",
+            f"request body is over the limit of {self._max_body_bytes} bytes",
+        )
 
     def _check_rates(self):
         """Wrong credentials slow down their address; every caller has a rate."""
@@ -79,7 +121,7 @@ class Base(tornado.web.RequestHandler):
 
     def body(self, type_):
         """The request body checked against `type_` (a `schema` type): a dict."""
-        return schema.decode(self.request.body, type_)
+        return schema.decode(self.raw_body(), type_)
 
     def whoami(self, user):
         return dict(self.sv.users.whoami(user), xsrf=self.xsrf_token.decode())

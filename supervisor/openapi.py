@@ -49,6 +49,7 @@ class Op:
         request_content=None,
         lookup=False,
         also=(),
+        max_body_bytes=None,
     ):
         """
         Args:
@@ -62,6 +63,8 @@ class Op:
             request_content (str): media type of a non-JSON request body
             lookup (bool): looks up an object named by the path (404)
             also (tuple): more error statuses it answers (e.g. 401 of a login)
+            max_body_bytes (int): its request body at most (default: the
+                service's ``max_body_bytes``)
         """
         self.summary = summary
         self.response = response
@@ -73,6 +76,7 @@ class Op:
         self.request_content = request_content
         self.lookup = lookup
         self.also = also
+        self.max_body_bytes = max_body_bytes
 
 
 def ops(**by_method):

@@ -125,3 +125,53 @@ def test_per_address_cap(server_factory, n):
         10,
         what="health once the idle connections closed",
     )
+
+
+def _rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _post_unread(port, path, length, headers=""):
+    """Send headers announcing `length` bytes and a little of them; the reply."""
+    c = socket.create_connection(("127.0.0.1", port), 5)
+    try:
+        c.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n{headers}\r\n".encode() + b"x" * 65536
+        )
+        c.settimeout(10)
+        r = b""
+        while b"\r\n\r\n" not in r or not r.rstrip().endswith(b"}"):
+            try:
+                d = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            r += d
+        return r
+    finally:
+        c.close()
+
+
+def test_no_memory_before_auth_and_json_413(server):
+    """Bodies are refused from their headers: a JSON 413 or 401, nothing read."""
+    rss = _rss_bytes(server.proc.pid)
+    big = 31 * 1024 * 1024
+    for _ in range(32):
+        r = _post_unread(server.port, "/api/login", big)
+        assert r.startswith(b"HTTP/1.1 413") and b'"body_too_large"' in r, r[:300]
+    r = _post_unread(server.port, "/api/simulations", big)
+    assert r.startswith(b"HTTP/1.1 401") and b'"unauthorized"' in r, r[:300]
+    t = server.tokens["admin"]
+    r = _post_unread(
+        server.port, "/api/simulations", 10**12, f"Authorization: Bearer {t}\r\n"
+    )
+    assert r.startswith(b"HTTP/1.1 413") and b'"body_too_large"' in r, r[:300]
+    # nothing of those bodies was kept (before: +1.3 GB)
+    assert _rss_bytes(server.proc.pid) - rss < 64 * 1024 * 1024
+    assert requests.get(server.url + "/api/health", timeout=5).ok
