@@ -146,6 +146,11 @@ _cfg = pkconfig.init(
     ),
     kill_grace_secs=(2.0, float, "agent: SIGTERM, then SIGKILL after this long"),
     max_body_bytes=(16 * 1024 * 1024, int, "largest HTTP request body"),
+    trusted_proxies=(
+        [],
+        _json_list,
+        "addresses of reverse proxies whose X-Forwarded-For/-Proto are believed",
+    ),
     max_connections=(
         8192,
         int,

@@ -51,14 +51,17 @@ def raise_nofile_limit():
 class Gate:
     """Counts open connections; says whether one more may come in."""
 
-    def __init__(self, max_total, max_per_address):
+    def __init__(self, max_total, max_per_address, unlimited=()):
         """
         Args:
             max_total (int): open connections at most (all servers sharing it)
             max_per_address (int): from one client address at most
+            unlimited (iterable): addresses with no cap of their own (trusted
+                proxies: every client behind them shares their address)
         """
         self.max_total = max_total
         self.max_per_address = max_per_address
+        self._unlimited = frozenset(unlimited)
         self.total = 0
         self.refused = 0
         self._by_address = collections.Counter()
@@ -66,6 +69,7 @@ class Gate:
     def admit(self, address):
         if self.total >= self.max_total or (
             self._by_address[address] >= self.max_per_address
+            and address not in self._unlimited
         ):
             self.refused += 1
             return False
@@ -86,7 +90,7 @@ def gate(cfg):
     t = min(cfg.max_connections, max(16, n - FD_RESERVE))
     if t < cfg.max_connections:
         pkdlog("max_connections={} (open-file limit {})", t, n)
-    return Gate(t, cfg.max_connections_per_address)
+    return Gate(t, cfg.max_connections_per_address, cfg.trusted_proxies)
 
 
 class Server(tornado.httpserver.HTTPServer):

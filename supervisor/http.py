@@ -49,6 +49,7 @@ class Login(Base):
             auth.COOKIE,
             u.session_value(),
             httponly=True,
+            secure=auth.is_https(self.request, self.sv.cfg.trusted_proxies),
             samesite="Strict",
             expires_days=auth.COOKIE_DAYS,
         )
@@ -273,7 +274,7 @@ class Metrics(Base):
 
     def get(self):
         if self.user is None or not self.user.is_admin():
-            if self.request.remote_ip not in ("127.0.0.1", "::1"):
+            if self.client_address() not in ("127.0.0.1", "::1"):
                 raise errors.Unauthorized()
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.sv.metrics.render())

@@ -80,7 +80,7 @@ class Base(tornado.web.RequestHandler):
     def _check_rates(self):
         """Wrong credentials slow down their address; every caller has a rate."""
         now = time.monotonic()
-        ip = self.request.remote_ip
+        ip = self.client_address()
         if self.user is None and auth.bearer(self.request) is not None:
             self.bad_credentials()
         elif (w := self.sv.bad_credentials.wait(ip, now)) and self.user is None:
@@ -91,9 +91,13 @@ class Base(tornado.web.RequestHandler):
                 "rate_limited", f"too many requests: wait {w:.0f} s", w
             )
 
+    def client_address(self):
+        """The client's address (through a trusted proxy: the one it forwards)."""
+        return auth.client_address(self.request, self.sv.cfg.trusted_proxies)
+
     def bad_credentials(self):
         """A wrong token or session from this address: slow it down."""
-        if w := self.sv.bad_credentials.take(self.request.remote_ip, time.monotonic()):
+        if w := self.sv.bad_credentials.take(self.client_address(), time.monotonic()):
             raise _slow_down(w)
 
     def check_xsrf_cookie(self):
