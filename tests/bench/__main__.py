@@ -32,6 +32,9 @@ PUSHES = 200
 
 STORE_WRITES = 200
 
+#: row 12: authenticated requests, with and without the rate limiter
+RATE_REQUESTS = 400
+
 #: rows 8 and 9: container starts (each cold one makes a new container)
 DOCKER_COLD_RUNS = 8
 DOCKER_WARM_RUNS = 15
@@ -91,6 +94,16 @@ class Bench:
             "open/write/close of the same bytes in the same directory (no fsync, "
             "no rename)",
         )
+        self.rate = Row(
+            f"12 {RATE_REQUESTS} authenticated requests, rate limiter on",
+            PER_SEC,
+            f"the same {RATE_REQUESTS} POST /api/logout (bearer) to a supervisor "
+            "with the limiter off, same client, all submitted at once",
+        )
+        self.rate.note = (
+            "the limiter's rate and burst set so high that nothing is refused: "
+            "what its bookkeeping costs per request"
+        )
         self.rows = [
             self.start,
             self.end,
@@ -99,6 +112,7 @@ class Bench:
             self.push,
             self.dispatch,
             self.store,
+            self.rate,
         ]
         self.docker_skipped = containers.unavailable()
         if not self.docker_skipped:
@@ -185,12 +199,34 @@ class Bench:
 
     async def run(self):
         await self._measure([self.store], self._store())
+        await self._measure([self.rate], self._rate())
         await self._real_agent()
         await self._fake_agent()
         if not self.docker_skipped:
             await self._docker()
         if not self.slurm_skipped:
             await self._slurm()
+
+    async def _rate(self):
+        on = figures._Bench(
+            self.conftest, self.tmp / "rate-on", rate_per_sec=1e9, rate_burst=10**9
+        )
+        off = figures._Bench(self.conftest, self.tmp / "rate-off")
+        try:
+            await on.start()
+            await off.start()
+            await floors.http_posts(on.api, 20)
+            await floors.http_posts(off.api, 20)
+            self.rate.floor, self.rate.figure = await report.paired(
+                lambda: floors.http_posts(off.api, RATE_REQUESTS),
+                lambda: floors.http_posts(on.api, RATE_REQUESTS),
+                7,
+                30,
+                3,
+            )
+        finally:
+            for b in (on, off):
+                self.leftovers += await b.cleanup()
 
     async def _store(self):
         a, p = await asyncio.to_thread(

@@ -23,8 +23,11 @@ class _Bench:
     """A started `conftest.Server` and the bench's clients of it."""
 
     def __init__(self, conftest, data_dir, **cfg):
-        # the rows measure the service, not the rate limiter's policy
+        # the rows measure the service, not the limits' policy (rate, and
+        # how many simulations a user keeps: the rows make thousands)
         cfg.setdefault("rate_per_sec", 0)
+        for p in ("basic", "premium"):
+            cfg.setdefault(f"{p}_max_simulations", 10**6)
         self.server = conftest.Server(data_dir, **cfg)
         self.conftest = conftest
         self.api = None
