@@ -22,7 +22,7 @@ import sys
 import time
 
 import agent
-from agent import client, protocol
+from agent import client, protocol, sandbox
 from agent.log import log
 
 _PR_SET_DUMPABLE = 4
@@ -55,6 +55,17 @@ def parse_args(argv=None):
         help="simulations' oom_score_adj (e.g. 1000: under a memory limit the kernel kills a simulation, not the agent)",
     )
     p.add_argument("--max-analyses", type=int, default=8, help="analyses at once")
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run each code under bubblewrap (agent/sandbox.py); if it does not work, runs fail",
+    )
+    p.add_argument(
+        "--sandbox-uid",
+        type=int,
+        default=sandbox.DEFAULT_UID,
+        help="--sandbox as root: the codes' uid and gid",
+    )
     p.add_argument(
         "--max-backoff-secs", type=float, default=10.0, help="reconnect delay cap"
     )
@@ -118,8 +129,8 @@ def _not_dumpable():
         pass
 
 
-async def _main(args, secret):
-    c = client.Client(args, secret)
+async def _main(args, secret, box):
+    c = client.Client(args, secret, sandbox=box)
     loop = asyncio.get_running_loop()
     for s in (signal.SIGTERM, signal.SIGINT):
         # Slurm jobs do not need the agent: a stop leaves them to the next one
@@ -225,6 +236,8 @@ def main():
         os.set_inheritable(lock, False)
     if done:
         done(None)
+    # blocking (it runs bwrap once): before the event loop
+    box = sandbox.for_agent(a.sandbox and not a.slurm, a.sandbox_uid)
     log(
         "agent_start",
         agent_id=a.agent_id,
@@ -232,8 +245,11 @@ def main():
         url=a.url,
         unix_socket=a.unix_socket or "",
         run_root=a.run_root,
+        sandbox=type(box).__name__.lower(),
     )
-    rv = asyncio.run(_main(a, secret))
+    if isinstance(box, sandbox.Broken):
+        log("sandbox_broken", error=box.reason)
+    rv = asyncio.run(_main(a, secret, box))
     log("agent_exit", code=rv)
     return rv
 

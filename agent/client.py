@@ -63,9 +63,10 @@ class Client:
         args (argparse.Namespace): url, agent_id, run_root, kill_grace_secs,
             max_procs, max_analyses, max_backoff_secs, give_up_secs
         secret (str): sent as a bearer token, never logged
+        sandbox (agent.sandbox.Bare): wraps each local run (default: none)
     """
 
-    def __init__(self, args, secret):
+    def __init__(self, args, secret, sandbox=None):
         self.args = args
         if getattr(args, "slurm", False):
             self.pool = slurm.SlurmPool(
@@ -83,6 +84,7 @@ class Client:
                 max_analyses=args.max_analyses,
                 on_event=self._on_run_event,
                 oom_score_adj=getattr(args, "sim_oom_score_adj", None),
+                sandbox=sandbox,
             )
         u = getattr(args, "unix_socket", None)
         #: a network-less container reaches the supervisor through a socket file

@@ -20,6 +20,7 @@ import signal
 import subprocess
 
 from agent import limits, records
+from agent import sandbox as agent_sandbox
 from agent.log import log
 from agent.run import Output
 
@@ -60,6 +61,7 @@ class Pool(records.Records):
             started, progress, frame, log, exited; the data is in the `Run`
             (pid, progress, frames[-1], log, status...)
         oom_score_adj (int): each simulation's, if not None (see `agent.limits`)
+        sandbox (agent.sandbox.Bare): wraps each code (default: none)
     """
 
     def __init__(
@@ -70,9 +72,11 @@ class Pool(records.Records):
         max_analyses,
         on_event,
         oom_score_adj=None,
+        sandbox=None,
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
         self.oom_score_adj = oom_score_adj
+        self.sandbox = sandbox or agent_sandbox.Bare()
         self._lanes = {
             "run": asyncio.Semaphore(max_procs),
             "analysis": asyncio.Semaphore(max_analyses),
@@ -100,12 +104,12 @@ class Pool(records.Records):
         try:
             transport, out = await loop.subprocess_exec(
                 lambda: Output(run),
-                *run.command(),
+                *self.sandbox.command(run),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=run.dir,
-                env=_environ(run.cores),
+                env=self.sandbox.environ(_environ(run.cores)),
                 start_new_session=True,
                 preexec_fn=_die_with_parent(os.getpid(), self.oom_score_adj),
             )
@@ -142,6 +146,7 @@ class Pool(records.Records):
                     " still holds its output open; not waiting for it]\n"
                 )
             out.flush()
+            rc = self.sandbox.exit_code(rc)
             self._finish(run, *_end_status(run, rc, oom_kills))
         finally:
             timeout_timer.cancel()

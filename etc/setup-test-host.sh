@@ -22,6 +22,9 @@ declare -A want=(
     [debootstrap]=debootstrap
     # certificates of the TCP+TLS test engine
     [openssl]=openssl
+    # the sandbox of local runs (agent/sandbox.py); setpriv and env are in
+    # util-linux and coreutils, which every Debian has
+    [bwrap]=bubblewrap
 )
 # Debian packages of the test HPC site (checked with dpkg)
 hpc_pkgs=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server

@@ -34,6 +34,17 @@ def _json_dict(value):
     return v
 
 
+def _sandbox_mode(value):
+    v = str(value).lower()
+    if v not in SANDBOX_MODES:
+        raise ValueError(f"expected one of {SANDBOX_MODES}, got {value!r}")
+    return v
+
+
+#: values of local_sandbox
+SANDBOX_MODES = ("auto", "on", "off")
+
+
 _cfg = pkconfig.init(
     host=("127.0.0.1", str, "address to listen on (loopback only by default)"),
     port=(8000, pkconfig.parse_positive_int, "port to listen on"),
@@ -45,6 +56,16 @@ _cfg = pkconfig.init(
         _cores(),
         pkconfig.parse_positive_int,
         "core budget of the local host",
+    ),
+    local_sandbox=(
+        "auto",
+        _sandbox_mode,
+        "local runs under bubblewrap: auto (if bwrap works here), on (runs fail without it), off",
+    ),
+    local_sandbox_uid=(
+        10001,
+        int,
+        "uid and gid of sandboxed local runs (if the agent runs as root)",
     ),
     agent_socket=(
         "",

@@ -1,7 +1,8 @@
-"""Test code: tries to read a file and to open a TCP connection; says what happened.
+"""Test code: tries to read and write files and to open a TCP connection; says what happened.
 
-For isolation tests: in a container a simulation must not read another
-user's files nor reach the network. Each attempt prints one line
+For isolation tests: in a container or the local sandbox a simulation must
+not read another user's files nor reach the network, and can write its run
+directory and /tmp. Each attempt prints one line
 ``probe: <what> <target> -> <outcome>``; it always exits 0. In a path,
 ``{ppid}`` stands for the parent's pid (the agent's: its secret must be out
 of reach).
@@ -12,7 +13,7 @@ import socket
 
 from agent.codes import report
 
-DEFAULTS = {"path": "", "connect": ""}
+DEFAULTS = {"path": "", "write": "", "connect": ""}
 
 CONNECT_TIMEOUT_SECS = 2.0
 
@@ -21,6 +22,15 @@ def _read(path):
     try:
         with open(path, "rb") as f:
             return f"ok {len(f.read(4096))} bytes"
+    except OSError as e:
+        return f"refused {type(e).__name__}: {e.strerror}"
+
+
+def _write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("probe\n")
+        return "ok written"
     except OSError as e:
         return f"refused {type(e).__name__}: {e.strerror}"
 
@@ -39,6 +49,8 @@ def main():
     for path in filter(None, p["path"].split(",")):
         path = path.replace("{ppid}", str(os.getppid()))
         print(f"probe: read {path} -> {_read(path)}", flush=True)
+    for path in filter(None, p["write"].split(",")):
+        print(f"probe: write {path} -> {_write(path)}", flush=True)
     for t in filter(None, p["connect"].split(",")):
         print(f"probe: connect {t} -> {_connect(t)}", flush=True)
     report.progress(1.0)

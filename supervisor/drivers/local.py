@@ -3,6 +3,10 @@
 The agent runs in its own session, so a supervisor that stops (or is killed)
 leaves it and its simulations running; it reconnects to the next supervisor.
 Its secret is written to its stdin; its output goes to a log file.
+
+With ``local_sandbox`` (`agent.sandbox`) the agent runs each code under
+bubblewrap: ``on`` always (runs fail if it does not work), ``auto`` if a
+check at the first start says it works here.
 """
 
 import asyncio
@@ -13,6 +17,7 @@ import sys
 
 from pykern.pkdebug import pkdlog
 
+from agent import sandbox
 from supervisor import resources
 from supervisor.drivers import base
 
@@ -29,6 +34,8 @@ class LocalDriver(base.Driver):
         # agent id -> asyncio.subprocess.Process (only agents we started)
         self._procs = {}
         self._waits = set()
+        #: the agent's sandbox options, once decided (`_sandbox_argv`)
+        self._sandbox = None
 
     def targets(self):
         return [self._target]
@@ -41,9 +48,10 @@ class LocalDriver(base.Driver):
         r.mkdir(parents=True, exist_ok=True)
         lp = self.log_path(agent)
         lp.parent.mkdir(parents=True, exist_ok=True)
+        x = await self._sandbox_argv()
         with open(lp, "ab") as log:
             p = await asyncio.create_subprocess_exec(
-                *self.agent_argv([sys.executable, "-m", "agent"], agent, r),
+                *self.agent_argv([sys.executable, "-m", "agent"], agent, r, extra=x),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -59,6 +67,31 @@ class LocalDriver(base.Driver):
         self._waits.add(t)
         t.add_done_callback(self._waits.discard)
         pkdlog("{} started pid={}", agent, p.pid)
+
+    async def _sandbox_argv(self):
+        """The agent's sandbox options; ``auto`` checks bwrap once (off the loop)."""
+        if self._sandbox is not None:
+            return self._sandbox
+        m = self._cfg.local_sandbox
+        rv = []
+        if m != "off":
+            rv = ["--sandbox", "--sandbox-uid", str(self._cfg.local_sandbox_uid)]
+        if m == "auto":
+            e = await asyncio.to_thread(
+                sandbox.Sandbox(uid=self._cfg.local_sandbox_uid).check
+            )
+            if e:
+                pkdlog("local_sandbox=auto: local runs are NOT sandboxed: {}", e)
+                rv = []
+            else:
+                pkdlog("local_sandbox=auto: local runs are sandboxed (bwrap)")
+        elif m == "on":
+            pkdlog("local_sandbox=on: local runs are sandboxed (bwrap)")
+        else:
+            pkdlog("local_sandbox=off: local runs are NOT sandboxed")
+        if self._sandbox is None:
+            self._sandbox = rv
+        return self._sandbox
 
     async def _wait(self, agent, proc, on_exit):
         rc = await proc.wait()
