@@ -12,8 +12,10 @@
   for a moment and logs once, instead of spinning on the readable socket
   and logging a traceback per turn.
 
-A connection counts until it closes or becomes a websocket (websockets are
-authenticated first, and capped per user where they are many).
+A connection counts until it closes; a websocket counts again, once
+authenticated, while it is open (`supervisor.ws`), so the cap in all holds
+for both. Agents' websockets count in all but not per address (on one host,
+every local agent dials from 127.0.0.1).
 """
 
 import asyncio
@@ -66,22 +68,26 @@ class Gate:
         self.refused = 0
         self._by_address = collections.Counter()
 
-    def admit(self, address):
+    def admit(self, address, per_address=True):
+        """One more from `address`? (`per_address`: its own cap applies)"""
+        per_address = per_address and address not in self._unlimited
         if self.total >= self.max_total or (
-            self._by_address[address] >= self.max_per_address
-            and address not in self._unlimited
+            per_address and self._by_address[address] >= self.max_per_address
         ):
             self.refused += 1
             return False
         self.total += 1
-        self._by_address[address] += 1
+        if per_address:
+            self._by_address[address] += 1
         return True
 
-    def release(self, address):
+    def release(self, address, per_address=True):
+        """One from `address` closed (as it was admitted)."""
         self.total -= 1
-        self._by_address[address] -= 1
-        if self._by_address[address] <= 0:
-            del self._by_address[address]
+        if per_address and address not in self._unlimited:
+            self._by_address[address] -= 1
+            if self._by_address[address] <= 0:
+                del self._by_address[address]
 
 
 def gate(cfg):
@@ -117,6 +123,11 @@ class Server(tornado.httpserver.HTTPServer):
             # TCPServer.stop closes what these two tables hold
             self._sockets[s.fileno()] = s
             self._handlers[s.fileno()] = _Acceptor(s, self._handle_connection).stop
+
+
+def peer(request):
+    """The address a request's connection counts against (`Gate`)."""
+    return _address(request.connection.context.address)
 
 
 def _address(address):

@@ -29,6 +29,10 @@ class Health(Base):
 
 
 class Login(Base):
+    # anonymous by nature: the address bucket must not hold up a right token;
+    # wrong ones are slowed (`bad_credentials`)
+    rate_limited = False
+
     api = ops(
         post=Op(
             "sign in with a token: a session cookie",
@@ -211,7 +215,7 @@ class Files(Base):
 
     async def post(self, sim_id):
         u = self.require_user()
-        n = self.get_query_argument("name", None)
+        n = _raw_query_argument(self, "name")
         self.reply(await self.sv.files.put_input(u, sim_id, n, self.raw_body()), 201)
 
 
@@ -227,16 +231,26 @@ class File(Base):
     async def get(self, sim_id, path):
         u = self.require_user()
         n = path.rsplit("/", 1)[-1]
-        self.set_header(
-            "Content-Type", mimetypes.guess_type(n)[0] or "application/octet-stream"
-        )
-        self.set_header("Content-Disposition", names.content_disposition(n))
+        started = []
+
+        def _start():
+            # only once the file is found: an error is not a download
+            started.append(True)
+            self.set_header(
+                "Content-Type",
+                mimetypes.guess_type(n)[0] or "application/octet-stream",
+            )
+            self.set_header("Content-Disposition", names.content_disposition(n))
 
         async def _write(chunk):
+            if not started:
+                _start()
             self.write(chunk)
             await self.flush()
 
         await self.sv.files.read_output(u, sim_id, path, _write)
+        if not started:
+            _start()
         self.finish()
 
 
@@ -283,6 +297,17 @@ class Metrics(Base):
 class NotFoundApi(Base):
     def prepare(self):
         raise errors.NotFound("not_found", f"no such API: {self.request.path}")
+
+
+def _raw_query_argument(handler, name):
+    """A query argument as sent (Tornado's own strips it and blanks controls)."""
+    v = handler.request.query_arguments.get(name)
+    if not v:
+        return None
+    try:
+        return v[-1].decode()
+    except UnicodeDecodeError:
+        raise errors.BadInput(f"bad_{name}", f"{name} is not UTF-8") from None
 
 
 #: every API path (an `openapi` template) and its handler

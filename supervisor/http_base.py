@@ -26,6 +26,9 @@ from supervisor.openapi import ADMIN, PUBLIC, ops
 #: an empty 400 instead of our JSON 413)
 _UNBOUNDED_BYTES = 2**62
 
+#: the body of an operation that takes none (a client may send ``{}``)
+_NO_BODY_BYTES = 1024
+
 
 @tornado.web.stream_request_body
 class Base(tornado.web.RequestHandler):
@@ -44,15 +47,19 @@ class Base(tornado.web.RequestHandler):
 
     def prepare(self):
         """Everything the headers tell, before the body is read."""
+        self.request.connection.set_max_body_size(_UNBOUNDED_BYTES)
+        op = self.api.get(self.request.method.lower())
+        # what takes no body gets almost none (an undeclared method, a GET)
+        self._max_body_bytes = _NO_BODY_BYTES
+        if op is not None and (op.request or op.request_content):
+            self._max_body_bytes = op.max_body_bytes or self.sv.cfg.max_body_bytes
         self.user = auth.user(self, self.sv.users)
         if self.rate_limited:
             self._check_rates()
-        op = self.api.get(self.request.method.lower())
+        if op is None and self.api:
+            raise tornado.web.HTTPError(405)
         if op is not None and op.auth != PUBLIC:
             self.require_admin() if op.auth == ADMIN else self.require_user()
-        if op is not None and op.max_body_bytes is not None:
-            self._max_body_bytes = op.max_body_bytes
-        self.request.connection.set_max_body_size(_UNBOUNDED_BYTES)
         n = self.request.headers.get("Content-Length", "")
         if n.isdigit() and int(n) > self._max_body_bytes:
             raise self._too_large()
@@ -83,8 +90,6 @@ class Base(tornado.web.RequestHandler):
         ip = self.client_address()
         if self.user is None and auth.bearer(self.request) is not None:
             self.bad_credentials()
-        elif (w := self.sv.bad_credentials.wait(ip, now)) and self.user is None:
-            raise _slow_down(w)
         k = self.user.name if self.user else f"address {ip}"
         if w := self.sv.request_rate.take(k, now):
             raise errors.TooMany(
@@ -96,7 +101,13 @@ class Base(tornado.web.RequestHandler):
         return auth.client_address(self.request, self.sv.cfg.trusted_proxies)
 
     def bad_credentials(self):
-        """A wrong token or session from this address: slow it down."""
+        """A wrong token from this address: a 429 once they come too often.
+
+        Only failures count, and only after the token was checked: a right
+        token always works, so nobody can lock others out by failing from
+        the same address (tokens are 256 random bits: the slow-down bounds
+        floods and logs, not a guess that cannot succeed).
+        """
         if w := self.sv.bad_credentials.take(self.client_address(), time.monotonic()):
             raise _slow_down(w)
 

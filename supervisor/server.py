@@ -107,6 +107,8 @@ class Supervisor:
             **self.runs.reports.handlers,
         )
         assert set(self.agent_handlers) == set(protocol.TO_SUPERVISOR)
+        #: open connections and websockets (`gate.Gate`), made at start
+        self.gate = None
         self._server = None
         self._agent_server = None
 
@@ -124,11 +126,12 @@ class Supervisor:
         self.port = s[0].getsockname()[1]
         self.agents.load()
         self.runs.recover(self.sim_store.load())
-        g = gate.gate(self.cfg)
+        g = self.gate = gate.gate(self.cfg)
         self._server = gate.Server(
             self._app(),
-            # bodies a bit over our limit get a JSON 413 from the handler
-            max_body_size=self.cfg.max_body_bytes * 2,
+            # API handlers stream and set their own limits; the rest (static
+            # files, websockets) take no body
+            max_body_size=64 * 1024,
             xheaders=False,
             idle_connection_timeout=self.cfg.header_timeout_secs,
             body_timeout=self.cfg.body_timeout_secs,

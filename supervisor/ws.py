@@ -14,7 +14,7 @@ import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
-from supervisor import auth, errors, events
+from supervisor import auth, errors, events, gate
 
 
 def _refuse(handler, error):
@@ -24,7 +24,49 @@ def _refuse(handler, error):
     handler.finish(json.dumps(errors.body(error)))
 
 
-class Events(tornado.websocket.WebSocketHandler):
+class _Socket(tornado.websocket.WebSocketHandler):
+    """What both websockets share: a slot of the gate while open, and wrong
+    credentials slowed down as on HTTP."""
+
+    #: whether this websocket counts against its address's cap (`gate.Gate`)
+    per_address = True
+
+    def _upgrade(self, *args, **kwargs):
+        """The websocket, holding a slot of `gate` for as long as it is open.
+
+        (Tornado's ``get`` returns only when the websocket has closed.)
+        """
+        a = gate.peer(self.request)
+        if not self.sv.gate.admit(a, self.per_address):
+            _refuse(
+                self, errors.TooMany("too_many_connections", "too many connections")
+            )
+            return None
+        return self._held(a, *args, **kwargs)
+
+    async def _held(self, address, *args, **kwargs):
+        try:
+            await tornado.websocket.WebSocketHandler.get(self, *args, **kwargs)
+        finally:
+            self.sv.gate.release(address, self.per_address)
+
+    def _wrong_credentials(self, error):
+        """Refuse with `error`, or 429 once this address fails too often."""
+        w = self.sv.bad_credentials.take(
+            auth.client_address(self.request, self.sv.cfg.trusted_proxies),
+            time.monotonic(),
+        )
+        if w:
+            error = errors.TooMany(
+                "too_many_failures",
+                f"too many wrong credentials from your address: wait {w:.0f} s",
+                w,
+            )
+            self.set_header("Retry-After", str(int(w)))
+        _refuse(self, error)
+
+
+class Events(_Socket):
     """Push: the current state first, then every change as it happens."""
 
     def initialize(self, sv):
@@ -34,7 +76,10 @@ class Events(tornado.websocket.WebSocketHandler):
     async def get(self, *args, **kwargs):
         u = auth.user(self, self.sv.users)
         if u is None:
-            _refuse(self, errors.Unauthorized())
+            if auth.bearer(self.request) is not None:
+                self._wrong_credentials(errors.Unauthorized())
+            else:
+                _refuse(self, errors.Unauthorized())
             return
         n = self.sv.users.plan_of(u.name).max_event_sockets
         if self.sv.hub.open_of(u.name) >= n:
@@ -46,7 +91,9 @@ class Events(tornado.websocket.WebSocketHandler):
             )
             return
         self.user = u
-        await super().get(*args, **kwargs)
+        c = self._upgrade(*args, **kwargs)
+        if c is not None:
+            await c
 
     def check_origin(self, origin):
         # bearer clients are not browsers; a browser must be same-origin
@@ -80,7 +127,9 @@ class Events(tornado.websocket.WebSocketHandler):
             self.sv.hub.unsubscribe(self.sub)
 
 
-class Agent(tornado.websocket.WebSocketHandler):
+class Agent(_Socket):
+    per_address = False
+
     def initialize(self, sv):
         self.sv = sv
         self.agent = None
@@ -97,10 +146,14 @@ class Agent(tornado.websocket.WebSocketHandler):
                 self.request.headers.get(protocol.AGENT_ID_HEADER),
                 self.request.remote_ip,
             )
-            _refuse(self, errors.Unauthorized("unknown agent or wrong secret"))
+            self._wrong_credentials(
+                errors.Unauthorized("unknown agent or wrong secret")
+            )
             return
         self.agent = a
-        await super().get(*args, **kwargs)
+        c = self._upgrade(*args, **kwargs)
+        if c is not None:
+            await c
 
     def check_origin(self, origin):
         return True

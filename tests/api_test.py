@@ -477,3 +477,23 @@ def test_openapi_and_docs(server):
         assert requests.get(server.url + a, timeout=5).status_code == 200, a
     s = requests.get(server.url + "/api/openapi.json?for=swagger-ui", timeout=5)
     assert s.json()["openapi"].startswith("3.0")
+
+
+def test_upload_name_is_taken_as_sent(server):
+    sid = server.create("admin", "heat")["id"]
+    before = _state(server)
+    for q in ("a%00b", "run.log%0A", "%ff"):
+        r = server.api("POST", f"/simulations/{sid}/files?name={q}", data=b"x")
+        assert r.status_code == 400, (q, r.text)
+    assert _state(server) == before
+    # what is sent is what is stored (Tornado's own argument is stripped)
+    server.api("POST", f"/simulations/{sid}/files?name=a%20", data=b"x", expect=201)
+    f = server.api("GET", f"/simulations/{sid}/files", expect=200).json()
+    assert f["inputs"] == ["a "]
+
+
+def test_errors_are_not_downloads(server):
+    sid = server.create("admin", "heat")["id"]
+    r = server.api("GET", f"/simulations/{sid}/files/nothing.txt", expect=404)
+    assert "Content-Disposition" not in r.headers
+    assert r.headers["Content-Type"].startswith("application/json")

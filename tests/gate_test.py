@@ -175,3 +175,52 @@ def test_no_memory_before_auth_and_json_413(server):
     # nothing of those bodies was kept (before: +1.3 GB)
     assert _rss_bytes(server.proc.pid) - rss < 64 * 1024 * 1024
     assert requests.get(server.url + "/api/health", timeout=5).ok
+
+
+def test_bodies_where_none_is_taken_are_not_read(server):
+    """Health, undeclared methods and static files: no memory for a body."""
+    rss = _rss_bytes(server.proc.pid)
+    big = 16 * 1024 * 1024
+    for _ in range(10):
+        r = _post_unread(server.port, "/api/logout", big)
+        assert r.startswith(b"HTTP/1.1 413"), r[:200]
+        # a method /api/whoami does not take: refused before the body
+        r = _post_unread(server.port, "/api/whoami", big)
+        assert r.startswith(b"HTTP/1.1 405"), r[:200]
+        # not an API handler: Tornado's own limit refuses it unread
+        r = _post_unread(server.port, "/", big)
+        assert r.startswith(b"HTTP/1.1 4"), r[:200]
+    assert _rss_bytes(server.proc.pid) - rss < 64 * 1024 * 1024
+
+
+async def test_websockets_count_against_the_cap(server_factory):
+    """Event streams hold a slot: they cannot exhaust the descriptors."""
+    from tornado import httpclient, websocket
+
+    server = server_factory(nofile=(64, 128), basic_max_event_sockets=1000)
+    cap = 128 - gate.FD_RESERVE
+    req = httpclient.HTTPRequest(
+        f"ws://127.0.0.1:{server.port}/api/events",
+        headers={"Authorization": "Bearer " + server.tokens["admin"]},
+    )
+    open_ = []
+    refused = 0
+    try:
+        for _ in range(cap + 10):
+            try:
+                open_.append(await websocket.websocket_connect(req))
+            except (httpclient.HTTPClientError, ConnectionError, OSError):
+                refused += 1
+        assert refused >= 10 and len(open_) <= cap
+    finally:
+        for c in open_:
+            c.close()
+    # the slots come back, and the store still writes
+    wait_for(
+        lambda: requests.get(server.url + "/api/health", timeout=2).ok,
+        10,
+        what="health",
+    )
+    s = server.create("admin", "sleep", secs=0.01)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "completed")

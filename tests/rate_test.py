@@ -92,3 +92,27 @@ async def test_event_sockets_capped_by_plan(server_factory):
     finally:
         for c in open_:
             c.close()
+
+
+def test_a_right_login_is_never_locked_out(server_factory):
+    server = server_factory(bad_credentials_burst=2, bad_credentials_per_sec=0.01)
+    for _ in range(5):
+        requests.post(server.url + "/api/login", json={"token": "x"}, timeout=5)
+    r = requests.post(
+        server.url + "/api/login", json={"token": server.tokens["admin"]}, timeout=5
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_wrong_tokens_on_websockets_slow_down(server_factory):
+    server = server_factory(bad_credentials_burst=2, bad_credentials_per_sec=0.01)
+    req = httpclient.HTTPRequest(
+        f"ws://127.0.0.1:{server.port}/api/events",
+        headers={"Authorization": "Bearer wrong"},
+    )
+    codes = []
+    for _ in range(4):
+        with pytest.raises(httpclient.HTTPClientError) as e:
+            await websocket.websocket_connect(req)
+        codes.append(e.value.code)
+    assert codes[:2] == [401, 401] and codes[-1] == 429
