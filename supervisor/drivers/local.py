@@ -3,6 +3,10 @@
 The agent runs in its own session, so a supervisor that stops (or is killed)
 leaves it and its simulations running; it reconnects to the next supervisor.
 Its secret is written to its stdin; its output goes to a log file.
+
+An agent that exits takes its runs with it (each run's keeper, see
+`agent.keeper`, ends the run's whole tree when its agent dies), so its runs
+end `error` at once with the exit code and the log's tail, not `lost`.
 """
 
 import asyncio
@@ -64,7 +68,12 @@ class LocalDriver(base.Driver):
         rc = await proc.wait()
         self._procs.pop(agent.id, None)
         pkdlog("{} exited returncode={}", agent, rc)
-        on_exit(agent, f"agent exited with code {rc}: {self._log_tail(agent)}")
+        # its runs' keepers end their trees when it dies: nothing comes back
+        on_exit(
+            agent,
+            f"agent exited with code {rc}: {self._log_tail(agent)}",
+            dead=True,
+        )
 
     def _log_tail(self, agent):
         try:
