@@ -7,8 +7,8 @@ counts those kills (``oom_kill`` in ``memory.events`` on cgroup v2,
 starts and after it ends: if it went up, the run ran out of memory.
 
 With ``--sim-oom-score-adj 1000`` simulations are the kernel's first choice,
-so it is the simulation that dies, not the agent (raising one's own score
-needs no privilege).
+so it is the simulation that dies, not the agent (`agent.keeper` sets it in
+the code, not in itself; raising one's own score needs no privilege).
 """
 
 import os
@@ -80,12 +80,3 @@ def out_of_memory_error(kills_before):
     return "out of memory" + (
         f": the memory limit of {m // (1024 * 1024)} MiB was reached" if m else ""
     )
-
-
-def set_oom_score_adj(value):
-    """For a child before exec: make it the OOM killer's first choice."""
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
-    except OSError:
-        pass

@@ -1,8 +1,11 @@
 """The agent's process pool: starts simulation codes, times them out and kills them.
 
 Each run is a process in its own process group (its own session), started in
-its run directory with a clean environment. Its stdout and stderr go to its
-`agent.run.Run` record through `agent.run.Output`.
+its run directory with a clean environment, under a keeper of its own
+(`agent.keeper`): the run's pid is the keeper's, which ends the run's whole
+tree (even children in a session of their own) on cancel, on time out, when
+the code exits and when the agent dies, and then exits as the code did. Its
+stdout and stderr go to its `agent.run.Run` record through `agent.run.Output`.
 
 Runs and analyses have separate lanes (semaphores), so an analysis never
 waits behind long runs. Pure asyncio and event driven; the one poll is the
@@ -19,7 +22,7 @@ import os
 import signal
 import subprocess
 
-from agent import limits, records
+from agent import keeper, limits, records
 from agent import sandbox as agent_sandbox
 from agent.log import log
 from agent.run import Output
@@ -92,10 +95,10 @@ class Pool(records.Records):
         # spawning: _launch sees the flag once the process exists
 
     def _destroying(self):
-        """SIGKILL every group (`join` waits until every process is reaped)."""
+        """Kill every tree now (`join` waits until every process is reaped)."""
         for r in self.runs.values():
             if r.pid is not None and not r.is_exited:
-                _killpg(r.pid, signal.SIGKILL)
+                _kill(r.pid, keeper.KILL_SIGNAL)
 
     async def _launch(self, run):
         """Spawn the run's process and wait until it and its group have ended."""
@@ -104,14 +107,17 @@ class Pool(records.Records):
         try:
             transport, out = await loop.subprocess_exec(
                 lambda: Output(run),
-                *self.sandbox.command(run),
+                # the keeper outside the sandbox: it sees (and ends) the tree
+                *keeper.argv(
+                    self.sandbox.command(run), self.kill_grace_secs, self.oom_score_adj
+                ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=run.dir,
                 env=self.sandbox.environ(_environ(run.cores)),
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid(), self.oom_score_adj),
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             self._finish(run, "error", None, f"cannot start {run.argv[0]}: {e}")
@@ -154,24 +160,33 @@ class Pool(records.Records):
                 run.kill_timer.cancel()
             if not run.is_exited:
                 # destroyed (or failed) while running: leave nothing behind
-                _killpg(run.pid, signal.SIGKILL)
+                _kill(run.pid, keeper.KILL_SIGNAL)
                 d = loop.time() + GROUP_EXIT_SLACK_SECS
                 try:
                     await asyncio.wait_for(asyncio.shield(out.exited), d - loop.time())
-                    await _wait_group_gone(run.pid, d)
+                    gone = await _wait_group_gone(run.pid, d)
                 except (TimeoutError, asyncio.CancelledError):
-                    pass
+                    gone = False
+                if not gone:
+                    # the keeper is stuck: the group at least
+                    _killpg(run.pid, signal.SIGKILL)
             transport.close()
 
     def _terminate(self, run):
-        """SIGTERM the group now and SIGKILL it after the grace."""
+        """Tell the keeper to stop the tree (SIGTERM, SIGKILL after the grace).
+
+        If the keeper is not gone soon after the grace, the group is SIGKILLed.
+        """
         if run.kill_timer:
             return
         loop = asyncio.get_running_loop()
         run.kill_start_secs = loop.time()
-        _killpg(run.pid, signal.SIGTERM)
+        _kill(run.pid, keeper.STOP_SIGNAL)
         run.kill_timer = loop.call_later(
-            self.kill_grace_secs, _killpg, run.pid, signal.SIGKILL
+            self.kill_grace_secs + GROUP_EXIT_SLACK_SECS,
+            _killpg,
+            run.pid,
+            signal.SIGKILL,
         )
 
     def _time_out(self, run):
@@ -182,19 +197,17 @@ class Pool(records.Records):
         self._terminate(run)
 
 
-def _die_with_parent(agent_pid, oom_score_adj=None):
-    """preexec_fn: the leader gets SIGKILL when the agent dies.
+def _die_with_parent(agent_pid):
+    """preexec_fn: the keeper kills its run's tree when the agent dies.
 
-    Only the leader: children it starts are killed with its group by the
-    agent, or orphaned if the agent itself is SIGKILLed. With
-    `oom_score_adj`, the OOM killer picks the simulation before the agent.
+    `keeper.KILL_SIGNAL` is its parent-death signal: even a SIGKILLed agent
+    leaves no process of a run behind (the keeper, a subreaper, sees them
+    all). The code, not the keeper, gets the simulations' oom_score_adj.
     """
 
     def f():
-        if oom_score_adj is not None:
-            limits.set_oom_score_adj(oom_score_adj)
         if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            _prctl(_PR_SET_PDEATHSIG, keeper.KILL_SIGNAL, 0, 0, 0)
         # the agent may have died between fork and prctl
         if os.getppid() != agent_pid:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -245,6 +258,13 @@ def _group_pids(pgid):
         if len(x) > 2 and x[0] != b"Z" and int(x[2]) == pgid:
             rv.append(int(n))
     return rv
+
+
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _killpg(pgid, sig):

@@ -217,7 +217,8 @@ class Agents:
         """Driver callback: the agent's process ended.
 
         Args:
-            dead (bool): its runs surely ended with it (a container is gone)
+            dead (bool): its runs surely ended with it (a container is gone,
+                a local agent's keepers ended their runs)
         """
         if agent.state == STARTING:
             self.stop(agent, AgentStartFailed(message), dead=True)
@@ -226,7 +227,7 @@ class Agents:
             self.stop(agent, AgentGone(message), dead=True)
         elif agent.state != STOPPED and agent.conn is None:
             # its runs stay lost for their grace period (DESIGN: lost, then
-            # error with the reason), though a local agent will not return
+            # error with the reason): they may still be going
             self.stop(agent, AgentGone(message))
 
     def _start_expired(self, agent):

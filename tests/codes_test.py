@@ -522,6 +522,42 @@ def test_forker_children_die_with_the_group(tmp_path):
         p.stderr.close()
 
 
+def test_forker_detached_children_escape_the_group(tmp_path):
+    """``detach=session``: what agent.keeper must catch (keeper_test)."""
+    p = _popen("forker", dict(children=2, secs=60, detach="session"), tmp_path)
+    pids = []
+    try:
+        f = tmp_path / "children.txt"
+        _wait_for(lambda: f.exists() and len(f.read_text().split()) == 2, 20, "pids")
+        pids[:] = [int(x) for x in f.read_text().split()]
+        for c in pids:
+            _, ppid, pgid = _stat_fields(c)
+            # double-forked: not forker's child, not in its group
+            assert ppid != p.pid and pgid != p.pid
+        os.killpg(p.pid, signal.SIGKILL)
+        assert p.wait() == -signal.SIGKILL
+        # the group kill missed them
+        assert not any(_gone_or_zombie(c) for c in pids)
+    finally:
+        for c in pids:
+            try:
+                os.kill(c, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _kill_group(p)
+        p.stdout.close()
+        p.stderr.close()
+
+
+def test_forker_detached_ends_after_secs(tmp_path):
+    r = _ok("forker", dict(children=2, secs=0.5, detach="session"), tmp_path)
+    pids = [int(x) for x in (tmp_path / "children.txt").read_text().split()]
+    # not its own to reap: they end by themselves at the same deadline
+    for c in pids:
+        _wait_for(lambda c=c: _gone_or_zombie(c), 10, f"child {c} to end")
+    assert "(detached)" in r.stdout
+
+
 def test_forker_ends_after_secs(tmp_path):
     r = _ok("forker", dict(children=2, secs=0.5), tmp_path)
     assert 0.5 <= r.secs < 15

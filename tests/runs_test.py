@@ -265,13 +265,33 @@ def test_supervisor_killed_and_restarted_readopts(server):
     assert f[-1]["step"] == 400000
 
 
-def test_agent_killed_gives_lost_then_error(server_factory):
-    server = server_factory(lost_grace_secs=2, agent_start_timeout_secs=60)
+def test_agent_killed_ends_its_runs_at_once(server_factory):
+    """The local driver sees its agent exit: no grace (keeper_test: no process left)."""
+    server = server_factory(lost_grace_secs=300, agent_start_timeout_secs=60)
     s = server.create("admin", "sleep", secs=600)
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "running")
     a = server.api("GET", "/admin/agents", expect=200).json()[0]
     os.kill(a["pid"], signal.SIGKILL)
+    j = server.wait_status("admin", s["id"], "error", 10)
+    assert "agent exited with code -9" in j["error"], j
+    wait_for(
+        lambda: not procs_under(_run_dir(server, "admin", s["id"])),
+        5,
+        what="no process of the run",
+    )
+
+
+def test_agent_gone_unseen_gives_lost_then_error(server_factory):
+    """An agent that died while no supervisor watched it: lost, then error."""
+    server = server_factory(lost_grace_secs=2, agent_start_timeout_secs=60)
+    s = server.create("admin", "sleep", secs=600)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "running")
+    a = server.api("GET", "/admin/agents", expect=200).json()[0]
+    server.stop(signal.SIGKILL)
+    os.kill(a["pid"], signal.SIGKILL)
+    server.start()
     server.wait_status("admin", s["id"], "lost")
     j = server.wait_status("admin", s["id"], "error", 30)
     assert "lost" in j["error"]

@@ -7,6 +7,10 @@ Its secret is written to its stdin; its output goes to a log file.
 With ``local_sandbox`` (`agent.sandbox`) the agent runs each code under
 bubblewrap: ``on`` always (runs fail if it does not work), ``auto`` if a
 check at the first start says it works here.
+
+An agent that exits takes its runs with it (each run's keeper, see
+`agent.keeper`, ends the run's whole tree when its agent dies), so its runs
+end `error` at once with the exit code and the log's tail, not `lost`.
 """
 
 import asyncio
@@ -97,7 +101,12 @@ class LocalDriver(base.Driver):
         rc = await proc.wait()
         self._procs.pop(agent.id, None)
         pkdlog("{} exited returncode={}", agent, rc)
-        on_exit(agent, f"agent exited with code {rc}: {self._log_tail(agent)}")
+        # its runs' keepers end their trees when it dies: nothing comes back
+        on_exit(
+            agent,
+            f"agent exited with code {rc}: {self._log_tail(agent)}",
+            dead=True,
+        )
 
     def _log_tail(self, agent):
         try:

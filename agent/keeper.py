@@ -1,0 +1,341 @@
+"""A run's keeper: the parent of its code, so no process of the run escapes.
+
+`agent.pool` starts every code under a keeper of its own (`argv`): the keeper
+makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``), so every
+descendant that is orphaned, even one that started its own session or
+process group (a double fork, a daemon), is reparented to it and stays in
+view. It forks the code, reaps every child, and ends what is left of the tree
+(walking ``/proc`` by parent pid, again until nothing remains):
+
+- when the code exits by itself: SIGKILL at once (no child outlives its run);
+- on `STOP_SIGNAL` (SIGTERM, the pool's cancel or time out): SIGTERM to every
+  descendant, SIGKILL after ``--grace-secs``;
+- on `KILL_SIGNAL` (SIGUSR1): SIGKILL at once. The pool sets it as the
+  keeper's parent-death signal, so an agent that dies, even by SIGKILL,
+  takes its runs' whole trees with it.
+
+Then the keeper exits as the code did (the same exit code, or the same
+signal), so the pool reports the code's own status. It writes nothing to the
+run's output except when the code cannot be started (``cannot start ...``,
+exit code `CANNOT_START`) or a process would not die.
+
+Why a keeper per run, not the agent as subreaper: a SIGKILLed agent cannot
+clean up, and its orphans would go to init; the keeper survives its agent
+long enough to kill the tree. The code is the OOM killer's first choice
+(``--oom-score-adj``), not the keeper, which keeps the agent's score.
+
+Stdlib only and started by file path (``python -I -S``): a run's environment
+has no PYTHONPATH, and the keeper must be this agent's own copy.
+"""
+
+import argparse
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+#: the pool's "stop with the grace" (cancel, time out)
+STOP_SIGNAL = signal.SIGTERM
+
+#: the pool's "kill everything now" (the agent is shutting down or died)
+KILL_SIGNAL = signal.SIGUSR1
+
+#: exit code when the code cannot be executed (as a shell's)
+CANNOT_START = 127
+
+#: after SIGKILL, how long a descendant may take to disappear (a process
+#: stuck in the kernel) before the keeper exits without it
+GONE_SLACK_SECS = 4.0
+
+_STOPS = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+_WAITED = frozenset((signal.SIGCHLD, KILL_SIGNAL, *_STOPS))
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_SET_CHILD_SUBREAPER = 36
+
+#: the poll of /proc while a tree is dying: the kernel gives no event for
+#: the end of a process that is not our child
+_POLL_FIRST_SECS = 0.005
+_POLL_MAX_SECS = 0.1
+
+
+def argv(command, grace_secs, oom_score_adj=None):
+    """The keeper's command line that runs `command` under it.
+
+    Args:
+        command (list): the code's argv (absolute interpreter path first)
+        grace_secs (float): SIGTERM to SIGKILL on `STOP_SIGNAL`
+        oom_score_adj (int): the code's, if not None (the keeper's is unchanged)
+    """
+    rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
+    rv += ["--grace-secs", repr(float(grace_secs))]
+    if oom_score_adj is not None:
+        rv += ["--oom-score-adj", str(int(oom_score_adj))]
+    return [*rv, "--", *command]
+
+
+def descendants(root, table):
+    """Pids below `root` in a process table, parents before children.
+
+    Args:
+        root (int): a pid (not in the result)
+        table (dict): pid -> parent pid (`proc_table`)
+    Returns:
+        list: pids
+    """
+    kids = {}
+    for p, pp in table.items():
+        kids.setdefault(pp, []).append(p)
+    rv = []
+    todo = [root]
+    seen = {root}
+    while todo:
+        for c in kids.get(todo.pop(), ()):
+            if c not in seen:
+                seen.add(c)
+                rv.append(c)
+                todo.append(c)
+    return rv
+
+
+def proc_table():
+    """pid -> parent pid of every live (not zombie, not dead) process in /proc."""
+    rv = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return rv
+    for n in names:
+        if n.isdigit():
+            x = _stat(n)
+            if x is not None and x[0] not in (b"Z", b"X", b"x"):
+                rv[int(n)] = int(x[1])
+    return rv
+
+
+def signal_tree(root, sig):
+    """Send `sig` to every live descendant of `root`.
+
+    A pid is signaled through a pidfd opened after the walk, and only if its
+    parent is then still in the tree, so a pid reused meanwhile by a
+    stranger is never hit.
+
+    Returns:
+        int: how many descendants there were
+    """
+    ds = descendants(root, proc_table())
+    tree = {root, *ds}
+    # children before their parents: none is orphaned (and moved out of the
+    # tree) before it is signaled
+    for p in reversed(ds):
+        _signal_if_in(p, sig, tree)
+    return len(ds)
+
+
+class Keeper:
+    """One code's process, the tree below it, and the stop in progress.
+
+    Args:
+        code_pid (int): the code, a child of this process
+        grace_secs (float): SIGTERM to SIGKILL on a stop
+    """
+
+    def __init__(self, code_pid, grace_secs):
+        self.code_pid = code_pid
+        self.grace_secs = grace_secs
+        #: the code's wait status once reaped
+        self.code_status = None
+        #: monotonic time of the SIGKILL (None: not yet due)
+        self.kill_at = None
+        self.killed = False
+        self.give_up_at = None
+        self._pid = os.getpid()
+
+    def run(self):
+        """Until the code is reaped and no descendant is left.
+
+        Returns:
+            int: the code's wait status
+        """
+        poll = _POLL_FIRST_SECS
+        while True:
+            self._reap()
+            now = time.monotonic()
+            if self.code_status is not None and self.kill_at is None:
+                # ended by itself: no child outlives its run
+                self.kill_at = now
+            if self.kill_at is None:
+                # nothing is ending: wait for a signal or a child, no poll
+                self._on(signal.sigwaitinfo(_WAITED).si_signo)
+                continue
+            if now >= self.kill_at:
+                if not self.killed:
+                    self.killed = True
+                    self.give_up_at = now + GONE_SLACK_SECS
+                # again each round: what forked since is killed too
+                n = signal_tree(self._pid, signal.SIGKILL)
+            else:
+                n = len(descendants(self._pid, proc_table()))
+            if n == 0 and self.code_status is not None:
+                self._reap()
+                return self.code_status
+            if self.killed and now >= self.give_up_at:
+                _say(f"{n} process(es) would not die within {GONE_SLACK_SECS} s")
+                # as if SIGKILLed, if the code itself is what is stuck
+                return signal.SIGKILL if self.code_status is None else self.code_status
+            t = poll if self.killed else min(poll, max(0.0, self.kill_at - now))
+            i = signal.sigtimedwait(_WAITED, t)
+            if i is None:
+                poll = min(poll * 2, _POLL_MAX_SECS)
+            else:
+                self._on(i.si_signo)
+
+    def _on(self, sig):
+        now = time.monotonic()
+        if sig == KILL_SIGNAL:
+            self.kill_at = now if self.kill_at is None else min(self.kill_at, now)
+        elif sig in _STOPS and self.kill_at is None:
+            signal_tree(self._pid, signal.SIGTERM)
+            self.kill_at = now + self.grace_secs
+
+    def _reap(self):
+        while True:
+            try:
+                p, s = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if p == 0:
+                return
+            if p == self.code_pid:
+                self.code_status = s
+
+
+def main(args=None):
+    a = _parse(args)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    # like the agent: the code (same uid) can neither read nor ptrace its parent
+    _prctl(_PR_SET_DUMPABLE, 0)
+    try:
+        c = subprocess.Popen(
+            a.command,
+            close_fds=True,
+            preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj),
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        _say(f"cannot start {a.command[0]}: {e}", prefix=False)
+        return CANNOT_START
+    # the keeper reaps every child itself: Popen must never wait for this one
+    c.returncode = 0
+    return _exit_as(Keeper(c.pid, a.grace_secs).run())
+
+
+def _code_preexec(keeper_pid, oom_score_adj):
+    def f():
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        # /proc/self is ours again (exec would do it too, after the write)
+        _prctl(_PR_SET_DUMPABLE, 1)
+        if oom_score_adj is not None:
+            try:
+                with open("/proc/self/oom_score_adj", "w") as x:
+                    x.write(str(oom_score_adj))
+            except OSError:
+                pass
+        # the keeper dies only by SIGKILL (OOM, a stranger): the code with it
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != keeper_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return f
+
+
+def _exit_as(status):
+    """Exit as the code did: its exit code, or killed by its signal."""
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    s = os.WTERMSIG(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the signal is the code's: no core dump of the keeper
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        signal.signal(s, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    os.kill(os.getpid(), s)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (s,))
+    # not a signal that ends a process by default
+    return 128 + s
+
+
+def _load_prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_libc_prctl = _load_prctl()
+
+
+def _parse(args):
+    p = argparse.ArgumentParser(prog="agent.keeper", description=__doc__.split("\n")[0])
+    p.add_argument("--grace-secs", type=float, default=2.0)
+    p.add_argument("--oom-score-adj", type=int, default=None)
+    p.add_argument("command", nargs="+")
+    return p.parse_args(args)
+
+
+def _prctl(option, value):
+    if _libc_prctl is not None:
+        _libc_prctl(option, value, 0, 0, 0)
+
+
+def _say(text, prefix=True):
+    t = f"[simvisor keeper: {text}]" if prefix else text
+    try:
+        os.write(2, (t + "\n").encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def _signal_if_in(pid, sig, tree):
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:
+        # no pidfds (old kernel, a seccomp filter): the plain kill
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    try:
+        x = _stat(str(pid))
+        if x is not None and int(x[1]) in tree:
+            signal.pidfd_send_signal(fd, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    finally:
+        os.close(fd)
+
+
+def _stat(pid):
+    """(state, ppid) of /proc/<pid>/stat as bytes, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            s = f.read()
+    except OSError:
+        return None
+    # comm (in parens) may hold anything; the fields after it are fixed
+    x = s[s.rfind(b")") + 2 :].split()
+    return (x[0], x[1]) if len(x) > 1 else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
