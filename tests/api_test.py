@@ -7,6 +7,7 @@ import requests
 from tornado import httpclient, websocket
 
 from agent import protocol
+from conftest import wait_for
 from supervisor import users
 
 
@@ -170,11 +171,26 @@ def test_cookie_login_needs_xsrf(server):
     assert r.status_code == 201
 
 
+def _on_disk(server, sid, status):
+    """Until the simulation's stored document says `status` (writes are async)."""
+    p = server.data_dir / "db" / "jobs" / "admin" / f"{sid}.json"
+
+    def _done():
+        try:
+            return json.loads(p.read_text())["job"]["status"] == status
+        except (OSError, ValueError):
+            return False
+
+    wait_for(_done, 10, what=f"{sid} stored {status}")
+
+
 def test_files_traversal_and_upload(server):
     s = server.create("admin", "sleep", secs=0.05)
     sid = s["id"]
     server.run("admin", sid)
     server.wait_status("admin", sid, "completed")
+    # the state compared below must not be moving under the comparison
+    _on_disk(server, sid, "completed")
     for p in (
         "../../../etc/passwd",
         "..%2F..%2Fdb%2Fusers%2Fadmin.json",
