@@ -15,6 +15,7 @@ import time
 import pytest
 
 from agent import connection, pool, protocol, records, run, rundir
+from agent_ops import run_op
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -95,22 +96,7 @@ async def make_pool(tmp_path, events):
 
 
 def _op(run_id, argv, kind="run", **kwargs):
-    m = {
-        "run_id": run_id,
-        "op_id": 1,
-        "code": "test",
-        "argv": argv,
-        "params": {},
-        "run_dir": f"u/{run_id}",
-        "cores": 1,
-        "max_run_secs": 60,
-        "inputs": {},
-        **kwargs,
-    }
-    # what the client hands the pool is a parsed, valid message
-    return protocol.parse(
-        protocol.TO_AGENT, protocol.make(protocol.TO_AGENT, kind, **m)
-    )
+    return run_op(run_id, argv, kind, **kwargs)
 
 
 def _code(name):

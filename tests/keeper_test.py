@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from agent import keeper, pool, protocol
+from agent import keeper, pool
 from conftest import ROOT, procs_under, wait_for
+from agent_ops import run_op
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -253,21 +254,7 @@ async def pool_of(tmp_path):
 
 
 def _op(run_id, argv, **kwargs):
-    m = {
-        "run_id": run_id,
-        "op_id": 1,
-        "code": "forker",
-        "argv": argv,
-        "params": {},
-        "run_dir": f"u/{run_id}",
-        "cores": 1,
-        "max_run_secs": 60,
-        "inputs": {},
-        **kwargs,
-    }
-    return protocol.parse(
-        protocol.TO_AGENT, protocol.make(protocol.TO_AGENT, "run", **m)
-    )
+    return run_op(run_id, argv, code="forker", **kwargs)
 
 
 async def _detached_children(run, events):

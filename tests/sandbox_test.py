@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 
-from agent import pool, protocol, sandbox
+from agent import pool, sandbox
 from conftest import ROOT
+from agent_ops import run_op
 
 GRACE_SECS = 1.0
 
@@ -128,22 +129,7 @@ async def sandboxed_pool(tmp_path):
     assert not left, f"processes left behind by runs={left}"
 
 
-def _op(run_id, argv, **kwargs):
-    m = {
-        "run_id": run_id,
-        "op_id": 1,
-        "code": "test",
-        "argv": argv,
-        "params": {},
-        "run_dir": f"u/{run_id}",
-        "cores": 1,
-        "max_run_secs": 60,
-        "inputs": {},
-        **kwargs,
-    }
-    return protocol.parse(
-        protocol.TO_AGENT, protocol.make(protocol.TO_AGENT, "run", **m)
-    )
+_op = run_op
 
 
 def _py(text):
