@@ -108,8 +108,9 @@ class Base(tornado.web.RequestHandler):
         the same address (tokens are 256 random bits: the slow-down bounds
         floods and logs, not a guess that cannot succeed).
         """
-        if w := self.sv.bad_credentials.take(self.client_address(), time.monotonic()):
-            raise _slow_down(w)
+        e = wrong_credentials(self.sv, self.request)
+        if e is not None:
+            raise e
 
     def check_xsrf_cookie(self):
         # only the session cookie is sent by browsers on their own: a bearer
@@ -190,9 +191,19 @@ def int_arg(handler, name, default):
     return n
 
 
-def _slow_down(wait_secs):
+def wrong_credentials(sv, request):
+    """Count a wrong token from `request`'s address (`Base.bad_credentials`).
+
+    Returns:
+        errors.TooMany: once they come too often from there, else None
+    """
+    w = sv.bad_credentials.take(
+        auth.client_address(request, sv.cfg.trusted_proxies), time.monotonic()
+    )
+    if not w:
+        return None
     return errors.TooMany(
         "too_many_failures",
-        f"too many wrong credentials from your address: wait {wait_secs:.0f} s",
-        wait_secs,
+        f"too many wrong credentials from your address: wait {w:.0f} s",
+        w,
     )

@@ -190,12 +190,12 @@ def _operation(template, method, op):
     if op.request is not None or op.query or op.request_content:
         r["400"] = _error("bad input")
     if op.auth != PUBLIC:
-        r["401"] = _error("missing or bad credentials")
+        r["401"] = _error(_REASONS[401])
         res["security"] = [{"bearer": []}, {"session": []}]
     if op.auth == ADMIN:
-        r["403"] = _error("admins only")
+        r["403"] = _error(_REASONS[403])
     if op.lookup:
-        r["404"] = _error("no such object (or not yours)")
+        r["404"] = _error(_REASONS[404])
     for x in op.also:
         r[str(x)] = _error(_REASONS[x])
     r["409"] = _error("conflicts with the current state")

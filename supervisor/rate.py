@@ -49,14 +49,6 @@ class Limiter:
         self._buckets = {}
         self.refused = 0
 
-    def wait(self, key, now):
-        """Seconds until `key` would get a token (0.0: now); takes nothing."""
-        b = self._buckets.get(key)
-        if b is None or self.rate_per_sec <= 0:
-            return 0.0
-        t = min(b.burst, b.tokens + (now - b.at) * b.rate_per_sec)
-        return 0.0 if t >= 1 else float(max(1, math.ceil((1 - t) / b.rate_per_sec)))
-
     def take(self, key, now):
         """0.0 if `key` may go on now, else whole seconds to wait (>= 1)."""
         if self.rate_per_sec <= 0:

@@ -16,6 +16,7 @@ import typing
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from agent import protocol
 from supervisor import errors
 
 #: nesting a request body may have (params are flat; {} inside [] inside {})
@@ -374,7 +375,7 @@ def decode(body, type_):
         raise errors.BadInput("bad_json", f"body is not JSON: {m}") from None
     if not isinstance(raw, dict):
         raise errors.BadInput("bad_json", "body must be a JSON object")
-    if _depth(raw) > MAX_DEPTH:
+    if not protocol.within_depth(raw, MAX_DEPTH):
         raise errors.BadInput(
             "bad_json", f"body is nested deeper than {MAX_DEPTH} levels"
         )
@@ -395,11 +396,3 @@ def decode(body, type_):
         for f in type_.__struct_fields__
         if f in raw and getattr(v, f) is not UNSET
     }
-
-
-def _depth(value, limit=MAX_DEPTH + 1):
-    """How deep `value` nests (stops counting past `limit`)."""
-    if limit <= 0 or not isinstance(value, (dict, list)):
-        return 0
-    c = value.values() if isinstance(value, dict) else value
-    return 1 + max((_depth(v, limit - 1) for v in c), default=0)

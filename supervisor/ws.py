@@ -14,12 +14,14 @@ import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
-from supervisor import auth, errors, events, gate
+from supervisor import auth, errors, events, gate, http_base
 
 
 def _refuse(handler, error):
     """Answer a websocket upgrade with `error` (an `errors.Error`), as HTTP does."""
     handler.set_status(error.status)
+    if isinstance(error, errors.TooMany) and error.retry_after_secs:
+        handler.set_header("Retry-After", str(int(error.retry_after_secs)))
     handler.set_header("Content-Type", "application/json")
     handler.finish(json.dumps(errors.body(error)))
 
@@ -52,18 +54,7 @@ class _Socket(tornado.websocket.WebSocketHandler):
 
     def _wrong_credentials(self, error):
         """Refuse with `error`, or 429 once this address fails too often."""
-        w = self.sv.bad_credentials.take(
-            auth.client_address(self.request, self.sv.cfg.trusted_proxies),
-            time.monotonic(),
-        )
-        if w:
-            error = errors.TooMany(
-                "too_many_failures",
-                f"too many wrong credentials from your address: wait {w:.0f} s",
-                w,
-            )
-            self.set_header("Retry-After", str(int(w)))
-        _refuse(self, error)
+        _refuse(self, http_base.wrong_credentials(self.sv, self.request) or error)
 
 
 class Events(_Socket):

@@ -15,39 +15,11 @@ import time
 import pytest
 
 from agent import connection, pool, protocol, records, run, rundir
-from agent_ops import run_op
+from agent_ops import Events, run_op
 
 pytestmark = pytest.mark.timeout(30)
 
 GRACE_SECS = 0.5
-
-
-class Events:
-    """Records the pool's events and lets a test wait for a condition on them."""
-
-    def __init__(self):
-        self.events = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, run, kind):
-        v = {
-            "started": lambda: run.pid,
-            "progress": lambda: run.progress,
-            "frame": lambda: run.frames[-1],
-            "log": lambda: run.log.end,
-            "exited": lambda: run.status,
-        }[kind]()
-        self.events.append((run.run_id, kind, v))
-        self._changed.set()
-
-    def of(self, run_id, kind=None):
-        return [(k, v) for i, k, v in self.events if i == run_id and kind in (None, k)]
-
-    async def until(self, predicate, timeout_secs=10):
-        async with asyncio.timeout(timeout_secs):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
 
 
 @pytest.fixture

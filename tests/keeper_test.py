@@ -6,7 +6,6 @@ an agent SIGKILLed under a run takes the run's whole tree with it, and the
 supervisor ends the run `error` at once.
 """
 
-import asyncio
 import os
 import pathlib
 import signal
@@ -19,7 +18,7 @@ import pytest
 
 from agent import keeper, pool
 from conftest import ROOT, procs_under, wait_for
-from agent_ops import run_op
+from agent_ops import Events, run_op
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -225,24 +224,10 @@ def test_sigterm_then_sigkill_after_the_grace(tmp_path):
 # --- under the pool -----------------------------------------------------------
 
 
-class _Events:
-    def __init__(self):
-        self.changed = asyncio.Event()
-
-    def __call__(self, run, kind):
-        self.changed.set()
-
-    async def until(self, predicate, timeout_secs=20):
-        async with asyncio.timeout(timeout_secs):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @pytest.fixture
 async def pool_of(tmp_path):
     """A pool; afterwards no process of it is left (or the test fails)."""
-    ev = _Events()
+    ev = Events()
     p = pool.Pool(tmp_path / "runs", GRACE_SECS, 4, 2, ev)
     yield p, ev
     left = procs_under(p.run_root)
@@ -258,7 +243,7 @@ def _op(run_id, argv, **kwargs):
 
 
 async def _detached_children(run, events):
-    await events.until(lambda: "forker: children" in run.log.text_from(0, 10**6)[1])
+    await events.until(lambda: "forker: children" in run.log.text_from(0, 10**6)[1], 20)
     kids = [int(x) for x in (run.dir / "children.txt").read_text().split()]
     assert len(kids) == 3 and all(_alive(k) for k in kids)
     for k in kids:

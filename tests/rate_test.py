@@ -12,18 +12,9 @@ def test_bucket_refills_at_its_rate():
     assert [lim.take("u", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
     # empty: one token back in 0.5 s, said as whole seconds
     assert lim.take("u", 0.0) == 1.0
-    assert lim.wait("u", 0.0) == 1.0
     assert lim.take("u", 0.5) == 0.0
     assert lim.take("other", 0.5) == 0.0, "buckets are per key"
     assert lim.refused == 1
-
-
-def test_wait_takes_nothing():
-    lim = rate.Limiter(1.0, 1)
-    assert lim.wait("u", 0.0) == 0.0
-    assert lim.wait("u", 0.0) == 0.0
-    assert lim.take("u", 0.0) == 0.0
-    assert lim.wait("u", 0.0) == 1.0
 
 
 def test_off_and_forgetting(monkeypatch):
