@@ -25,7 +25,11 @@ class Health(Base):
     rate_limited = False
 
     def get(self):
-        self.reply({"ok": True, "version": VERSION})
+        r = {"ok": True, "version": VERSION}
+        if (e := self.sv.store.health()) is not None:
+            # up and answering, but what it is asked may not be kept yet
+            r["degraded"] = {"store": e}
+        self.reply(r)
 
 
 class Login(Base):

@@ -149,6 +149,10 @@ class Base(tornado.web.RequestHandler):
         self.finish(json.dumps(obj))
 
     def _handle_request_exception(self, e):
+        if isinstance(e, OSError) and (x := errors.from_os_error(e)) is not None:
+            # a full disk: the client is told, without a stack per request
+            # (the store logs its own failures once, /api/health shows them)
+            e = x
         if isinstance(e, errors.Error):
             if not self._finished:
                 if isinstance(e, errors.TooMany) and e.retry_after_secs:

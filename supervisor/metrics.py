@@ -86,6 +86,16 @@ class _Collector:
         yield CounterMetricFamily(
             "simvisor_store_writes", "durable document writes", value=self._store.writes
         )
+        yield CounterMetricFamily(
+            "simvisor_store_write_failures",
+            "document writes that failed (retried until they land)",
+            value=self._store.failures,
+        )
+        yield GaugeMetricFamily(
+            "simvisor_store_dirty_documents",
+            "documents whose newest content is not on disk yet",
+            value=self._store.dirty(),
+        )
         yield GaugeMetricFamily(
             "simvisor_event_subscribers",
             "open /api/events connections",

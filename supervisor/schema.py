@@ -107,6 +107,8 @@ class Error(_Doc):
 class Health(_Doc):
     ok: bool
     version: str
+    #: part -> why it is not well (``store``: writes failing), if any
+    degraded: dict[str, str] | UnsetType = UNSET
 
 
 class User(_Doc):

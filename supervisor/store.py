@@ -8,6 +8,13 @@ Writes happen on one background thread, in order, so the event loop never
 waits on a disk. Saves of the same document coalesce: while a write is queued
 only the newest content is kept, and every caller's future resolves once that
 content (or a newer one) is on disk.
+
+A write that fails (a full disk, an I/O error, a read-only directory)
+rejects its callers' futures, but its content is not dropped: the document
+stays dirty and is written again with backoff (or by a newer save) until it
+lands. Meanwhile `health` says so, `failures` counts the attempts, and the
+first failure is logged once, the recovery once. A failed write never leaves
+a partial file: the temp file is removed, the old document stays.
 """
 
 import asyncio
@@ -21,6 +28,10 @@ import time
 from pykern.pkdebug import pkdlog
 
 _TMP_SUFFIX = ".tmp"
+
+#: first wait before dirty documents are written again; it doubles up to the max
+_RETRY_FIRST_SECS = 0.1
+_RETRY_MAX_SECS = 5.0
 
 
 def write_atomic(path, data, before_rename=None):
@@ -36,14 +47,26 @@ def write_atomic(path, data, before_rename=None):
     t = path.with_name(path.name + _TMP_SUFFIX)
     fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if before_rename:
-        before_rename()
-    os.replace(t, path)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if before_rename:
+            before_rename()
+        os.replace(t, path)
+    except BaseException:
+        # a full disk writes short or fails: no partial temp is left behind
+        t.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
+
+
+def _write_all(fd, data):
+    """All of `data` (a short write is what a filling disk does first)."""
+    with memoryview(data) as m:
+        while m:
+            m = m[os.write(fd, m) :]
 
 
 def _fsync_dir(path):
@@ -73,9 +96,20 @@ class Store:
         )
         # key -> [bytes or None (delete), [futures]]: written by the thread
         self._pending = {}
+        # key -> bytes or None: newest content whose write failed (the thread
+        # writes it; the loop reads its size)
+        self._dirty = {}
         self._lock = threading.Lock()
         self.writes = 0
         self.write_secs = 0.0
+        #: failed write attempts (documents), since start
+        self.failures = 0
+        #: the last failure, while documents are dirty
+        self.last_error = None
+        # on the loop: the timer of the next retry, and its wait
+        self._retry = None
+        self._retry_secs = _RETRY_FIRST_SECS
+        self._destroyed = False
 
     def path(self, key):
         # keys are made by the supervisor from checked ids; refuse anything
@@ -112,6 +146,18 @@ class Store:
     def delete(self, key):
         return self._queue(key, None)
 
+    def dirty(self):
+        """How many documents are not on disk as they should be (failed writes)."""
+        with self._lock:
+            return len(self._dirty)
+
+    def health(self):
+        """None if every write landed, else why not (a sentence)."""
+        n = self.dirty()
+        if not n:
+            return None
+        return f"{n} documents not written yet (retrying): {self.last_error}"
+
     def _queue(self, key, data):
         f = asyncio.get_running_loop().create_future()
         with self._lock:
@@ -129,19 +175,74 @@ class Store:
         with self._lock:
             if self._pending.get(key) is p:
                 del self._pending[key]
+        e = self._write(key, p[0], loop)
+        loop.call_soon_threadsafe(_resolve, p[1], e)
+
+    def _write(self, key, data, loop):
+        """Write or delete one document (on the thread); returns the error or None."""
         t = time.perf_counter()
         e = None
         try:
-            if p[0] is None:
+            if data is None:
                 self.path(key).unlink(missing_ok=True)
             else:
-                write_atomic(self.path(key), p[0])
+                write_atomic(self.path(key), data)
         except Exception as x:
-            pkdlog("store write failed key={} error={}", key, x)
             e = x
         self.writes += 1
         self.write_secs += time.perf_counter() - t
-        loop.call_soon_threadsafe(_resolve, p[1], e)
+        with self._lock:
+            was = len(self._dirty)
+            if e is None:
+                # what this wrote is newer than any failed content of the key
+                self._dirty.pop(key, None)
+            else:
+                self._dirty[key] = data
+                self.failures += 1
+                self.last_error = f"{type(e).__name__}: {e}"
+            now = len(self._dirty)
+        if e is not None:
+            if not was:
+                # once per bad spell, not once per document or attempt
+                pkdlog(
+                    "store write failed key={} error={}; retrying with backoff",
+                    key,
+                    self.last_error,
+                )
+            loop.call_soon_threadsafe(self._schedule_retry, loop)
+        elif was and not now:
+            pkdlog("store writes recovered failures={}", self.failures)
+        return e
+
+    def _schedule_retry(self, loop):
+        """On the loop: write the dirty documents again after a backoff."""
+        if self._retry is not None or self._destroyed:
+            return
+        self._retry = loop.call_later(self._retry_secs, self._submit_retry, loop)
+        self._retry_secs = min(self._retry_secs * 2, _RETRY_MAX_SECS)
+
+    def _submit_retry(self, loop):
+        self._retry = None
+        if not self._destroyed:
+            self._executor.submit(self._write_dirty, loop)
+
+    def _write_dirty(self, loop):
+        """On the thread: the dirty documents, until one fails again."""
+        with self._lock:
+            todo = [(k, d) for k, d in self._dirty.items() if k not in self._pending]
+        for k, d in todo:
+            with self._lock:
+                if k not in self._dirty or self._dirty[k] is not d:
+                    # written (or failed anew) since: that is newer
+                    continue
+            if self._write(k, d, loop) is not None:
+                # the disk is still full: the next try after a longer wait
+                return
+        loop.call_soon_threadsafe(self._retried)
+
+    def _retried(self):
+        if not self.dirty():
+            self._retry_secs = _RETRY_FIRST_SECS
 
     def call(self, fn, *args):
         """Run `fn` on the writer thread, in order with the writes."""
@@ -151,10 +252,17 @@ class Store:
         return asyncio.wrap_future(self._executor.submit(fn, *args))
 
     async def flush(self):
-        """Wait for every queued write (shutdown)."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
+        """Wait for every queued write, and try the dirty ones once more (shutdown)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._write_dirty, loop)
+        if n := self.dirty():
+            pkdlog("store: documents not written at stop dirty={}", n)
 
     def destroy(self):
+        self._destroyed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self._executor.shutdown(wait=True)
 
 

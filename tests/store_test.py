@@ -6,6 +6,7 @@ on time.
 """
 
 import asyncio
+import errno
 import json
 import os
 import pathlib
@@ -15,6 +16,7 @@ import sys
 import threading
 
 import pytest
+import small_disk
 
 from supervisor import store
 
@@ -318,3 +320,88 @@ def test_load_all_skips_unreadable_documents(tmp_path):
         ]
     finally:
         s.destroy()
+
+
+# --- a real full disk (tests/small_disk.py) ---------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+
+    with small_disk.mounted(tmp_path / "fs") as p:
+        yield p
+
+
+async def _until(predicate, what, timeout_secs=30):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_secs
+    while not predicate():
+        assert loop.time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_write_to_a_full_disk_lands_once_space_returns(small_fs, capfd):
+
+    s = store.Store(small_fs)
+    try:
+        await s.save("jobs/a.json", {"v": 0})
+        assert s.health() is None
+        small_disk.fill(small_fs)
+        for v in (1, 2):
+            with pytest.raises(OSError) as e:
+                await s.save("jobs/a.json", {"v": v, "pad": "x" * 5000})
+            assert e.value.errno == errno.ENOSPC
+        with pytest.raises(OSError):
+            await s.save("jobs/b.json", {"v": 1})
+        # told, and nothing partial: the old document, no temp file
+        assert s.dirty() == 2 and s.failures >= 3
+        assert "ENOSPC" in s.health() or "No space" in s.health()
+        assert _doc(s, "jobs/a.json") == {"v": 0}
+        assert sorted(x.name for x in (s.root / "jobs").iterdir()) == ["a.json"]
+        # the retries go on with the disk full; still one log line
+        await asyncio.sleep(0.5)
+        assert s.dirty() == 2
+        small_disk.free(small_fs)
+        await _until(lambda: s.dirty() == 0, "the dirty documents written")
+        assert s.health() is None
+        assert _doc(s, "jobs/a.json") == {"v": 2, "pad": "x" * 5000}
+        assert _doc(s, "jobs/b.json") == {"v": 1}
+        err = capfd.readouterr().err
+        assert err.count("store write failed") == 1, err
+        assert err.count("store writes recovered") == 1, err
+    finally:
+        s.destroy()
+
+
+async def test_a_newer_save_replaces_a_dirty_document(small_fs):
+
+    s = store.Store(small_fs)
+    try:
+        small_disk.fill(small_fs)
+        with pytest.raises(OSError):
+            await s.save("jobs/a.json", {"v": 1})
+        with pytest.raises(OSError):
+            await s.save("jobs/c.json", {})
+        small_disk.free(small_fs)
+        # a save that lands first makes the dirty content of its key moot
+        await s.save("jobs/a.json", {"v": 2})
+        await _until(lambda: s.dirty() == 0, "the dirty documents written")
+        assert _doc(s, "jobs/a.json") == {"v": 2}
+        assert _doc(s, "jobs/c.json") == {}
+    finally:
+        s.destroy()
+
+
+def test_a_short_write_leaves_no_torn_document(small_fs):
+    """A disk that fills mid-document: the old one stays, no temp file."""
+
+    p = small_fs / "d" / "doc.json"
+    store.write_atomic(p, b'{"v": 1}')
+    # room for a third of it: the first write is short, the next fails
+    v = os.statvfs(small_fs)
+    (small_fs / "rest").write_bytes(b"\xff" * (v.f_bavail * v.f_frsize - 64 * 1024))
+    with pytest.raises(OSError) as e:
+        store.write_atomic(p, b"[" + b"1," * 100_000 + b"1]")
+    assert e.value.errno == errno.ENOSPC
+    assert p.read_bytes() == b'{"v": 1}'
+    assert sorted(x.name for x in p.parent.iterdir()) == ["doc.json"]
