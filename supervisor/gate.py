@@ -10,7 +10,10 @@
   (a client that sends half a header and waits is dropped), and an accept
   loop that, should descriptors run out anyway (EMFILE), stops accepting
   for a moment and logs once, instead of spinning on the readable socket
-  and logging a traceback per turn.
+  and logging a traceback per turn. A request whose header block is over
+  the limit (Tornado's ``max_header_size``, 64 KiB) is answered with a JSON
+  ``431`` and closed, no more of it read (`_Stream`); Tornado alone would
+  close it unanswered.
 
 A connection counts until it closes; a websocket counts again, once
 authenticated, while it is open (`supervisor.ws`), so the cap in all holds
@@ -21,10 +24,14 @@ every local agent dials from 127.0.0.1).
 import asyncio
 import collections
 import errno
+import json
 import resource
 
 import tornado.httpserver
-from pykern.pkdebug import pkdlog
+import tornado.iostream
+from pykern.pkdebug import pkdexc, pkdlog
+
+from supervisor import errors
 
 #: descriptors kept free of HTTP connections (files, the store, agents' pipes)
 FD_RESERVE = 64
@@ -34,6 +41,9 @@ _PAUSE_SECS = 0.5
 
 #: accepts per readable event (as Tornado: a bound, so other work runs)
 _ACCEPTS_PER_TURN = 128
+
+#: HTTP1ConnectionParameters' header limit when none is given
+_TORNADO_MAX_HEADER_BYTES = 65536
 
 _OUT_OF_FDS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
@@ -119,10 +129,78 @@ class Server(tornado.httpserver.HTTPServer):
         self._gate.release(_address(server_conn.context.address))
 
     def add_sockets(self, sockets):
+        assert self.ssl_options is None, "TLS is the reverse proxy's"
         for s in sockets:
             # TCPServer.stop closes what these two tables hold
             self._sockets[s.fileno()] = s
-            self._handlers[s.fileno()] = _Acceptor(s, self._handle_connection).stop
+            self._handlers[s.fileno()] = _Acceptor(s, self._connection).stop
+
+    def _connection(self, sock, address):
+        """A new connection: our stream (`_Stream`), then as Tornado's."""
+        try:
+            self.handle_stream(
+                _Stream(
+                    self.conn_params.max_header_size or _TORNADO_MAX_HEADER_BYTES,
+                    sock,
+                    max_buffer_size=self.max_buffer_size,
+                    read_chunk_size=self.read_chunk_size,
+                ),
+                address,
+            )
+        except Exception as e:
+            pkdlog("connection from {} error={} stack={}", address, e, pkdexc())
+
+
+class _Stream(tornado.iostream.IOStream):
+    """An `IOStream` that answers a header block over the limit with a 431.
+
+    Tornado reads headers with ``read_until_regex(..., max_bytes)`` and, when
+    the limit is passed, closes the stream with `UnsatisfiableReadError`:
+    that close is where the answer goes, written straight to the socket (a
+    few hundred bytes into an empty send buffer), before the socket closes.
+    Other bounded reads (a chunk's size line) are not headers: they close
+    as Tornado does.
+    """
+
+    def __init__(self, max_header_bytes, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_header_bytes = max_header_bytes
+        self._reading_headers = False
+
+    def read_until_regex(self, regex, max_bytes=None):
+        # HTTP1Connection reads only a header block with a regex
+        self._reading_headers = max_bytes is not None
+        return super().read_until_regex(regex, max_bytes)
+
+    def read_until(self, delimiter, max_bytes=None):
+        self._reading_headers = False
+        return super().read_until(delimiter, max_bytes)
+
+    def close(self, exc_info=False):
+        if (
+            self._reading_headers
+            and isinstance(exc_info, tornado.iostream.UnsatisfiableReadError)
+            and not self.closed()
+        ):
+            self._reading_headers = False
+            try:
+                self.socket.send(_header_too_large(self._max_header_bytes))
+            except OSError:
+                # gone already, or its buffer is full: it is closed unanswered
+                pass
+        super().close(exc_info)
+
+
+def _header_too_large(max_bytes):
+    """The whole 431 reply (JSON, as every error of the API)."""
+    b = json.dumps(errors.body(errors.HeadersTooLarge(max_bytes))).encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Cache-Control: no-store\r\n"
+        b"Connection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(b), b)
+    )
 
 
 def peer(request):

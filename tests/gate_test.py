@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import json
 import os
 import socket
 import time
@@ -224,3 +225,53 @@ async def test_websockets_count_against_the_cap(server_factory):
     s = server.create("admin", "sleep", secs=0.01)
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "completed")
+
+
+def _reply_to(port, data):
+    """Send `data` (as far as the server takes it) and read the reply."""
+    c = socket.create_connection(("127.0.0.1", port), 5)
+    try:
+        c.settimeout(10)
+        try:
+            c.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # refused before all was sent: the answer may be there still
+            pass
+        r = b""
+        while True:
+            try:
+                d = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            r += d
+        return r
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("header_bytes", [100_000, 1_000_000])
+def test_huge_headers_get_a_json_431(server, header_bytes):
+    """A header block over 64 KiB: a JSON 431 and the connection closed."""
+    t = server.tokens["admin"]
+    r = _reply_to(
+        server.port,
+        f"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n"
+        f"X-Big: {'a' * header_bytes}\r\n\r\n".encode(),
+    )
+    assert r.startswith(b"HTTP/1.1 431 "), r[:300]
+    h, _, b = r.partition(b"\r\n\r\n")
+    assert b"application/json" in h
+    assert json.loads(b) == {
+        "error": "headers_too_large",
+        "message": "request headers are over the limit of 65536 bytes",
+    }
+    # below the limit all is as before
+    r = requests.get(
+        server.url + "/api/whoami",
+        headers={"Authorization": f"Bearer {t}", "X-Big": "a" * 60_000},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert requests.get(server.url + "/api/health", timeout=5).ok
