@@ -125,6 +125,16 @@ _cfg = pkconfig.init(
     premium_max_simulations=(10000, int, "simulations a premium user may keep"),
     basic_max_event_sockets=(20, int, "open /api/events of a basic user"),
     premium_max_event_sockets=(100, int, "open /api/events of a premium user"),
+    basic_max_stored_bytes=(
+        10 * 1024**3,
+        int,
+        "inputs, frames, logs and run outputs on this host a basic user may keep",
+    ),
+    premium_max_stored_bytes=(
+        200 * 1024**3,
+        int,
+        "inputs, frames, logs and run outputs on this host a premium user may keep",
+    ),
     rate_per_sec=(
         100.0,
         float,

@@ -6,6 +6,11 @@ the local and docker drivers, on the login node for drivers with
 user's agent, in chunks. Inputs are uploaded to ``inputs/<user>/<sim>/`` and
 sent to the agent with each run. Paths are resolved inside the simulation's
 own directories only; symlinks that simulation code made are never followed.
+
+What a user stores counts against their plan's ``max_stored_bytes``
+(`usage`): an upload that would pass it is refused (413 ``quota_exceeded``),
+from its declared length before it is read (`upload_room`), and a user over
+it may start no run (409 ``quota_exceeded``) until they delete some.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ import stat
 from pykern.pkdebug import pkdlog
 
 from agent.codes import stats
-from supervisor import agents, errors, job, names, store
+from supervisor import agents, errors, job, names, store, usage
 
 #: one file op through an agent
 _FILE_OP_SECS = 60.0
@@ -27,16 +32,52 @@ _FETCH_CHUNK_BYTES = 1024 * 1024
 
 
 class Files:
-    def __init__(self, cfg, data_dir, store_, drivers, agents_, sims):
+    def __init__(self, cfg, store_, drivers, agents_, sims, plan_of):
+        """
+        Args:
+            sims (sim_store.SimStore): where inputs go, and the `usage`
+            plan_of (callable): user name -> `resources.Plan`
+        """
         self._cfg = cfg
-        self._inputs_root = data_dir / "inputs"
         self._store = store_
         self._drivers = drivers
         self._agents = agents_
         self._sims = sims
+        self._plan_of = plan_of
+        self._usage = sims.usage
 
     def inputs_dir(self, sim):
-        return self._inputs_root / sim.user / sim.id
+        return self._sims.inputs_dir(sim)
+
+    # --- stored bytes ----------------------------------------------------------
+
+    def upload_room(self, user, sim_id, name):
+        """How many bytes an upload to `sim_id` may have, and the error past it.
+
+        Returns:
+            tuple: (int, errors.Error)
+        """
+        sim = self._sims.get(user, sim_id)
+        m = self._plan_of(sim.user).max_stored_bytes
+        n = self._usage.bytes_of(sim.user)
+        # a file replaced gives its room back
+        old = self._usage.get(sim.user, sim.id, usage.input_part(name)) if name else 0
+        return max(0, m - n + old), errors.TooLarge(
+            "quota_exceeded",
+            f"the plan keeps at most {m} bytes of {sim.user}'s and {n} are stored:"
+            " delete simulations or files to upload this",
+        )
+
+    def check_room(self, sim):
+        """A run needs room for its outputs: refused while its user is over."""
+        m = self._plan_of(sim.user).max_stored_bytes
+        n = self._usage.bytes_of(sim.user)
+        if n >= m:
+            raise errors.Conflict(
+                "quota_exceeded",
+                f"{sim.user} stores {n} bytes, the plan's limit is {m}:"
+                " delete simulations to run again",
+            )
 
     # --- outputs -------------------------------------------------------------
 
@@ -158,11 +199,32 @@ class Files:
             content.decode()
         except UnicodeDecodeError as e:
             raise errors.BadInput("not_text", "input files must be UTF-8 text") from e
-        await self._store.call(store.write_atomic, self.inputs_dir(sim) / name, content)
+        r, e = self.upload_room(user, sim_id, name)
+        if len(content) > r:
+            raise e
+        # counted before the write, so uploads at once cannot pass the cap
+        k = usage.input_part(name)
+        old = self._usage.get(sim.user, sim.id, k)
+        self._usage.set(sim.user, sim.id, k, len(content))
+        try:
+            await self._store.call(
+                store.write_atomic, self.inputs_dir(sim) / name, content
+            )
+        except BaseException:
+            # the old file is still there (the write is atomic), unless the
+            # simulation went meanwhile
+            if not sim.deleted:
+                self._usage.set(sim.user, sim.id, k, old)
+            raise
         return {"name": name, "size": len(content)}
 
     async def run_inputs(self, user, sim, code):
-        """Input files for a run op: the uploads and analysis sources."""
+        """Input files for a run op: the uploads and analysis sources.
+
+        Raises:
+            errors.Conflict: the user stores more than the plan allows
+        """
+        self.check_room(sim)
         return self.run_inputs_of(
             user, sim, code, await asyncio.to_thread(read_uploads, self.inputs_dir(sim))
         )

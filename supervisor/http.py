@@ -217,6 +217,12 @@ class Files(Base):
     async def get(self, sim_id):
         self.reply(await self.sv.files.list(self.require_user(), sim_id))
 
+    def body_quota(self):
+        if self.request.method != "POST":
+            return None
+        n = _raw_query_argument(self, "name")
+        return self.sv.files.upload_room(self.user, self.path_args[0], n)
+
     async def post(self, sim_id):
         u = self.require_user()
         n = _raw_query_argument(self, "name")

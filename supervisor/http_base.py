@@ -10,7 +10,9 @@ Bodies are streamed (`stream_request_body`): credentials, the caller's rate
 and the declared size are checked from the headers alone, before a byte of
 the body is read, so an unauthenticated or oversized request costs no
 memory (a JSON 401 or 413, and the connection is closed); what is read is
-kept only up to the operation's limit.
+kept only up to the operation's limit. A handler whose body adds to what
+its user stores (`body_quota`) is refused the same way, from the declared
+length or, without one, as soon as the streamed bytes pass the room left.
 """
 
 import json
@@ -44,6 +46,8 @@ class Base(tornado.web.RequestHandler):
         self._chunks = []
         self._body_bytes = 0
         self._max_body_bytes = sv.cfg.max_body_bytes
+        # (bytes, errors.Error) of `body_quota`, once known
+        self._quota = None
 
     def prepare(self):
         """Everything the headers tell, before the body is read."""
@@ -63,12 +67,30 @@ class Base(tornado.web.RequestHandler):
         n = self.request.headers.get("Content-Length", "")
         if n.isdigit() and int(n) > self._max_body_bytes:
             raise self._too_large()
+        self._quota = self.body_quota()
+        if self._quota and n.isdigit() and int(n) > self._quota[0]:
+            raise self._quota[1]
+
+    def body_quota(self):
+        """Room for this request's body in what its user stores, if it counts.
+
+        Called once the caller is known, before the body is read.
+
+        Returns:
+            tuple: (bytes, errors.Error to refuse more with), or None
+        """
+        return None
 
     def data_received(self, chunk):
         # once answered (a refusal), the rest is not ours to keep
         if self._finished:
             return
         self._body_bytes += len(chunk)
+        if self._quota and self._body_bytes > self._quota[0]:
+            # now, not at the end: nothing more of it is read
+            self._chunks = []
+            self._handle_request_exception(self._quota[1])
+            return
         if self._body_bytes <= self._max_body_bytes:
             self._chunks.append(chunk)
 
@@ -76,6 +98,8 @@ class Base(tornado.web.RequestHandler):
         """The request body (bytes), at most the operation's limit."""
         if self._body_bytes > self._max_body_bytes:
             raise self._too_large()
+        if self._quota and self._body_bytes > self._quota[0]:
+            raise self._quota[1]
         return b"".join(self._chunks)
 
     def _too_large(self):
@@ -140,7 +164,8 @@ class Base(tornado.web.RequestHandler):
         return schema.decode(self.raw_body(), type_)
 
     def whoami(self, user):
-        return dict(self.sv.users.whoami(user), xsrf=self.xsrf_token.decode())
+        n = self.sv.sim_store.usage.bytes_of(user.name)
+        return dict(self.sv.users.whoami(user, n), xsrf=self.xsrf_token.decode())
 
     def reply(self, obj, status=200):
         self.set_status(status)

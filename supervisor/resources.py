@@ -38,6 +38,7 @@ class Plan:
         mem_bytes=None,
         max_simulations=None,
         max_event_sockets=None,
+        max_stored_bytes=None,
     ):
         self.name = name
         self.max_running = max_running
@@ -49,6 +50,8 @@ class Plan:
         #: simulations a user may keep, and event streams open at once
         self.max_simulations = max_simulations
         self.max_event_sockets = max_event_sockets
+        #: inputs, frames, logs and run directories a user may keep (`usage`)
+        self.max_stored_bytes = max_stored_bytes
 
 
 class Target:

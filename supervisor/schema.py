@@ -131,6 +131,9 @@ class Limits(_Doc):
     max_cores: int
     max_running: int
     max_run_secs: float
+    max_stored_bytes: int
+    #: what the user stores now, counted against max_stored_bytes
+    stored_bytes: int
 
 
 class Whoami(_Doc):

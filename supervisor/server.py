@@ -62,7 +62,12 @@ class Supervisor:
         self.agents = agents.Agents(cfg, self.store, self.drivers)
         self.sim_store = sim_store.SimStore(cfg, self.store)
         self.files = files.Files(
-            cfg, self.data_dir, self.store, self.drivers, self.agents, self.sim_store
+            cfg,
+            self.store,
+            self.drivers,
+            self.agents,
+            self.sim_store,
+            self.users.plan_of,
         )
         self.runs = runs.Runs(
             cfg,

@@ -5,9 +5,13 @@ document (with the job) is ``db/jobs/<user>/<id>.json``; the current run's
 frames and log, as they arrive, are appended to ``<id>.<run_id>.frames.jsonl``
 and ``<id>.<run_id>.log`` beside it (a torn last line after a crash is dropped on load, and
 the agent sends what is missing when it reconnects). Outputs live in the run
-directory ``run/<user>/<id>/``, written by the agent. What may be done to a
-simulation (create, edit, delete) is `sims.Sims`; its runs are `runs.Runs`.
+directory ``run/<user>/<id>/``, written by the agent; its uploaded inputs in
+``inputs/<user>/<id>/`` (`files.Files`). What each user stores of all that
+is `usage` (counted here as it changes). What may be done to a simulation
+(create, edit, delete) is `sims.Sims`; its runs are `runs.Runs`.
 """
+
+import asyncio
 
 import json
 import os
@@ -18,7 +22,7 @@ import time
 
 from pykern.pkdebug import pkdlog
 
-from supervisor import errors, job
+from supervisor import errors, job, usage
 
 
 class Simulation:
@@ -62,6 +66,9 @@ class SimStore:
         self._cfg = cfg
         self._store = store
         self.run_root = pathlib.Path(cfg.data_dir).resolve() / "run"
+        self.inputs_root = pathlib.Path(cfg.data_dir).resolve() / "inputs"
+        #: stored bytes per user (`usage.Usage`)
+        self.usage = usage.Usage()
         self.by_id = {}
         # sim id -> open append handles (frames, log) of its current run
         self._files = {}
@@ -71,7 +78,19 @@ class SimStore:
             s = Simulation(d)
             self.by_id[s.id] = s
             self._load_outputs(s)
+            self._measure(s)
         return list(self.by_id.values())
+
+    def _measure(self, sim):
+        """What `sim` stores, measured once (at start)."""
+        u = self.usage
+        u.set(sim.user, sim.id, usage.RUN, usage.dir_bytes(self.run_dir(sim)))
+        d = self.inputs_dir(sim)
+        for p in sorted(d.iterdir()) if d.is_dir() else ():
+            u.set(sim.user, sim.id, usage.input_part(p.name), usage.file_bytes(p))
+        if sim.job.run_id:
+            for k, x in ((usage.FRAMES, ".frames.jsonl"), (usage.LOG, ".log")):
+                u.set(sim.user, sim.id, k, usage.file_bytes(self._path(sim, x)))
 
     def _load_outputs(self, sim):
         if not sim.job.run_id:
@@ -105,6 +124,9 @@ class SimStore:
 
     def run_dir(self, sim):
         return self.run_root / sim.user / sim.id
+
+    def inputs_dir(self, sim):
+        return self.inputs_root / sim.user / sim.id
 
     # --- lookup ------------------------------------------------------------
 
@@ -148,6 +170,7 @@ class SimStore:
         sim.deleted = True
         self._close(sim)
         del self.by_id[sim.id]
+        self.usage.forget(sim.user, sim.id)
         if sim.job.run_id:
             self._store.call(_unlink, self._outputs(sim))
         self._store.call(shutil.rmtree, self.run_dir(sim), True)
@@ -162,6 +185,8 @@ class SimStore:
         self._close(sim)
         if sim.job.run_id:
             self._store.call(_unlink, self._outputs(sim))
+        self.usage.set(sim.user, sim.id, usage.FRAMES, 0)
+        self.usage.set(sim.user, sim.id, usage.LOG, 0)
         sim.frames = []
         sim.log_chars = 0
         sim.log_tail = ""
@@ -177,9 +202,9 @@ class SimStore:
             return False
         sim.frames.append(data)
         sim.job.frames = len(sim.frames)
-        self._file(sim, 0).write(
-            json.dumps(data, separators=(",", ":")).encode() + b"\n"
-        )
+        b = json.dumps(data, separators=(",", ":")).encode() + b"\n"
+        self._file(sim, 0).write(b)
+        self.usage.add(sim.user, sim.id, usage.FRAMES, len(b))
         return True
 
     def add_log(self, sim, offset, text):
@@ -190,11 +215,30 @@ class SimStore:
             return ""
         sim.log_chars += len(text)
         sim.log_tail = (sim.log_tail + text)[-self._cfg.log_tail_chars :]
-        self._file(sim, 1).write(text.encode())
+        b = text.encode()
+        self._file(sim, 1).write(b)
+        self.usage.add(sim.user, sim.id, usage.LOG, len(b))
         return text
 
     def end_run(self, sim):
+        """The run ended: its files closed, its run directory measured."""
         self._close(sim)
+        run_id = sim.job.run_id
+        f = asyncio.get_running_loop().run_in_executor(
+            None, usage.dir_bytes, self.run_dir(sim)
+        )
+
+        def _measured(f):
+            # the simulation may be gone, or running anew, by now
+            if f.cancelled() or sim.deleted:
+                return
+            if e := f.exception():
+                pkdlog("{} run dir not measured error={}", sim, e)
+                return
+            if sim.job.run_id == run_id:
+                self.usage.set(sim.user, sim.id, usage.RUN, f.result())
+
+        f.add_done_callback(_measured)
 
     def _file(self, sim, index):
         f = self._files.get(sim.id)

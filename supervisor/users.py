@@ -67,6 +67,7 @@ def build_plans(cfg):
             cfg[f"{p}_mem_bytes"],
             max_simulations=cfg[f"{p}_max_simulations"],
             max_event_sockets=cfg[f"{p}_max_event_sockets"],
+            max_stored_bytes=cfg[f"{p}_max_stored_bytes"],
         )
         for p in PLANS
     }
@@ -105,8 +106,12 @@ class Users:
         u = self._by_name.get(name)
         return self._plans[u.plan if u else "basic"]
 
-    def whoami(self, user):
-        """The signed-in user, the limits of their plan, where runs may go."""
+    def whoami(self, user, stored_bytes=0):
+        """The signed-in user, the limits of their plan, where runs may go.
+
+        Args:
+            stored_bytes (int): what the user stores now (`usage`)
+        """
         p = self._plans[user.plan]
         return {
             "user": user.to_dict(),
@@ -114,6 +119,8 @@ class Users:
                 "max_cores": p.max_cores,
                 "max_running": p.max_running,
                 "max_run_secs": p.max_run_secs,
+                "max_stored_bytes": p.max_stored_bytes,
+                "stored_bytes": stored_bytes,
             },
             # where runs may go: the first is the default
             "drivers": list(self._drivers),

@@ -1,0 +1,128 @@
+"""Stored bytes per user by plan (issue 10): uploads, run outputs, a restart."""
+
+import socket
+
+import requests
+
+from conftest import wait_for
+
+_CAP = 100_000
+
+
+def _limits(server, user):
+    return server.api("GET", "/whoami", user, expect=200).json()["limits"]
+
+
+def _upload(server, user, sid, name, data, expect=201):
+    return server.api(
+        "POST", f"/simulations/{sid}/files?name={name}", user, data=data, expect=expect
+    )
+
+
+def _inputs_on_disk(server, user, sid):
+    d = server.data_dir / "inputs" / user / sid
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def _raw(server, user, sid, name, head, body):
+    """Send a request's head and `body` (not necessarily all); the reply."""
+    c = socket.create_connection(("127.0.0.1", server.port), 5)
+    try:
+        c.sendall(
+            f"POST /api/simulations/{sid}/files?name={name} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {server.tokens[user]}\r\n{head}\r\n".encode() + body
+        )
+        c.settimeout(10)
+        r = b""
+        while b"\r\n\r\n" not in r or not r.rstrip().endswith(b"}"):
+            try:
+                d = c.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            r += d
+        return r
+    finally:
+        c.close()
+
+
+def test_uploads_count_and_are_refused_past_the_cap(server_factory):
+    server = server_factory(basic_max_stored_bytes=_CAP)
+    server.add_user("bob")
+    sid = server.create("bob", "sleep", secs=0.01)["id"]
+    assert _limits(server, "bob") == dict(
+        _limits(server, "bob"), max_stored_bytes=_CAP, stored_bytes=0
+    )
+    _upload(server, "bob", sid, "a.txt", b"a" * 60_000)
+    assert _limits(server, "bob")["stored_bytes"] == 60_000
+    # declared too big: refused from the headers, the body never sent
+    r = _raw(server, "bob", sid, "b.txt", "Content-Length: 60000\r\n", b"")
+    assert r.startswith(b"HTTP/1.1 413") and b'"quota_exceeded"' in r, r[:300]
+    # no length: refused once the streamed bytes pass the room, before the end
+    r = _raw(
+        server,
+        "bob",
+        sid,
+        "b.txt",
+        "Transfer-Encoding: chunked\r\n",
+        b"%x\r\n%s\r\n" % (50_000, b"b" * 50_000),
+    )
+    assert r.startswith(b"HTTP/1.1 413") and b'"quota_exceeded"' in r, r[:300]
+    r = _upload(server, "bob", sid, "b.txt", iter([b"b" * 30_000] * 2), expect=413)
+    assert r.json()["error"] == "quota_exceeded"
+    # nothing of them kept
+    assert _inputs_on_disk(server, "bob", sid) == ["a.txt"]
+    assert _limits(server, "bob")["stored_bytes"] == 60_000
+    # a replaced file gives its room back; what fits goes in
+    _upload(server, "bob", sid, "a.txt", b"a" * 90_000)
+    _upload(server, "bob", sid, "c.txt", b"c" * 10_000)
+    assert _limits(server, "bob")["stored_bytes"] == _CAP
+    _upload(server, "bob", sid, "d.txt", b"d", expect=413)
+    # another user has room of their own
+    server.add_user("carol")
+    s2 = server.create("carol", "sleep", secs=0.01)["id"]
+    _upload(server, "carol", s2, "a.txt", b"a" * 60_000)
+    # a deleted simulation's bytes are free again
+    server.api("DELETE", f"/simulations/{sid}", "bob", expect=200)
+    assert _limits(server, "bob")["stored_bytes"] == 0
+
+
+def test_run_outputs_count_and_runs_are_refused_over_the_cap(server_factory):
+    server = server_factory(basic_max_stored_bytes=3_000_000)
+    server.add_user("bob")
+    keep = server.create("bob", "sleep", secs=0.01)["id"]
+    _upload(server, "bob", keep, "in.txt", b"i" * 1000)
+    server.run("bob", keep)
+    server.wait_status("bob", keep, "completed")
+    wait_for(
+        lambda: _limits(server, "bob")["stored_bytes"] > 1000,
+        20,
+        what="the run's log and params counted",
+    )
+    kept = _limits(server, "bob")["stored_bytes"]
+    big = server.create("bob", "fill", bytes=3_500_000)["id"]
+    server.run("bob", big)
+    server.wait_status("bob", big, "completed")
+    wait_for(
+        lambda: _limits(server, "bob")["stored_bytes"] >= kept + 3_500_000,
+        20,
+        what="the run directory measured",
+    )
+    # over the cap: no new run, no upload, a clear error
+    r = server.api("POST", f"/simulations/{keep}/run", "bob", json={}, expect=409)
+    assert r.json()["error"] == "quota_exceeded", r.text
+    assert "delete simulations" in r.json()["message"]
+    assert server.job("bob", keep)["status"] == "completed"
+    _upload(server, "bob", keep, "more.txt", b"x", expect=413)
+    # a restart measures it all again, to the same figure
+    n = _limits(server, "bob")["stored_bytes"]
+    server.stop()
+    server.start()
+    assert _limits(server, "bob")["stored_bytes"] == n
+    # room again once the big one is gone
+    server.api("DELETE", f"/simulations/{big}", "bob", expect=200)
+    assert _limits(server, "bob")["stored_bytes"] == kept
+    server.run("bob", keep)
+    server.wait_status("bob", keep, "completed")
+    assert requests.get(server.url + "/api/health", timeout=5).ok
