@@ -24,6 +24,9 @@ from pykern.pkdebug import pkdlog
 
 from supervisor import errors, job, usage
 
+#: bytes of a run's frames or log held while the disk refuses them
+_MAX_BEHIND_BYTES = 8 * 1024 * 1024
+
 
 class Simulation:
     def __init__(self, doc):
@@ -203,7 +206,7 @@ class SimStore:
         sim.frames.append(data)
         sim.job.frames = len(sim.frames)
         b = json.dumps(data, separators=(",", ":")).encode() + b"\n"
-        self._file(sim, 0).write(b)
+        self._file(sim, 0).append(b)
         self.usage.add(sim.user, sim.id, usage.FRAMES, len(b))
         return True
 
@@ -216,7 +219,7 @@ class SimStore:
         sim.log_chars += len(text)
         sim.log_tail = (sim.log_tail + text)[-self._cfg.log_tail_chars :]
         b = text.encode()
-        self._file(sim, 1).write(b)
+        self._file(sim, 1).append(b)
         self.usage.add(sim.user, sim.id, usage.LOG, len(b))
         return text
 
@@ -243,12 +246,14 @@ class SimStore:
     def _file(self, sim, index):
         f = self._files.get(sim.id)
         if f is None:
-            self._path(sim, "").parent.mkdir(parents=True, exist_ok=True)
-            f = self._files[sim.id] = (
-                open(self._path(sim, ".frames.jsonl"), "ab", buffering=0),
-                open(self._path(sim, ".log"), "ab", buffering=0),
+            f = self._files[sim.id] = tuple(
+                _Appender(self._store, self._path(sim, x), self._key(sim, x))
+                for x in (".frames.jsonl", ".log")
             )
         return f[index]
+
+    def _key(self, sim, suffix):
+        return f"jobs/{sim.user}/{sim.id}.{sim.job.run_id}{suffix}"
 
     def _close(self, sim):
         f = self._files.pop(sim.id, None)
@@ -268,5 +273,67 @@ def _unlink(paths):
 
 def _fsync_close(files):
     for f in files:
-        os.fsync(f.fileno())
         f.close()
+
+
+class _Appender:
+    """A run's frames or log file, appended to on the loop, whole or not at all.
+
+    What a full disk (or another error) refuses is kept in memory, up to a
+    bound, and written before the next append, so the file catches up once
+    there is room; a short write is cut back, so no torn line is left. The
+    store counts it as dirty meanwhile (`store.Store.behind`).
+    """
+
+    def __init__(self, store, path, key):
+        self._store = store
+        self._path = path
+        self._key = key
+        self._file = None
+        self._behind = b""
+
+    def append(self, data):
+        b = self._behind + data
+        try:
+            self._write(b)
+        except OSError as e:
+            if len(b) > _MAX_BEHIND_BYTES:
+                pkdlog("{} lost bytes={} error={}", self._key, len(self._behind), e)
+                b = data
+            self._behind = b
+            self._store.behind(self._key, e)
+            return
+        if self._behind:
+            self._behind = b""
+            self._store.caught_up(self._key)
+
+    def _write(self, data):
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._path, "ab", buffering=0)
+        fd = self._file.fileno()
+        n = 0
+        try:
+            with memoryview(data) as m:
+                while n < len(data):
+                    n += self._file.write(m[n:])
+        except OSError:
+            if n:
+                # a line cut short would hide every later line from a reload
+                os.ftruncate(fd, os.fstat(fd).st_size - n)
+            raise
+
+    def close(self):
+        """Durable, with what was behind if it fits now (the writer thread)."""
+        if self._behind:
+            try:
+                self._write(self._behind)
+            except OSError as e:
+                pkdlog("{} lost bytes={} error={}", self._key, len(self._behind), e)
+            self._behind = b""
+            self._store.caught_up(self._key)
+        if self._file is not None:
+            try:
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()

@@ -99,6 +99,9 @@ class Store:
         # key -> bytes or None: newest content whose write failed (the thread
         # writes it; the loop reads its size)
         self._dirty = {}
+        # key -> True: files appended outside the writer (a run's frames and
+        # log, `sim_store`) that are behind what they should hold
+        self._behind = {}
         self._lock = threading.Lock()
         self.writes = 0
         self.write_secs = 0.0
@@ -149,7 +152,17 @@ class Store:
     def dirty(self):
         """How many documents are not on disk as they should be (failed writes)."""
         with self._lock:
-            return len(self._dirty)
+            return len(self._dirty) + len(self._behind)
+
+    def behind(self, key, error):
+        """A file under the store appended elsewhere failed (`sim_store`).
+
+        It counts as dirty, in `health` and the metrics, until `caught_up`.
+        """
+        self._note(key, error, behind=True)
+
+    def caught_up(self, key):
+        self._note(key, None, behind=True)
 
     def health(self):
         """None if every write landed, else why not (a sentence)."""
@@ -191,28 +204,33 @@ class Store:
             e = x
         self.writes += 1
         self.write_secs += time.perf_counter() - t
-        with self._lock:
-            was = len(self._dirty)
-            if e is None:
-                # what this wrote is newer than any failed content of the key
-                self._dirty.pop(key, None)
-            else:
-                self._dirty[key] = data
-                self.failures += 1
-                self.last_error = f"{type(e).__name__}: {e}"
-            now = len(self._dirty)
+        # what this wrote is newer than any failed content of the key
+        self._note(key, e, data)
         if e is not None:
-            if not was:
-                # once per bad spell, not once per document or attempt
-                pkdlog(
-                    "store write failed key={} error={}; retrying with backoff",
-                    key,
-                    self.last_error,
-                )
             loop.call_soon_threadsafe(self._schedule_retry, loop)
+        return e
+
+    def _note(self, key, error, data=None, behind=False):
+        """Count a write's outcome (any thread); log a bad spell's start and end."""
+        with self._lock:
+            was = len(self._dirty) + len(self._behind)
+            t = self._behind if behind else self._dirty
+            if error is None:
+                t.pop(key, None)
+            else:
+                t[key] = True if behind else data
+                self.failures += 1
+                self.last_error = f"{type(error).__name__}: {error}"
+            now = len(self._dirty) + len(self._behind)
+        if error is not None and not was:
+            # once per bad spell, not once per document or attempt
+            pkdlog(
+                "store write failed key={} error={}; retrying with backoff",
+                key,
+                self.last_error,
+            )
         elif was and not now:
             pkdlog("store writes recovered failures={}", self.failures)
-        return e
 
     def _schedule_retry(self, loop):
         """On the loop: write the dirty documents again after a backoff."""
