@@ -65,7 +65,7 @@ class Files:
         return max(0, m - n + old), errors.TooLarge(
             "quota_exceeded",
             f"the plan keeps at most {m} bytes of {sim.user}'s and {n} are stored:"
-            " delete simulations or files to upload this",
+            " delete simulations to make room for this upload",
         )
 
     def check_room(self, sim):

@@ -290,5 +290,8 @@ def _resolve(futures, error):
             continue
         if error:
             f.set_exception(error)
+            # handled here (dirty, retried): a caller that does not await
+            # its save must not make asyncio log it again at collection
+            f.exception()
         else:
             f.set_result(None)

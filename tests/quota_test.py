@@ -5,8 +5,42 @@ import socket
 import requests
 
 from conftest import wait_for
+from supervisor import usage
 
 _CAP = 100_000
+
+
+def test_usage_totals_follow_their_parts():
+    u = usage.Usage()
+    u.set("a", "s1", usage.input_part("x"), 10)
+    u.add("a", "s1", usage.FRAMES, 5)
+    u.add("a", "s1", usage.FRAMES, 5)
+    u.set("a", "s2", usage.RUN, 100)
+    u.set("b", "s3", usage.LOG, 7)
+    assert (u.bytes_of("a"), u.bytes_of("b"), u.bytes_of("c")) == (120, 7, 0)
+    # replaced, not added
+    u.set("a", "s1", usage.input_part("x"), 3)
+    assert u.bytes_of("a") == 113 and u.get("a", "s1", usage.FRAMES) == 10
+    u.set("a", "s1", usage.FRAMES, 0)
+    u.forget("a", "s2")
+    assert u.bytes_of("a") == 3
+    u.forget("a", "s1")
+    u.forget("a", "nothing")
+    # nothing is kept of what is gone
+    u.set("a", "s9", usage.RUN, 0)
+    assert u.bytes_of("a") == 0 and u._parts["a"] == {}
+
+
+def test_dir_bytes_counts_files_not_links(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "a").write_bytes(b"x" * 10)
+    (tmp_path / "d" / "e" / "b").write_bytes(b"x" * 5)
+    (tmp_path / "d" / "link").symlink_to("/etc/passwd")
+    (tmp_path / "d" / "dirlink").symlink_to(tmp_path / "d" / "e")
+    assert usage.dir_bytes(tmp_path / "d") == 15
+    assert usage.dir_bytes(tmp_path / "missing") == 0
+    assert usage.file_bytes(tmp_path / "d" / "a") == 10
+    assert usage.file_bytes(tmp_path / "d" / "link") == 0
 
 
 def _limits(server, user):
