@@ -87,8 +87,8 @@ async def test_frames_and_log_catch_up_after_a_full_disk(tmp_path, capfd):
         try:
             u = users.User({"name": "alice"})
             sim = ss.create(u, "heat", "h", {})
-            sim.job.queue("r-000001", 1, "local", "run", 0.0)
             ss.new_run(sim)
+            sim.job.queue("r-000001", 1, "local", "run", 0.0)
             ss.add_frame(sim, 0, {"i": 0})
             ss.add_log(sim, 0, "line 0\n")
             small_disk.fill(d)
