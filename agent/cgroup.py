@@ -19,24 +19,22 @@ detaches. What the host offers decides the mode (`Layout.mode`):
   the keeper walks ``/proc`` as before (`agent.keeper`), and `Layout.reason`
   says why.
 
-Limits: cores as a CPU quota (``cores`` × the period), memory in bytes,
+Limits: cores as a CPU quota (``cores`` times the period), memory in bytes,
 processes (and threads) as ``pids.max``; 0 or None is no limit. A run killed
 by its own memory limit shows in its cgroup's OOM kill count (v2
 ``memory.events``, v1 ``memory.oom_control``), read by `agent.limits`.
 
 The end is the cgroup's own: v2 ``populated 0`` in ``cgroup.events``,
-watched with inotify (`RunCgroup.watch`: the keeper gets SIGIO, so it waits
-for signals only). The pool creates and removes the cgroup; the keeper (see
-`agent.keeper`, which loads this file by path: stdlib only, nothing of the
-`agent` package) enters, signals, kills and waits.
+watched with inotify (the keeper gets SIGIO, so it waits for signals only).
+This module finds the mode and makes each run's cgroup; the run's cgroup
+itself (enter, signal, kill, wait, OOM kills, removal) is
+`agent.cgroup_run.RunCgroup`, which the keeper loads by path.
 """
 
-import ctypes
-import fcntl
 import os
 import re
-import signal
-import time
+
+from agent.cgroup_run import RunCgroup, write
 
 #: the controllers that give limits
 LIMITS = ("cpu", "memory", "pids")
@@ -50,10 +48,6 @@ CPU_PERIOD_US = 100000
 
 _AGENT_PARENT = "simvisor-agent-{}"
 _STALE = re.compile(r"^simvisor-agent-(\d+)$")
-_IN_MODIFY = 0x2
-
-#: v1 freezer: how long a freeze may take before the kill goes on without it
-_FREEZE_SECS = 1.0
 
 
 def parse_mounts(mountinfo):
@@ -121,22 +115,13 @@ def limit_writes(version, cores=None, memory_bytes=None, pids=None):
     return rv
 
 
-def parse_keys(text):
-    """A flat keyed file (``cgroup.events``, ``memory.events``) as {key: int}."""
-    rv = {}
-    for line in text.splitlines():
-        k, _, v = line.partition(" ")
-        try:
-            rv[k] = int(v)
-        except ValueError:
-            pass
-    return rv
-
-
 class Layout:
     """Where this agent's run cgroups go, and which mode that is.
 
-    Build it with `for_agent`; `remove` it when the agent ends.
+    Build it with `for_agent`. The per-agent parents exist only while a run
+    cgroup is in them (`create` makes them, `RunCgroup.remove` with
+    ``parents`` removes them once empty): an agent that dies leaves nothing
+    in a cgroup that is not its own. `remove` them when the agent ends.
 
     Args:
         unified (str): the per-agent parent in the v2 tree, or None
@@ -148,6 +133,8 @@ class Layout:
         self.unified = unified
         self.parents = parents or {}
         self.reason = reason
+        #: enabled for the run cgroups in a new v2 parent
+        self.v2_controllers = sorted(c for c, x in self.parents.items() if x[0] == 2)
         v = {x[0] for x in self.parents.values()}
         if unified:
             self.mode = "hybrid" if 1 in v else "v2"
@@ -181,6 +168,7 @@ class Layout:
         d = {}
         n = f"run-{name}"
         try:
+            self._make_parents()
             if self.unified:
                 d[""] = _mkdir(os.path.join(self.unified, n))
             for c, (v, p) in self.parents.items():
@@ -190,10 +178,10 @@ class Layout:
             rv = RunCgroup(sorted(set(d.values())), memory_limit_bytes=memory_bytes)
             for c, f, value in limit_writes(2, cores, memory_bytes, pids):
                 if c in self.parents and self.parents[c][0] == 2:
-                    _write(os.path.join(d[c], f), value)
+                    write(os.path.join(d[c], f), value)
             for c, f, value in limit_writes(1, cores, memory_bytes, pids):
                 if c in self.parents and self.parents[c][0] == 1:
-                    _write(os.path.join(d[c], f), value)
+                    write(os.path.join(d[c], f), value)
             return rv
         except OSError:
             RunCgroup(sorted(set(d.values()))).remove()
@@ -204,10 +192,18 @@ class Layout:
         for p in self._parent_dirs():
             _rmtree(p)
 
+    def _make_parents(self):
+        for p in self._parent_dirs():
+            try:
+                os.mkdir(p)
+            except FileExistsError:
+                continue
+            if p == self.unified:
+                for c in self.v2_controllers:
+                    write(os.path.join(p, "cgroup.subtree_control"), f"+{c}")
+
     def _parent_dirs(self):
-        return sorted(
-            {self.unified, *(p for _, p in self.parents.values())} - {None}
-        )
+        return sorted({self.unified, *(p for _, p in self.parents.values())} - {None})
 
 
 def for_agent(mode="auto", name=None):
@@ -255,192 +251,10 @@ def for_agent(mode="auto", name=None):
         why.append(f"no {' '.join(missing)} limit")
     if not unified and "freezer" not in parents and parents:
         why.append("v1 without freezer: the kill is repeated until empty")
-    return Layout(unified, parents, "; ".join(why))
-
-
-class RunCgroup:
-    """One run's cgroup: a directory per hierarchy (one only, on pure v2).
-
-    The pool makes it (`Layout.create`) and passes `dirs` to the keeper,
-    which rebuilds it with `RunCgroup(dirs)`: each directory's role shows in
-    its files (``cgroup.kill``: v2, ``freezer.state``: v1 freezer).
-
-    Args:
-        dirs (list): absolute directories
-        memory_limit_bytes (int): for the OOM message (None: unknown)
-    """
-
-    def __init__(self, dirs, memory_limit_bytes=None):
-        self.dirs = list(dirs)
-        self.memory_limit_bytes = memory_limit_bytes
-        self.unified = next(
-            (d for d in self.dirs if os.path.exists(os.path.join(d, "cgroup.kill"))),
-            None,
-        )
-        self.freezer = next(
-            (d for d in self.dirs if os.path.exists(os.path.join(d, "freezer.state"))),
-            None,
-        )
-        #: where membership is read: the v2 directory, else the freezer's
-        self.members = self.unified or self.freezer or (self.dirs[0] if dirs else None)
-        #: True: `left` must be polled (v1); False: `watch` wakes on the end
-        self.poll = self.unified is None
-        self._inotify = None
-
-    def enter(self):
-        """Move the calling process in (the keeper's child, before it execs)."""
-        for d in self.dirs:
-            _write(os.path.join(d, "cgroup.procs"), "0")
-
-    def watch(self, sig=signal.SIGIO):
-        """Have `sig` sent to this process when ``cgroup.events`` changes (v2).
-
-        Call `drain` after each wake-up, before reading `left`: inotify
-        merges an event into an unread one without a new signal.
-
-        Returns:
-            bool: False if there is nothing to watch (poll `left` instead)
-        """
-        if self.unified is None:
-            return False
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            self.poll = True
-            return False
-        p = os.path.join(self.unified, "cgroup.events").encode()
-        if libc.inotify_add_watch(fd, p, _IN_MODIFY) < 0:
-            os.close(fd)
-            self.poll = True
-            return False
-        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-        fcntl.fcntl(fd, fcntl.F_SETSIG, sig)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
-        self._inotify = fd
-        return True
-
-    def drain(self):
-        """Read what inotify queued, so the next change signals again."""
-        if self._inotify is None:
-            return
-        try:
-            while os.read(self._inotify, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-
-    def pids(self):
-        """Pids in the cgroup (its own ``cgroup.procs``; runs make no sub-cgroups)."""
-        try:
-            with open(os.path.join(self.members, "cgroup.procs")) as f:
-                return [int(x) for x in f.read().split()]
-        except (OSError, ValueError):
-            return []
-
-    def left(self):
-        """How many processes are left: v2 ``populated`` (0 or 1), else the count."""
-        if self.unified is not None:
-            try:
-                with open(os.path.join(self.unified, "cgroup.events")) as f:
-                    return parse_keys(f.read()).get("populated", 0)
-            except OSError:
-                return 0
-        return len(self.pids())
-
-    def signal(self, sig):
-        """Send `sig` to every process in the cgroup (a stop's SIGTERM).
-
-        A pid is signaled through a pidfd opened before the membership is
-        read again, so a pid reused meanwhile by a stranger is never hit.
-
-        Returns:
-            int: how many were signaled
-        """
-        fds = {}
-        for p in self.pids():
-            try:
-                fds[p] = os.pidfd_open(p)
-            except OSError:
-                pass
-        try:
-            n = 0
-            for p in set(self.pids()) & set(fds):
-                try:
-                    signal.pidfd_send_signal(fds[p], sig)
-                    n += 1
-                except OSError:
-                    pass
-            return n
-        finally:
-            for fd in fds.values():
-                os.close(fd)
-
-    def kill(self):
-        """SIGKILL everything in the cgroup (again each call: a fork since is hit too).
-
-        v2: ``cgroup.kill``, which also stops forks while it runs. v1: freeze
-        (polled until frozen, at most `_FREEZE_SECS`), SIGKILL each task, thaw.
-
-        Returns:
-            int: as `left`, just after
-        """
-        if self.unified is not None:
-            _write(os.path.join(self.unified, "cgroup.kill"), "1")
-            return self.left()
-        f = self.freezer and os.path.join(self.freezer, "freezer.state")
-        if f:
-            _freeze(f)
-        try:
-            for p in self.pids():
-                # frozen: a pid can neither exit nor be reused before the kill
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
-        finally:
-            if f:
-                _write(f, "THAWED", missing_ok=True)
-        return self.left()
-
-    def oom_kills(self):
-        """The OOM killer's kills in the run's memory cgroup, or None if unknown."""
-        for d in self.dirs:
-            for n in ("memory.events", "memory.oom_control"):
-                try:
-                    with open(os.path.join(d, n)) as f:
-                        return parse_keys(f.read()).get("oom_kill")
-                except OSError:
-                    continue
-        return None
-
-    def remove(self, parents=False):
-        """rmdir every directory; an empty cgroup only.
-
-        Args:
-            parents (bool): the per-agent parents too, if empty (the
-                keeper of a run whose agent is gone)
-        Returns:
-            list: the directories left (still busy)
-        """
-        if self._inotify is not None:
-            os.close(self._inotify)
-            self._inotify = None
-        rv = []
-        for d in self.dirs:
-            try:
-                os.rmdir(d)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                rv.append(d)
-        if parents and not rv:
-            for d in {os.path.dirname(x) for x in self.dirs}:
-                if _STALE.match(os.path.basename(d)):
-                    try:
-                        os.rmdir(d)
-                    except OSError:
-                        pass
-        return rv
+    rv = Layout(unified, parents, "; ".join(why))
+    # made again by the first run
+    rv.remove()
+    return rv
 
 
 def _agent_parent(own, name, why, what):
@@ -470,7 +284,7 @@ def _enable(own, parent):
         if c not in have:
             # only where `own` has no process of its own (or is the root)
             try:
-                _write(os.path.join(own, "cgroup.subtree_control"), f"+{c}")
+                write(os.path.join(own, "cgroup.subtree_control"), f"+{c}")
                 have.add(c)
             except OSError:
                 pass
@@ -478,29 +292,11 @@ def _enable(own, parent):
     for c in LIMITS:
         if c in have:
             try:
-                _write(os.path.join(parent, "cgroup.subtree_control"), f"+{c}")
+                write(os.path.join(parent, "cgroup.subtree_control"), f"+{c}")
                 rv.append(c)
             except OSError:
                 pass
     return rv
-
-
-def _freeze(state_file):
-    try:
-        _write(state_file, "FROZEN")
-    except OSError:
-        return
-    end = time.monotonic() + _FREEZE_SECS
-    d = 0.0005
-    while time.monotonic() < end:
-        try:
-            with open(state_file) as f:
-                if f.read().strip() == "FROZEN":
-                    return
-        except OSError:
-            return
-        time.sleep(d)
-        d = min(d * 2, 0.02)
 
 
 def _mkdir(path, exist_ok=False):
@@ -552,12 +348,3 @@ def _alive(pid):
 
 def _unescape(path):
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
-
-
-def _write(path, value, missing_ok=False):
-    try:
-        with open(path, "w") as f:
-            f.write(value)
-    except FileNotFoundError:
-        if not missing_ok:
-            raise

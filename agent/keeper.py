@@ -60,7 +60,7 @@ CANNOT_START = 127
 GONE_SLACK_SECS = 4.0
 
 _STOPS = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-#: SIGIO: the run's cgroup.events changed (`agent.cgroup.RunCgroup.watch`)
+#: SIGIO: the run's cgroup.events changed (`agent.cgroup_run.RunCgroup.watch`)
 _WAITED = frozenset((signal.SIGCHLD, KILL_SIGNAL, signal.SIGIO, *_STOPS))
 
 _PR_SET_PDEATHSIG = 1
@@ -80,7 +80,7 @@ def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=()):
         command (list): the code's argv (absolute interpreter path first)
         grace_secs (float): SIGTERM to SIGKILL on `STOP_SIGNAL`
         oom_score_adj (int): the code's, if not None (the keeper's is unchanged)
-        cgroup_dirs (list): the run's cgroup (`agent.cgroup.RunCgroup.dirs`)
+        cgroup_dirs (list): the run's cgroup (`agent.cgroup_run.RunCgroup.dirs`)
     """
     rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
     rv += ["--grace-secs", repr(float(grace_secs))]
@@ -152,7 +152,7 @@ def signal_tree(root, sig):
 class ProcTree:
     """The run's processes as the tree below `root` in ``/proc`` (no cgroup).
 
-    The same calls as `agent.cgroup.RunCgroup`; `left` must be polled: the
+    The same calls as `agent.cgroup_run.RunCgroup`; `left` must be polled: the
     kernel gives no event for the end of a process that is not our child.
     """
 
@@ -180,7 +180,7 @@ class Keeper:
     Args:
         code_pid (int): the code, a child of this process
         grace_secs (float): SIGTERM to SIGKILL on a stop
-        tree (ProcTree): or the run's `agent.cgroup.RunCgroup` (default:
+        tree (ProcTree): or the run's `agent.cgroup_run.RunCgroup` (default:
             the tree below this process)
     """
 
@@ -354,8 +354,8 @@ def _prctl(option, value):
 
 
 def _run_cgroup(dirs):
-    """`agent.cgroup.RunCgroup` of `dirs`: loaded by path (no `agent` on sys.path here)."""
-    n = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cgroup.py")
+    """`agent.cgroup_run.RunCgroup` of `dirs`: loaded by path (no `agent` on sys.path here)."""
+    n = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cgroup_run.py")
     spec = importlib.util.spec_from_file_location("simvisor_cgroup", n)
     m = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(m)

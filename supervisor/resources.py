@@ -38,6 +38,8 @@ class Plan:
         mem_bytes=None,
         max_simulations=None,
         max_event_sockets=None,
+        max_run_memory_bytes=0,
+        max_run_pids=0,
     ):
         self.name = name
         self.max_running = max_running
@@ -49,6 +51,9 @@ class Plan:
         #: simulations a user may keep, and event streams open at once
         self.max_simulations = max_simulations
         self.max_event_sockets = max_event_sockets
+        #: one local run's memory and processes (its cgroup); 0: no limit
+        self.max_run_memory_bytes = max_run_memory_bytes
+        self.max_run_pids = max_run_pids
 
 
 class Target:
