@@ -25,7 +25,7 @@ by its own memory limit shows in its cgroup's OOM kill count (v2
 ``memory.events``, v1 ``memory.oom_control``), read by `agent.limits`.
 
 The end is the cgroup's own: v2 ``populated 0`` in ``cgroup.events``,
-watched with inotify (the keeper gets SIGIO, so it waits for signals only).
+which wakes the keeper's wait for signals (poll(POLLPRI), see `agent.cgroup_run`).
 This module finds the mode and makes each run's cgroup; the run's cgroup
 itself (enter, signal, kill, wait, OOM kills, removal) is
 `agent.cgroup_run.RunCgroup`, which the keeper loads by path.

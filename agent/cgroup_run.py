@@ -5,19 +5,18 @@
 nothing of the `agent` package. The keeper moves the code in before it
 execs (`RunCgroup.enter`), signals it, kills it (v2 ``cgroup.kill``; v1:
 freezer, SIGKILL, thaw) and waits until it is empty: on v2 for the
-``populated 0`` of ``cgroup.events``, an inotify watch that sends the
-keeper SIGIO (`RunCgroup.watch`); on v1 by reading ``cgroup.procs`` again
+``populated 0`` of ``cgroup.events``, a poll(POLLPRI) of that file along
+with a signalfd of the keeper's signals (`RunCgroup.wait`); on v1 by reading ``cgroup.procs`` again
 (a poll: v1 has no event for a cgroup becoming empty). The pool reads the
 OOM kills and removes it.
 """
 
 import ctypes
-import fcntl
+import math
 import os
+import select
 import signal
 import time
-
-_IN_MODIFY = 0x2
 
 #: v1 freezer: how long a freeze may take before the kill goes on without it
 _FREEZE_SECS = 1.0
@@ -60,51 +59,59 @@ class RunCgroup:
         )
         #: where membership is read: the v2 directory, else the freezer's
         self.members = self.unified or self.freezer or (self.dirs[0] if dirs else None)
-        #: True: `left` must be polled (v1); False: `watch` wakes on the end
+        #: True: `left` must be polled (v1); False: `wait` wakes on the end
         self.poll = self.unified is None
-        self._inotify = None
+        self._events = None
+        self._sigfd = None
 
     def enter(self):
         """Move the calling process in (the keeper's child, before it execs)."""
         for d in self.dirs:
             write(os.path.join(d, "cgroup.procs"), "0")
 
-    def watch(self, sig=signal.SIGIO):
-        """Have `sig` sent to this process when ``cgroup.events`` changes (v2).
+    def watch(self):
+        """Keep ``cgroup.events`` open (v2), for `wait` and `left`.
 
-        Call `drain` after each wake-up, before reading `left`: inotify
-        merges an event into an unread one without a new signal.
+        Not inotify: closing an inotify instance waits for an RCU grace
+        period (10-20 ms, at the keeper's exit), and its events go through a
+        work queue; a poll(POLLPRI) of the file is woken at once.
 
         Returns:
-            bool: False if there is nothing to watch (poll `left` instead)
+            bool: False if there is nothing to watch (`left` is polled instead)
         """
         if self.unified is None:
             return False
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
+        try:
+            self._events = os.open(
+                os.path.join(self.unified, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC
+            )
+        except OSError:
             self.poll = True
             return False
-        p = os.path.join(self.unified, "cgroup.events").encode()
-        if libc.inotify_add_watch(fd, p, _IN_MODIFY) < 0:
-            os.close(fd)
-            self.poll = True
-            return False
-        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-        fcntl.fcntl(fd, fcntl.F_SETSIG, sig)
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
-        self._inotify = fd
         return True
 
-    def drain(self):
-        """Read what inotify queued, so the next change signals again."""
-        if self._inotify is None:
-            return
-        try:
-            while os.read(self._inotify, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+    def wait(self, signals, timeout_secs):
+        """`signal.sigtimedwait` of blocked `signals` that also ends when
+        ``cgroup.events`` changes (once watched; else the plain wait).
+
+        The signals stay blocked: a signalfd only says one is pending, and
+        sigtimedwait takes it.
+
+        Returns:
+            signal.struct_siginfo: or None (timed out, or the cgroup changed)
+        """
+        if self._events is not None and self._sigfd is None:
+            self._sigfd = _signalfd(signals)
+        if self._events is None or self._sigfd is None:
+            return signal.sigtimedwait(signals, timeout_secs)
+        i = signal.sigtimedwait(signals, 0)
+        if i is not None:
+            return i
+        p = select.poll()
+        p.register(self._events, select.POLLPRI)
+        p.register(self._sigfd, select.POLLIN)
+        p.poll(math.ceil(timeout_secs * 1000))
+        return signal.sigtimedwait(signals, 0)
 
     def pids(self):
         """Pids in the cgroup (its own ``cgroup.procs``; runs make no sub-cgroups)."""
@@ -118,8 +125,13 @@ class RunCgroup:
         """How many processes are left: v2 ``populated`` (0 or 1), else the count."""
         if self.unified is not None:
             try:
-                with open(os.path.join(self.unified, "cgroup.events")) as f:
-                    return parse_keys(f.read()).get("populated", 0)
+                if self._events is None:
+                    with open(os.path.join(self.unified, "cgroup.events")) as f:
+                        return parse_keys(f.read()).get("populated", 0)
+                # read from the start: that also re-arms its POLLPRI
+                os.lseek(self._events, 0, os.SEEK_SET)
+                t = os.read(self._events, 4096).decode()
+                return parse_keys(t).get("populated", 0)
             except OSError:
                 return 0
         return len(self.pids())
@@ -199,9 +211,10 @@ class RunCgroup:
         Returns:
             list: the directories left (still busy)
         """
-        if self._inotify is not None:
-            os.close(self._inotify)
-            self._inotify = None
+        for fd in (self._events, self._sigfd):
+            if fd is not None:
+                os.close(fd)
+        self._events = self._sigfd = None
         rv = []
         for d in self.dirs:
             try:
@@ -236,6 +249,20 @@ def _freeze(state_file):
             return
         time.sleep(d)
         d = min(d * 2, 0.02)
+
+
+def _signalfd(signals):
+    """A signalfd of `signals` (non-blocking), or None where there is none."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        m = (ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong))))()
+        libc.sigemptyset(ctypes.byref(m))
+        for x in signals:
+            libc.sigaddset(ctypes.byref(m), int(x))
+        fd = libc.signalfd(-1, ctypes.byref(m), os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    return fd if fd >= 0 else None
 
 
 def write(path, value, missing_ok=False):

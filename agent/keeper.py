@@ -18,7 +18,7 @@ Where the host allows it (`agent.cgroup`), the pool gives the keeper the
 run's cgroup (``--cgroup DIR``, one per hierarchy): the code enters it before
 it execs, the stop's SIGTERM goes to every process in it, the SIGKILL is the
 cgroup's (v2 ``cgroup.kill``, v1 freezer), and the end is the cgroup's own
-``populated 0`` event (SIGIO through inotify): no walk of ``/proc``, no poll
+``populated 0`` event (a poll(POLLPRI) of ``cgroup.events``): no walk of ``/proc``, no poll
 (except on v1-only hosts, see `agent.cgroup`). Without one, the ``/proc``
 walk above.
 
@@ -60,8 +60,7 @@ CANNOT_START = 127
 GONE_SLACK_SECS = 4.0
 
 _STOPS = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-#: SIGIO: the run's cgroup.events changed (`agent.cgroup_run.RunCgroup.watch`)
-_WAITED = frozenset((signal.SIGCHLD, KILL_SIGNAL, signal.SIGIO, *_STOPS))
+_WAITED = frozenset((signal.SIGCHLD, KILL_SIGNAL, *_STOPS))
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -161,8 +160,9 @@ class ProcTree:
     def __init__(self, root):
         self.root = root
 
-    def drain(self):
-        pass
+    @staticmethod
+    def wait(signals, timeout_secs):
+        return signal.sigtimedwait(signals, timeout_secs)
 
     def kill(self):
         return signal_tree(self.root, signal.SIGKILL)
@@ -204,8 +204,6 @@ class Keeper:
         poll = _POLL_FIRST_SECS
         while True:
             self._reap()
-            # before `left`: a change after it signals again (`RunCgroup.watch`)
-            self.tree.drain()
             now = time.monotonic()
             if self.code_status is not None and self.kill_at is None:
                 # ended by itself: no child outlives its run
@@ -232,7 +230,8 @@ class Keeper:
             t = max(0.0, (self.give_up_at if self.killed else self.kill_at) - now)
             if self.tree.poll:
                 t = min(poll, t)
-            i = signal.sigtimedwait(_WAITED, t)
+            # also woken by the end of the run's cgroup, if it has one
+            i = self.tree.wait(_WAITED, t)
             if i is None:
                 poll = min(poll * 2, _POLL_MAX_SECS)
             else:
@@ -267,7 +266,7 @@ def main(args=None):
     agent_pid = os.getppid()
     cg = _run_cgroup(a.cgroup) if a.cgroup else None
     if cg is not None:
-        cg.watch(signal.SIGIO)
+        cg.watch()
     try:
         c = subprocess.Popen(
             a.command,
@@ -405,4 +404,9 @@ def _stat(pid):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # no interpreter teardown (tens of ms of the run's end on a slow host):
+    # nothing of the keeper needs it, its output is written unbuffered
+    os._exit(rc)

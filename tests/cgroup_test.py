@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -207,18 +208,24 @@ def test_the_end_is_the_cgroups_own_event(tmp_path, layout):
     sig = signal.SIGUSR2
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {sig})
     try:
-        assert cg.watch(sig)
+        assert cg.watch()
         p = subprocess.Popen(["sleep", "60"], preexec_fn=cg.enter)
         try:
-            cg.drain()
             assert cg.left() == 1
-            # no poll: the kill's end wakes us
+            # nothing changes: the wait is the whole timeout
+            t = time.monotonic()
+            assert cg.wait({sig}, 0.3) is None and time.monotonic() - t >= 0.3
+            assert cg.left() == 1
             cg.kill()
-            cg.drain()
+            # the end wakes the wait, long before its timeout
+            t = time.monotonic()
             while cg.left():
-                assert signal.sigtimedwait({sig}, 5) is not None, "no event"
-                cg.drain()
+                assert cg.wait({sig}, 30) is None
+            assert time.monotonic() - t < 10
             assert p.wait(5) == -9
+            # a signal still ends it, and is taken
+            os.kill(os.getpid(), sig)
+            assert cg.wait({sig}, 30).si_signo == sig
         finally:
             p.kill()
             p.wait()
