@@ -296,6 +296,21 @@ async def test_a_code_that_dies_takes_its_detached_children(pool_of):
     assert not procs_under(r.dir)
 
 
+async def test_a_keeper_killed_leaves_its_cgroup_to_the_pool(pool_of):
+    p, events = pool_of
+    if p.cgroups is None:
+        pytest.skip("without a cgroup, a SIGKILLed keeper's detached children escape")
+    r = p.start(_op("k1", _FORKER, params=_DETACHED))
+    kids = await _detached_children(r, events)
+    # as the OOM killer would: the keeper cannot end the tree
+    os.kill(r.pid, signal.SIGKILL)
+    await r.ended
+    assert r.status == "error"
+    # the pool killed what was left in the run's cgroup
+    assert not any(_alive(k) for k in kids)
+    assert not procs_under(r.dir)
+
+
 def _code_pid(run):
     """The code: the keeper's child that is not a detached forker child."""
     kids = {int(x) for x in (run.dir / "children.txt").read_text().split()}

@@ -73,6 +73,15 @@ class Bench:
             "os.killpg(SIGTERM) of a bare `forever` (own session, after its first "
             "heartbeat) until it is reaped",
         )
+        self.cancel.note = (
+            "POST /api/simulations/{id}/cancel of a running `forever` (local driver, "
+            "sandbox auto) until its reply, which comes once the agent has seen the "
+            "run's keeper exit: the keeper SIGTERMs every process in the run's "
+            "cgroup and exits once cgroup.events says populated 0 (poll(POLLPRI), "
+            "no /proc walk; on a host without writable cgroups, the /proc walk). "
+            "Includes the supervisor's cancel op, the agent's exited message, and "
+            "the durable write of the ended job"
+        )
         self.tput = Row(
             f"4 throughput, {THROUGHPUT_RUNS} sleep-0 runs at once",
             PER_SEC,
