@@ -18,6 +18,7 @@ import time
 import pytest
 
 from agent import cgroup, cgroup_run, keeper, pool
+from agent.run import LOG_FILE
 from conftest import ROOT, procs_under
 from agent_ops import Events, run_op
 
@@ -340,3 +341,25 @@ async def test_cancel_of_a_detached_tree_is_confirmed_by_the_cgroup(pool_in):
     assert r.status == "canceled" and r.exit_code == -signal.SIGTERM
     assert not procs_under(r.dir)
     assert not any(os.path.exists(x) for x in cg.dirs)
+
+
+# --- end to end ---------------------------------------------------------------
+
+
+def test_the_plans_limits_reach_the_run(server_factory):
+    x = cgroup.for_agent("auto", name=f"simvisor-test-{os.getpid()}-{next(_n)}")
+    if "memory" not in x.parents or "pids" not in x.parents:
+        pytest.skip(f"no memory or pids limit here: {x.describe()}")
+    server = server_factory(basic_max_run_memory_bytes=64 * _MIB, basic_max_run_pids=30)
+    s = server.create("admin", "memhog", mib=256, secs=5)
+    server.run("admin", s["id"])
+    j = server.wait_status("admin", s["id"], ("error", "completed", "canceled"))
+    assert j["status"] == "error", j
+    assert j["error"].startswith("out of memory: the run's memory limit of 64 MiB"), j
+    s = server.create("admin", "spawner", procs=500, secs=1)
+    server.run("admin", s["id"])
+    j = server.wait_status("admin", s["id"], ("error", "completed", "canceled"))
+    assert j["status"] == "completed", j
+    d = server.data_dir / "run" / "admin" / s["id"]
+    out = (d / LOG_FILE).read_text()
+    assert "refused=Resource temporarily unavailable" in out, out[-500:]
