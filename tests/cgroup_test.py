@@ -109,6 +109,33 @@ def test_off_is_none_and_says_so():
     assert x.create("r1") is None
 
 
+def test_the_mode_follows_what_was_found():
+    u = "/sys/fs/cgroup/simvisor-agent-1"
+    v2 = cgroup.Layout(u, {c: (2, u) for c in cgroup.LIMITS})
+    assert v2.mode == "v2" and v2.describe() == "v2 (limits cpu:v2 memory:v2 pids:v2)"
+    h = cgroup.Layout("/u/p", {"memory": (1, "/m/p")}, "no cpu pids limit")
+    assert h.mode == "hybrid"
+    assert h.describe() == "hybrid (limits memory:v1; no cpu pids limit)"
+    v1 = cgroup.Layout(None, {"pids": (1, "/p/p"), "freezer": (1, "/f/p")})
+    assert v1.mode == "v1" and v1.describe() == "v1 (limits pids:v1)"
+    # a v2 tree without controllers still kills and tells the end
+    assert cgroup.Layout("/u/p", {}, "no cpu memory pids limit").mode == "v2"
+    assert cgroup.Layout(None, {}, "x is not writable").describe() == (
+        "none (x is not writable)"
+    )
+
+
+def test_a_code_that_cannot_enter_its_cgroup_does_not_start(tmp_path):
+    k = subprocess.run(
+        keeper.argv(["/bin/true"], 0.5, cgroup_dirs=[str(tmp_path / "no-cgroup")]),
+        capture_output=True,
+        timeout=10,
+    )
+    # nothing of it ran outside its cgroup
+    assert k.returncode == keeper.CANNOT_START
+    assert k.stderr.decode().startswith("cannot start /bin/true: ")
+
+
 # --- on this host ------------------------------------------------------------
 
 
