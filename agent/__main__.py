@@ -74,6 +74,11 @@ def parse_args(argv=None):
         "v1 (ignore the v2 tree), off (the keeper walks /proc)",
     )
     p.add_argument(
+        "--cgroup-parent",
+        help="put the runs' cgroups in this cgroup (a path from the hierarchy's root, "
+        "e.g. a delegated, empty one), not in the agent's own",
+    )
+    p.add_argument(
         "--max-backoff-secs", type=float, default=10.0, help="reconnect delay cap"
     )
     p.add_argument(
@@ -245,7 +250,7 @@ def main():
         done(None)
     # blocking (it runs bwrap once): before the event loop
     box = sandbox.for_agent(a.sandbox and not a.slurm, a.sandbox_uid)
-    cg = cgroup.for_agent("off" if a.slurm else a.cgroups)
+    cg = cgroup.for_agent("off" if a.slurm else a.cgroups, parent=a.cgroup_parent)
     log(
         "agent_start",
         agent_id=a.agent_id,

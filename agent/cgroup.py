@@ -206,7 +206,7 @@ class Layout:
         return sorted({self.unified, *(p for _, p in self.parents.values())} - {None})
 
 
-def for_agent(mode="auto", name=None):
+def for_agent(mode="auto", name=None, parent=None):
     """Detect what this host offers and make the agent's parents.
 
     Blocking (a few file operations): call before the event loop starts.
@@ -214,6 +214,9 @@ def for_agent(mode="auto", name=None):
     Args:
         mode (str): one of `MODES`
         name (str): the per-agent parent's name (default from our pid)
+        parent (str): the cgroup (a path from each hierarchy's root) the
+            per-agent parents go in, instead of the agent's own: an empty,
+            delegated one, so that v2 controllers can be enabled in it
     Returns:
         Layout: mode ``none`` with its reason if nothing works
     """
@@ -226,6 +229,8 @@ def for_agent(mode="auto", name=None):
             own = parse_own(f.read())
     except OSError as e:
         return Layout(reason=f"cannot read /proc/self: {e}")
+    if parent:
+        own = dict.fromkeys([*own, *v1, ""], parent)
     name = name or _AGENT_PARENT.format(os.getpid())
     why = []
     unified = None

@@ -390,3 +390,27 @@ def test_the_plans_limits_reach_the_run(server_factory):
     d = server.data_dir / "run" / "admin" / s["id"]
     out = (d / LOG_FILE).read_text()
     assert "refused=Resource temporarily unavailable" in out, out[-500:]
+
+
+def test_the_runs_can_go_in_a_given_parent(tmp_path):
+    x = cgroup.for_agent("auto")
+    if not x.unified:
+        pytest.skip(f"no v2 tree here: {x.describe()}")
+    p = f"/simvisor-test-parent-{os.getpid()}"
+    d = os.path.dirname(x.unified) + p
+    os.mkdir(d)
+    try:
+        y = cgroup.for_agent("auto", name="simvisor-agent-x", parent=p)
+        assert y.unified == d + "/simvisor-agent-x"
+        cg = y.create("p1")
+        try:
+            k = subprocess.run(keeper.argv(["/bin/true"], 0.5, cgroup_dirs=cg.dirs))
+            assert k.returncode == 0 and cg.left() == 0
+        finally:
+            assert cg.remove(parents=True) == []
+        y.remove()
+        assert os.listdir(d) == [
+            x for x in os.listdir(d) if not x.startswith("simvisor-")
+        ]
+    finally:
+        os.rmdir(d)
