@@ -22,7 +22,7 @@ import sys
 import time
 
 import agent
-from agent import client, protocol, sandbox
+from agent import cgroup, client, protocol, sandbox
 from agent.log import log
 
 _PR_SET_DUMPABLE = 4
@@ -65,6 +65,18 @@ def parse_args(argv=None):
         type=int,
         default=sandbox.DEFAULT_UID,
         help="--sandbox as root: the codes' uid and gid",
+    )
+    p.add_argument(
+        "--cgroups",
+        choices=cgroup.MODES,
+        default="auto",
+        help="a cgroup per local run (agent/cgroup.py): auto (if the host allows it), "
+        "v1 (ignore the v2 tree), off (the keeper walks /proc)",
+    )
+    p.add_argument(
+        "--cgroup-parent",
+        help="put the runs' cgroups in this cgroup (a path from the hierarchy's root, "
+        "e.g. a delegated, empty one), not in the agent's own",
     )
     p.add_argument(
         "--max-backoff-secs", type=float, default=10.0, help="reconnect delay cap"
@@ -129,8 +141,8 @@ def _not_dumpable():
         pass
 
 
-async def _main(args, secret, box):
-    c = client.Client(args, secret, sandbox=box)
+async def _main(args, secret, box, cgroups):
+    c = client.Client(args, secret, sandbox=box, cgroups=cgroups)
     loop = asyncio.get_running_loop()
     for s in (signal.SIGTERM, signal.SIGINT):
         # Slurm jobs do not need the agent: a stop leaves them to the next one
@@ -238,6 +250,7 @@ def main():
         done(None)
     # blocking (it runs bwrap once): before the event loop
     box = sandbox.for_agent(a.sandbox and not a.slurm, a.sandbox_uid)
+    cg = cgroup.for_agent("off" if a.slurm else a.cgroups, parent=a.cgroup_parent)
     log(
         "agent_start",
         agent_id=a.agent_id,
@@ -246,10 +259,15 @@ def main():
         unix_socket=a.unix_socket or "",
         run_root=a.run_root,
         sandbox=type(box).__name__.lower(),
+        cgroups=cg.mode,
     )
+    log("cgroups", mode=cg.mode, detail=cg.describe())
     if isinstance(box, sandbox.Broken):
         log("sandbox_broken", error=box.reason)
-    rv = asyncio.run(_main(a, secret, box))
+    try:
+        rv = asyncio.run(_main(a, secret, box, cg))
+    finally:
+        cg.remove()
     log("agent_exit", code=rv)
     return rv
 

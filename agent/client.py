@@ -64,9 +64,10 @@ class Client:
             max_procs, max_analyses, max_backoff_secs, give_up_secs
         secret (str): sent as a bearer token, never logged
         sandbox (agent.sandbox.Bare): wraps each local run (default: none)
+        cgroups (agent.cgroup.Layout): where local runs' cgroups go (default: none)
     """
 
-    def __init__(self, args, secret, sandbox=None):
+    def __init__(self, args, secret, sandbox=None, cgroups=None):
         self.args = args
         if getattr(args, "slurm", False):
             self.pool = slurm.SlurmPool(
@@ -85,6 +86,7 @@ class Client:
                 on_event=self._on_run_event,
                 oom_score_adj=getattr(args, "sim_oom_score_adj", None),
                 sandbox=sandbox,
+                cgroups=cgroups,
             )
         u = getattr(args, "unix_socket", None)
         #: a network-less container reaches the supervisor through a socket file

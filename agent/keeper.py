@@ -14,6 +14,14 @@ view. It forks the code, reaps every child, and ends what is left of the tree
   keeper's parent-death signal, so an agent that dies, even by SIGKILL,
   takes its runs' whole trees with it.
 
+Where the host allows it (`agent.cgroup`), the pool gives the keeper the
+run's cgroup (``--cgroup DIR``, one per hierarchy): the code enters it before
+it execs, the stop's SIGTERM goes to every process in it, the SIGKILL is the
+cgroup's (v2 ``cgroup.kill``, v1 freezer), and the end is the cgroup's own
+``populated 0`` event (a poll(POLLPRI) of ``cgroup.events``): no walk of ``/proc``, no poll
+(except on v1-only hosts, see `agent.cgroup`). Without one, the ``/proc``
+walk above.
+
 Then the keeper exits as the code did (the same exit code, or the same
 signal), so the pool reports the code's own status. It writes nothing to the
 run's output except when the code cannot be started (``cannot start ...``,
@@ -30,6 +38,7 @@ has no PYTHONPATH, and the keeper must be this agent's own copy.
 
 import argparse
 import ctypes
+import importlib.util
 import os
 import resource
 import signal
@@ -63,18 +72,21 @@ _POLL_FIRST_SECS = 0.005
 _POLL_MAX_SECS = 0.1
 
 
-def argv(command, grace_secs, oom_score_adj=None):
+def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=()):
     """The keeper's command line that runs `command` under it.
 
     Args:
         command (list): the code's argv (absolute interpreter path first)
         grace_secs (float): SIGTERM to SIGKILL on `STOP_SIGNAL`
         oom_score_adj (int): the code's, if not None (the keeper's is unchanged)
+        cgroup_dirs (list): the run's cgroup (`agent.cgroup_run.RunCgroup.dirs`)
     """
     rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
     rv += ["--grace-secs", repr(float(grace_secs))]
     if oom_score_adj is not None:
         rv += ["--oom-score-adj", str(int(oom_score_adj))]
+    for d in cgroup_dirs:
+        rv += ["--cgroup", d]
     return [*rv, "--", *command]
 
 
@@ -136,24 +148,52 @@ def signal_tree(root, sig):
     return len(ds)
 
 
+class ProcTree:
+    """The run's processes as the tree below `root` in ``/proc`` (no cgroup).
+
+    The same calls as `agent.cgroup_run.RunCgroup`; `left` must be polled: the
+    kernel gives no event for the end of a process that is not our child.
+    """
+
+    poll = True
+
+    def __init__(self, root):
+        self.root = root
+
+    @staticmethod
+    def wait(signals, timeout_secs):
+        return signal.sigtimedwait(signals, timeout_secs)
+
+    def kill(self):
+        return signal_tree(self.root, signal.SIGKILL)
+
+    def left(self):
+        return len(descendants(self.root, proc_table()))
+
+    def signal(self, sig):
+        return signal_tree(self.root, sig)
+
+
 class Keeper:
     """One code's process, the tree below it, and the stop in progress.
 
     Args:
         code_pid (int): the code, a child of this process
         grace_secs (float): SIGTERM to SIGKILL on a stop
+        tree (ProcTree): or the run's `agent.cgroup_run.RunCgroup` (default:
+            the tree below this process)
     """
 
-    def __init__(self, code_pid, grace_secs):
+    def __init__(self, code_pid, grace_secs, tree=None):
         self.code_pid = code_pid
         self.grace_secs = grace_secs
+        self.tree = tree or ProcTree(os.getpid())
         #: the code's wait status once reaped
         self.code_status = None
         #: monotonic time of the SIGKILL (None: not yet due)
         self.kill_at = None
         self.killed = False
         self.give_up_at = None
-        self._pid = os.getpid()
 
     def run(self):
         """Until the code is reaped and no descendant is left.
@@ -177,9 +217,9 @@ class Keeper:
                     self.killed = True
                     self.give_up_at = now + GONE_SLACK_SECS
                 # again each round: what forked since is killed too
-                n = signal_tree(self._pid, signal.SIGKILL)
+                n = self.tree.kill()
             else:
-                n = len(descendants(self._pid, proc_table()))
+                n = self.tree.left()
             if n == 0 and self.code_status is not None:
                 self._reap()
                 return self.code_status
@@ -187,8 +227,11 @@ class Keeper:
                 _say(f"{n} process(es) would not die within {GONE_SLACK_SECS} s")
                 # as if SIGKILLed, if the code itself is what is stuck
                 return signal.SIGKILL if self.code_status is None else self.code_status
-            t = poll if self.killed else min(poll, max(0.0, self.kill_at - now))
-            i = signal.sigtimedwait(_WAITED, t)
+            t = max(0.0, (self.give_up_at if self.killed else self.kill_at) - now)
+            if self.tree.poll:
+                t = min(poll, t)
+            # also woken by the end of the run's cgroup, if it has one
+            i = self.tree.wait(_WAITED, t)
             if i is None:
                 poll = min(poll * 2, _POLL_MAX_SECS)
             else:
@@ -199,7 +242,7 @@ class Keeper:
         if sig == KILL_SIGNAL:
             self.kill_at = now if self.kill_at is None else min(self.kill_at, now)
         elif sig in _STOPS and self.kill_at is None:
-            signal_tree(self._pid, signal.SIGTERM)
+            self.tree.signal(signal.SIGTERM)
             self.kill_at = now + self.grace_secs
 
     def _reap(self):
@@ -220,22 +263,35 @@ def main(args=None):
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     # like the agent: the code (same uid) can neither read nor ptrace its parent
     _prctl(_PR_SET_DUMPABLE, 0)
+    agent_pid = os.getppid()
+    cg = _run_cgroup(a.cgroup) if a.cgroup else None
+    if cg is not None:
+        cg.watch()
     try:
         c = subprocess.Popen(
             a.command,
             close_fds=True,
-            preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj),
+            preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj, cg),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         _say(f"cannot start {a.command[0]}: {e}", prefix=False)
         return CANNOT_START
     # the keeper reaps every child itself: Popen must never wait for this one
     c.returncode = 0
-    return _exit_as(Keeper(c.pid, a.grace_secs).run())
+    s = Keeper(c.pid, a.grace_secs, cg).run()
+    if cg is not None and os.getppid() != agent_pid:
+        # the agent is gone: nobody else removes the cgroup (nor its parent,
+        # once the last run of that agent has ended)
+        cg.remove(parents=True)
+    return _exit_as(s)
 
 
-def _code_preexec(keeper_pid, oom_score_adj):
+def _code_preexec(keeper_pid, oom_score_adj, cgroup=None):
     def f():
+        # first of all: nothing of the code runs outside its cgroup (an
+        # error here is the keeper's "cannot start")
+        if cgroup is not None:
+            cgroup.enter()
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         # /proc/self is ours again (exec would do it too, after the write)
         _prctl(_PR_SET_DUMPABLE, 1)
@@ -286,6 +342,7 @@ def _parse(args):
     p = argparse.ArgumentParser(prog="agent.keeper", description=__doc__.split("\n")[0])
     p.add_argument("--grace-secs", type=float, default=2.0)
     p.add_argument("--oom-score-adj", type=int, default=None)
+    p.add_argument("--cgroup", action="append", default=[])
     p.add_argument("command", nargs="+")
     return p.parse_args(args)
 
@@ -293,6 +350,15 @@ def _parse(args):
 def _prctl(option, value):
     if _libc_prctl is not None:
         _libc_prctl(option, value, 0, 0, 0)
+
+
+def _run_cgroup(dirs):
+    """`agent.cgroup_run.RunCgroup` of `dirs`: loaded by path (no `agent` on sys.path here)."""
+    n = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cgroup_run.py")
+    spec = importlib.util.spec_from_file_location("simvisor_cgroup", n)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m.RunCgroup(dirs)
 
 
 def _say(text, prefix=True):
@@ -338,4 +404,9 @@ def _stat(pid):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # no interpreter teardown (tens of ms of the run's end on a slow host):
+    # nothing of the keeper needs it, its output is written unbuffered
+    os._exit(rc)

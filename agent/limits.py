@@ -6,6 +6,9 @@ counts those kills (``oom_kill`` in ``memory.events`` on cgroup v2,
 ``memory.oom_control`` on v1), so the agent reads the count before a run
 starts and after it ends: if it went up, the run ran out of memory.
 
+A run with a cgroup of its own (`agent.cgroup`) and a memory limit there
+has its own count, which says that the run hit its own limit.
+
 With ``--sim-oom-score-adj 1000`` simulations are the kernel's first choice,
 so it is the simulation that dies, not the agent (`agent.keeper` sets it in
 the code, not in itself; raising one's own score needs no privilege).
@@ -71,12 +74,25 @@ def memory_limit_bytes():
     return None
 
 
-def out_of_memory_error(kills_before):
-    """The error text if the OOM killer struck since `kills_before`, else None."""
+def out_of_memory_error(kills_before, run_cgroup=None):
+    """The error text if the OOM killer struck since `kills_before`, else None.
+
+    Args:
+        kills_before (int): `oom_kills` before the run (None: unknown)
+        run_cgroup (agent.cgroup_run.RunCgroup): the run's own, if it has one
+            (its count is the run's alone; read before it is removed)
+    """
+    m = run_cgroup.memory_limit_bytes if run_cgroup else None
+    if m and run_cgroup.oom_kills():
+        return f"out of memory: the run's memory limit of {_mib(m)} was reached"
     n = oom_kills()
     if kills_before is None or n is None or n <= kills_before:
         return None
     m = memory_limit_bytes()
     return "out of memory" + (
-        f": the memory limit of {m // (1024 * 1024)} MiB was reached" if m else ""
+        f": the memory limit of {_mib(m)} was reached" if m else ""
     )
+
+
+def _mib(n):
+    return f"{n // (1024 * 1024)} MiB"

@@ -7,10 +7,16 @@ tree (even children in a session of their own) on cancel, on time out, when
 the code exits and when the agent dies, and then exits as the code did. Its
 stdout and stderr go to its `agent.run.Run` record through `agent.run.Output`.
 
+Where the host allows it, each run also has a cgroup of its own
+(`agent.cgroup`, the agent's ``--cgroups``): its cores, memory and pids
+limits (the op's ``cores``, ``max_memory_bytes``, ``max_pids``), its kill and
+its end. The keeper exits only once that cgroup is empty, so the run is over
+when the keeper is; the pool removes the cgroup and reads its OOM kills.
+
 Runs and analyses have separate lanes (semaphores), so an analysis never
 waits behind long runs. Pure asyncio and event driven; the one poll is the
-wait for a killed process group to empty, since the kernel gives no event for
-that.
+wait for a killed process group to empty when there is no cgroup, since the
+kernel gives no event for that.
 
 The way of a run (directory, lane, start, end, events) is `agent.records`,
 shared with the Slurm pool; the run directory is `agent.rundir`.
@@ -65,6 +71,8 @@ class Pool(records.Records):
             (pid, progress, frames[-1], log, status...)
         oom_score_adj (int): each simulation's, if not None (see `agent.limits`)
         sandbox (agent.sandbox.Bare): wraps each code (default: none)
+        cgroups (agent.cgroup.Layout): where run cgroups go (default: none,
+            the keeper walks /proc)
     """
 
     def __init__(
@@ -76,10 +84,14 @@ class Pool(records.Records):
         on_event,
         oom_score_adj=None,
         sandbox=None,
+        cgroups=None,
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
         self.oom_score_adj = oom_score_adj
         self.sandbox = sandbox or agent_sandbox.Bare()
+        self.cgroups = cgroups if cgroups and cgroups.mode != "none" else None
+        #: run_id -> agent.cgroup_run.RunCgroup of the runs launched with one
+        self._run_cgroups = {}
         self._lanes = {
             "run": asyncio.Semaphore(max_procs),
             "analysis": asyncio.Semaphore(max_analyses),
@@ -102,14 +114,50 @@ class Pool(records.Records):
 
     async def _launch(self, run):
         """Spawn the run's process and wait until it and its group have ended."""
-        loop = asyncio.get_running_loop()
         oom_kills = limits.oom_kills()
+        try:
+            cg = self._run_cgroups[run.run_id] = self._new_cgroup(run)
+        except OSError as e:
+            self._finish(run, "error", None, f"cannot make the run's cgroup: {e}")
+            return
+        try:
+            await self._launch_in(run, cg, oom_kills)
+        finally:
+            await self._remove_cgroup(run)
+
+    def _new_cgroup(self, run):
+        if self.cgroups is None:
+            return None
+        return self.cgroups.create(
+            run.run_id,
+            cores=run.cores,
+            memory_bytes=run.op.get("max_memory_bytes"),
+            pids=run.op.get("max_pids"),
+        )
+
+    async def _remove_cgroup(self, run):
+        cg = self._run_cgroups.pop(run.run_id, None)
+        if cg is None:
+            return
+        # v1 may hold an emptied cgroup busy for a moment
+        for d in (0.01, 0.05, 0.2, 0.5):
+            left = cg.remove(parents=True)
+            if not left:
+                return
+            await asyncio.sleep(d)
+        log("cgroup_not_removed", run_id=run.run_id, dirs=" ".join(left))
+
+    async def _launch_in(self, run, cg, oom_kills):
+        loop = asyncio.get_running_loop()
         try:
             transport, out = await loop.subprocess_exec(
                 lambda: Output(run),
                 # the keeper outside the sandbox: it sees (and ends) the tree
                 *keeper.argv(
-                    self.sandbox.command(run), self.kill_grace_secs, self.oom_score_adj
+                    self.sandbox.command(run),
+                    self.kill_grace_secs,
+                    self.oom_score_adj,
+                    cg.dirs if cg else (),
                 ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -141,7 +189,12 @@ class Pool(records.Records):
                 deadline = (
                     run.kill_start_secs + self.kill_grace_secs + GROUP_EXIT_SLACK_SECS
                 )
-            if not await _wait_group_gone(run.pid, deadline):
+            if cg is not None:
+                # the keeper exits once the cgroup is empty: nothing to wait
+                # for, unless the keeper gave up or was killed
+                if not await _wait_cgroup_gone(cg, deadline):
+                    log("cgroup_not_gone", run_id=run.run_id, pids=cg.pids())
+            elif not await _wait_group_gone(run.pid, deadline):
                 _killpg(run.pid, signal.SIGKILL)
                 log("group_not_gone", run_id=run.run_id, pgid=run.pid)
             try:
@@ -153,7 +206,11 @@ class Pool(records.Records):
                 )
             out.flush()
             rc = self.sandbox.exit_code(rc)
-            self._finish(run, *_end_status(run, rc, oom_kills))
+            st = _end_status(run, rc, oom_kills, cg)
+            if cg is not None:
+                # gone before the run's end is told (busy: again afterwards)
+                cg.remove(parents=True)
+            self._finish(run, *st)
         finally:
             timeout_timer.cancel()
             if run.kill_timer:
@@ -164,12 +221,17 @@ class Pool(records.Records):
                 d = loop.time() + GROUP_EXIT_SLACK_SECS
                 try:
                     await asyncio.wait_for(asyncio.shield(out.exited), d - loop.time())
-                    gone = await _wait_group_gone(run.pid, d)
+                    if cg is not None:
+                        gone = await _wait_cgroup_gone(cg, d)
+                    else:
+                        gone = await _wait_group_gone(run.pid, d)
                 except (TimeoutError, asyncio.CancelledError):
                     gone = False
                 if not gone:
-                    # the keeper is stuck: the group at least
+                    # the keeper is stuck: the group (and the cgroup) at least
                     _killpg(run.pid, signal.SIGKILL)
+                    if cg is not None:
+                        cg.kill()
             transport.close()
 
     def _terminate(self, run):
@@ -183,11 +245,15 @@ class Pool(records.Records):
         run.kill_start_secs = loop.time()
         _kill(run.pid, keeper.STOP_SIGNAL)
         run.kill_timer = loop.call_later(
-            self.kill_grace_secs + GROUP_EXIT_SLACK_SECS,
-            _killpg,
-            run.pid,
-            signal.SIGKILL,
+            self.kill_grace_secs + GROUP_EXIT_SLACK_SECS, self._kill_now, run
         )
+
+    def _kill_now(self, run):
+        """The keeper did not end the tree in time: its group and its cgroup."""
+        _killpg(run.pid, signal.SIGKILL)
+        cg = self._run_cgroups.get(run.run_id)
+        if cg is not None:
+            cg.kill()
 
     def _time_out(self, run):
         if run.state != "running" or run.canceled:
@@ -215,14 +281,14 @@ def _die_with_parent(agent_pid):
     return f
 
 
-def _end_status(run, rc, oom_kills_before=None):
+def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
     if run.canceled:
         return "canceled", rc, None
     if run.timed_out:
         return "timed_out", rc, f"max run time of {run.max_run_secs} secs exceeded"
     if rc == 0:
         return "completed", 0, None
-    e = limits.out_of_memory_error(oom_kills_before)
+    e = limits.out_of_memory_error(oom_kills_before, run_cgroup)
     if e:
         return "error", rc, f"{e} ({run.end_error(rc)})"
     return "error", rc, run.end_error(rc)
@@ -272,6 +338,26 @@ def _killpg(pgid, sig):
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+async def _wait_cgroup_gone(cg, deadline):
+    """Until the run's cgroup is empty (SIGKILLed again each round), or `deadline`.
+
+    Normally it is at once: the keeper exits only once it is. Else a poll.
+
+    Returns:
+        bool: False if it was not empty by `deadline` (loop time)
+    """
+    loop = asyncio.get_running_loop()
+    delay = 0.005
+    while cg.left():
+        r = deadline - loop.time()
+        if r <= 0:
+            return False
+        cg.kill()
+        await asyncio.sleep(min(delay, r))
+        delay = min(delay * 2, 0.1)
+    return True
 
 
 async def _wait_group_gone(pgid, deadline):

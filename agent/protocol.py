@@ -136,6 +136,9 @@ _RUN_FIELDS = {
     "cores": lambda v: _is_int(v) and v >= 1,
     "max_run_secs": lambda v: _is_num(v) and v > 0,
     "inputs": lambda v: _is_dict(v) and all(_is_str(x) for x in v.values()),
+    # the plan's limits of one local run (its cgroup, `agent.cgroup`); 0: none
+    "max_memory_bytes?": lambda v: _is_int(v) and v >= 0,
+    "max_pids?": lambda v: _is_int(v) and v >= 0,
     "batch?": _is_batch,
 }
 

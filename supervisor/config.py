@@ -118,6 +118,26 @@ _cfg = pkconfig.init(
     basic_mem_bytes=(2 * 1024**3, int, "memory of a user's container, basic plan"),
     premium_mem_bytes=(16 * 1024**3, int, "memory of a user's container, premium plan"),
     basic_max_running=(2, int, "running jobs per user on the basic plan"),
+    basic_max_run_memory_bytes=(
+        4 * 1024**3,
+        int,
+        "memory of one local run on the basic plan (its cgroup, if the host allows); 0: none",
+    ),
+    premium_max_run_memory_bytes=(
+        32 * 1024**3,
+        int,
+        "memory of one local run on the premium plan; 0: none",
+    ),
+    basic_max_run_pids=(
+        1024,
+        int,
+        "processes and threads of one local run, basic plan",
+    ),
+    premium_max_run_pids=(
+        8192,
+        int,
+        "processes and threads of one local run, premium plan",
+    ),
     basic_max_run_secs=(3600.0, float, "max run time on the basic plan"),
     basic_max_cores=(2, int, "max cores of one run on the basic plan"),
     premium_max_running=(8, int, "running jobs per user on the premium plan"),

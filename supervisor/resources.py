@@ -39,6 +39,8 @@ class Plan:
         max_simulations=None,
         max_event_sockets=None,
         max_stored_bytes=None,
+        max_run_memory_bytes=0,
+        max_run_pids=0,
     ):
         self.name = name
         self.max_running = max_running
@@ -52,6 +54,9 @@ class Plan:
         self.max_event_sockets = max_event_sockets
         #: inputs, frames, logs and run directories a user may keep (`usage`)
         self.max_stored_bytes = max_stored_bytes
+        #: one local run's memory and processes (its cgroup); 0: no limit
+        self.max_run_memory_bytes = max_run_memory_bytes
+        self.max_run_pids = max_run_pids
 
 
 class Target:

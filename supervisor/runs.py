@@ -172,9 +172,8 @@ class Runs(agents.Watcher):
         sim.job.waiting("starting", None)
         sim.job.queue_position = None
         c = self._catalog.get(sim.code)
-        b = self._drivers[sim.job.driver].batch_options(
-            t.name, c, self._users.plan_of(sim.user)
-        )
+        p = self._users.plan_of(sim.user)
+        b = self._drivers[sim.job.driver].batch_options(t.name, c, p)
         self._agents.send(
             a,
             "analysis" if c.kind == "analysis" else "run",
@@ -188,6 +187,8 @@ class Runs(agents.Watcher):
             cores=sim.job.cores,
             max_run_secs=run.max_run_secs,
             inputs=run.inputs,
+            max_memory_bytes=p.max_run_memory_bytes,
+            max_pids=p.max_run_pids,
         )
         run.arm_start(self._cfg.agent_start_timeout_secs, self._start_expired)
         self.changed(sim)

@@ -68,6 +68,8 @@ def build_plans(cfg):
             max_simulations=cfg[f"{p}_max_simulations"],
             max_event_sockets=cfg[f"{p}_max_event_sockets"],
             max_stored_bytes=cfg[f"{p}_max_stored_bytes"],
+            max_run_memory_bytes=cfg[f"{p}_max_run_memory_bytes"],
+            max_run_pids=cfg[f"{p}_max_run_pids"],
         )
         for p in PLANS
     }

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from agent import keeper, pool
+from agent import cgroup, keeper, pool
 from conftest import ROOT, procs_under, wait_for
 from agent_ops import Events, run_op
 
@@ -224,18 +224,26 @@ def test_sigterm_then_sigkill_after_the_grace(tmp_path):
 # --- under the pool -----------------------------------------------------------
 
 
-@pytest.fixture
-async def pool_of(tmp_path):
-    """A pool; afterwards no process of it is left (or the test fails)."""
+@pytest.fixture(params=["off", "auto"])
+async def pool_of(tmp_path, request):
+    """A pool, with run cgroups or without (the /proc walk); afterwards no
+    process of it is left, nor a cgroup (or the test fails)."""
     ev = Events()
-    p = pool.Pool(tmp_path / "runs", GRACE_SECS, 4, 2, ev)
+    n = f"simvisor-test-{os.getpid()}-{tmp_path.name}"
+    cg = cgroup.for_agent(request.param, name=n)
+    if request.param != "off" and cg.mode == "none":
+        pytest.skip(f"no writable cgroup here: {cg.reason}")
+    p = pool.Pool(tmp_path / "runs", GRACE_SECS, 4, 2, ev, cgroups=cg)
     yield p, ev
     left = procs_under(p.run_root)
     p.destroy()
     await p.join()
     for x in procs_under(p.run_root):
         os.kill(x, signal.SIGKILL)
+    cg.remove()
     assert not left, f"processes left behind={left}"
+    made = [x for x in (cg.unified, *(d for _, d in cg.parents.values())) if x]
+    assert not any(os.path.exists(x) for x in made), "cgroups left behind"
 
 
 def _op(run_id, argv, **kwargs):
@@ -284,6 +292,21 @@ async def test_a_code_that_dies_takes_its_detached_children(pool_of):
     await r.ended
     # the code's status, not the keeper's
     assert (r.status, r.exit_code) == ("error", -9)
+    assert not any(_alive(k) for k in kids)
+    assert not procs_under(r.dir)
+
+
+async def test_a_keeper_killed_leaves_its_cgroup_to_the_pool(pool_of):
+    p, events = pool_of
+    if p.cgroups is None:
+        pytest.skip("without a cgroup, a SIGKILLed keeper's detached children escape")
+    r = p.start(_op("k1", _FORKER, params=_DETACHED))
+    kids = await _detached_children(r, events)
+    # as the OOM killer would: the keeper cannot end the tree
+    os.kill(r.pid, signal.SIGKILL)
+    await r.ended
+    assert r.status == "error"
+    # the pool killed what was left in the run's cgroup
     assert not any(_alive(k) for k in kids)
     assert not procs_under(r.dir)
 

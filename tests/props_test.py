@@ -110,6 +110,8 @@ _FIELDS = {
     "cores": st.integers(1, 1024),
     "max_run_secs": st.integers(1, 10**6) | st.floats(0.001, 1e6),
     "inputs": st.dictionaries(_STR, _STR, max_size=3),
+    "max_memory_bytes": st.integers(0, 2**62),
+    "max_pids": st.integers(0, 2**31),
     "batch": _BATCH,
 }
 

@@ -21,6 +21,8 @@ _RUN = {
     "cores": 2,
     "max_run_secs": 3600,
     "inputs": {"source_frames.jsonl": '{"t":0}\n'},
+    "max_memory_bytes": 4 * 1024**3,
+    "max_pids": 1024,
     "batch": {"partition": "debug"},
 }
 
@@ -241,6 +243,8 @@ _BAD_FIELDS = [
     _bad("run", "argv", "python -m x", table="TO_AGENT"),
     _bad("run", "max_run_secs", 0, table="TO_AGENT"),
     _bad("run", "max_run_secs", -1, table="TO_AGENT"),
+    _bad("run", "max_memory_bytes", -1, table="TO_AGENT"),
+    _bad("run", "max_pids", 1.5, table="TO_AGENT"),
     _bad("run", "code", "../evil", table="TO_AGENT"),
     _bad("run", "inputs", {"a": 1}, table="TO_AGENT"),
     _bad("run", "params", [], table="TO_AGENT"),

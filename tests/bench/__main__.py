@@ -7,6 +7,7 @@ stopped: supervisors by `conftest.Server.cleanup` (which kills only what ran
 under their data directories), the relay and bare processes by their handles.
 """
 
+import argparse
 import asyncio
 import pathlib
 import shutil
@@ -44,8 +45,10 @@ SLURM_RUNS = 10
 
 
 class Bench:
-    def __init__(self, tmp):
+    def __init__(self, tmp, only=()):
         self.tmp = tmp
+        #: row numbers to measure (``--only 3,4``); empty: all
+        self.only = only
         self.conftest = clients.load_conftest()
         self.leftovers = []
         self.load_before = None
@@ -69,6 +72,15 @@ class Bench:
             MS,
             "os.killpg(SIGTERM) of a bare `forever` (own session, after its first "
             "heartbeat) until it is reaped",
+        )
+        self.cancel.note = (
+            "POST /api/simulations/{id}/cancel of a running `forever` (local driver, "
+            "sandbox auto) until its reply, which comes once the agent has seen the "
+            "run's keeper exit: the keeper SIGTERMs every process in the run's "
+            "cgroup and exits once cgroup.events says populated 0 (poll(POLLPRI), "
+            "no /proc walk; on a host without writable cgroups, the /proc walk). "
+            "Includes the supervisor's cancel op, the agent's exited message, and "
+            "the durable write of the ended job"
         )
         self.tput = Row(
             f"4 throughput, {THROUGHPUT_RUNS} sleep-0 runs at once",
@@ -197,14 +209,23 @@ class Bench:
                 r.error = r.error or m
             return None
 
+    def _wanted(self, *rows):
+        return not self.only or any(int(r.name.split()[0]) in self.only for r in rows)
+
     async def run(self):
-        await self._measure([self.store], self._store())
-        await self._measure([self.rate], self._rate())
-        await self._real_agent()
-        await self._fake_agent()
-        if not self.docker_skipped:
+        if self.only:
+            self.rows = [r for r in self.rows if self._wanted(r)]
+        if self._wanted(self.store):
+            await self._measure([self.store], self._store())
+        if self._wanted(self.rate):
+            await self._measure([self.rate], self._rate())
+        if self._wanted(self.start, self.end, self.cancel, self.tput):
+            await self._real_agent()
+        if self._wanted(self.push, self.dispatch):
+            await self._fake_agent()
+        if not self.docker_skipped and self._wanted(self.cold):
             await self._docker()
-        if not self.slurm_skipped:
+        if not self.slurm_skipped and self._wanted(self.batch_run):
             await self._slurm()
 
     async def _rate(self):
@@ -240,9 +261,12 @@ class Bench:
         try:
             if await self._measure(rows, b.start()) is None:
                 return
-            await self._measure([self.start, self.end], self._start_end(b))
-            await self._measure([self.cancel], self._cancel(b))
-            await self._measure([self.tput], self._throughput(b))
+            if self._wanted(self.start, self.end):
+                await self._measure([self.start, self.end], self._start_end(b))
+            if self._wanted(self.cancel):
+                await self._measure([self.cancel], self._cancel(b))
+            if self._wanted(self.tput):
+                await self._measure([self.tput], self._throughput(b))
         finally:
             self.leftovers += await b.cleanup()
 
@@ -389,8 +413,8 @@ class Bench:
         self.batch_cancel.figure = [x[1] for x in fi]
 
 
-async def _main(tmp):
-    b = Bench(tmp)
+async def _main(tmp, only):
+    b = Bench(tmp, only)
     b.load_before = report.load_average()
     try:
         await asyncio.wait_for(b.run(), TOTAL_SECS)
@@ -402,10 +426,18 @@ async def _main(tmp):
 
 
 def main():
+    p = argparse.ArgumentParser(prog="python -m tests.bench")
+    p.add_argument(
+        "--only",
+        type=lambda v: {int(x) for x in v.split(",")},
+        default=set(),
+        help="measure only these rows (numbers, comma separated)",
+    )
+    only = p.parse_args().only
     t0 = time.monotonic()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="simvisor-bench-"))
     try:
-        b = asyncio.run(_main(tmp))
+        b = asyncio.run(_main(tmp, only))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
