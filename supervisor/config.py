@@ -195,6 +195,11 @@ _cfg = pkconfig.init(
     ),
     max_upload_bytes=(8 * 1024 * 1024, int, "largest uploaded input file"),
     max_frames=(10000, int, "frames kept per run"),
+    max_event_queue_bytes=(
+        1024 * 1024,
+        int,
+        "bytes queued for one /api/events client after coalescing; beyond, it is resynchronised",
+    ),
     log_tail_chars=(1024 * 1024, int, "log text kept per run"),
 )
 

@@ -1,16 +1,108 @@
-"""Push: every change a subscriber may see, sent as it happens.
+"""Push: every change a subscriber may see, sent as it happens, in bounded memory.
 
 Subscribers are the ``/api/events`` websockets. A user sees their own
-simulations; an admin sees everyone's. Nothing here awaits: a message is
-queued on each websocket and Tornado writes it out.
+simulations; an admin sees everyone's. Nothing here awaits.
+
+Each change is serialised once (`Hub.publish`) and the same bytes are queued
+on every subscriber who may see it. A subscriber writes to its socket only
+when its previous write has drained, so a slow client costs no CPU and its
+queue fills instead. The queue coalesces: a message supersedes a queued one
+with the same key (a simulation's ``job`` or ``simulation`` state, its newest
+``frame`` or ``log`` piece, a host's ``sign_in``), so what a slow client gets
+is the newest state, and frames or log text it skipped it fetches (their
+``seq`` or ``offset`` shows the gap; ``GET .../frames?since=``, ``.../log``).
+When the queue still holds more than its bound in bytes, it is dropped and
+the subscriber is resynchronised: ``{"type": "resync"}``, then the snapshot
+(one ``simulation`` message each, then ``synced``), then changes again.
+
+A snapshot is built lazily from each simulation's cached message (the cache
+entry is dropped by any publish about it) and written a page at a time, each
+page after the previous one drained, so a reconnect storm of one user yields
+the event loop to everyone else's requests between pages.
 """
 
+import collections
 import json
+import struct
 
 from pykern.pkdebug import pkdlog
 
-#: a subscriber this far behind is disconnected (it resynchronises on reconnect)
-MAX_BUFFERED_BYTES = 8 * 1024 * 1024
+#: snapshot bytes written at once, before waiting for them to drain
+SNAPSHOT_PAGE_BYTES = 64 * 1024
+
+#: live messages written at once (a slow client's backlog in one write)
+LIVE_PAGE_BYTES = 256 * 1024
+
+RESYNC = b'{"type":"resync"}'
+SYNCED = b'{"type":"synced"}'
+
+#: how a queued message of each type is superseded (see `_Kind`)
+_IN_PLACE = "in_place"
+_IF_NEWER = "if_newer"
+
+
+def dumps(msg):
+    """`msg` as the bytes sent (compact JSON)."""
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+def frames(payloads):
+    """Websocket text frames (server to client: unmasked, final) of `payloads`.
+
+    One buffer for one socket write; Tornado's own framing does the same per
+    message, but copies the payload each time.
+    """
+    out = []
+    for p in payloads:
+        n = len(p)
+        if n < 126:
+            out.append(struct.pack("!BB", 0x81, n))
+        elif n <= 0xFFFF:
+            out.append(struct.pack("!BBH", 0x81, 126, n))
+        else:
+            out.append(struct.pack("!BBQ", 0x81, 127, n))
+        out.append(p)
+    return b"".join(out)
+
+
+class _Kind:
+    """How one published message coalesces with those queued before it.
+
+    Args:
+        key: what it supersedes (None: nothing; it is always queued)
+        order: ``seq`` or ``offset`` of a frame or log piece (None otherwise);
+            a piece supersedes in place only if it comes later in the same
+            run (a lower one starts a new run, so it goes to the end)
+        drops: keys of queued messages it makes redundant
+        after: keys which, if queued, it must follow (so it goes to the end)
+    """
+
+    __slots__ = ("after", "drops", "key", "order")
+
+    def __init__(self, key, order=None, drops=(), after=()):
+        self.key = key
+        self.order = order
+        self.drops = drops
+        self.after = after
+
+
+def _kind(simulation_id, msg):
+    t = msg.get("type")
+    i = simulation_id
+    if t == "job":
+        # a queued simulation message holds an older job: follow it
+        return _Kind(("job", i), after=(("simulation", i),))
+    if t == "simulation":
+        if msg["simulation"].get("deleted"):
+            return _Kind(("simulation", i), drops=(("job", i), ("frame", i), ("log", i)))
+        return _Kind(("simulation", i), drops=(("job", i),))
+    if t == "frame":
+        return _Kind(("frame", i), order=msg["seq"])
+    if t == "log":
+        return _Kind(("log", i), order=msg["offset"])
+    if t == "sign_in":
+        return _Kind(("sign_in", msg.get("user"), msg.get("host")))
+    return _Kind(None)
 
 
 class Hub:
@@ -18,9 +110,15 @@ class Hub:
         # owner name -> set of subscribers; admins are in every fan-out
         self._by_user = {}
         self._admins = set()
+        # simulation id -> its snapshot message (bytes); dropped on any change
+        self._snapshot_cache = {}
+        #: messages queued on subscribers (after filtering), ever
         self.sent = 0
+        #: subscribers resynchronised because they fell too far behind, ever
+        self.resyncs = 0
 
     def subscribe(self, sub):
+        sub.hub = self
         if sub.user.is_admin():
             self._admins.add(sub)
         else:
@@ -54,31 +152,68 @@ class Hub:
 
     def publish(self, owner, simulation_id, msg):
         """Send `msg` (a dict with "type") to those who may see `owner`'s work."""
+        if simulation_id is not None:
+            self._snapshot_cache.pop(simulation_id, None)
         subs = self._by_user.get(owner, ())
         if not subs and not self._admins:
             return
-        t = json.dumps(msg, separators=(",", ":"))
+        t = dumps(msg)
+        k = _kind(simulation_id, msg)
         for s in (*subs, *self._admins):
             if s.wants(simulation_id):
                 self.sent += 1
-                s.send_text(t)
+                s.push(k, t)
+
+    def simulation_message(self, sim):
+        """The snapshot message of `sim` (bytes), serialised once per change."""
+        m = self._snapshot_cache.get(sim.id)
+        if m is None:
+            m = self._snapshot_cache[sim.id] = dumps(
+                {"type": "simulation", "simulation": sim.to_dict()}
+            )
+        return m
 
 
 class Subscriber:
-    """One ``/api/events`` connection; `write` is the websocket's writer.
+    """One ``/api/events`` connection: its coalescing queue and its writer.
 
-    Counts the bytes Tornado has not yet written to the socket (each write's
-    future resolves when it is), so a stalled client cannot make us buffer
-    without bound.
+    Args:
+        write (callable): takes a list of message payloads (bytes), writes
+            them as one websocket message each, returns a future that is done
+            once they left our buffers (raises if the socket is closed)
+        close (callable): closes the connection
+        snapshot (callable): returns an iterator of the snapshot's messages
+            (bytes), the last being `SYNCED`; called again on each resync
+        max_queued_bytes (int): queued beyond this, the queue is dropped and
+            the subscriber resynchronised
     """
 
-    def __init__(self, user, simulation_id, write, close):
+    def __init__(self, user, simulation_id, write, close, snapshot, max_queued_bytes):
         self.user = user
         self.simulation_id = simulation_id
+        self.hub = None
         self._write = write
         self._close = close
-        self._pending_bytes = 0
+        self._snapshot_of = snapshot
+        self._max_queued_bytes = max_queued_bytes
+        # key -> (order, payload), oldest first
+        self._queue = collections.OrderedDict()
+        self.queued_bytes = 0
+        # the snapshot being written (an iterator), or None
+        self._snapshot = None
+        self._writing = False
         self.closed = False
+
+    def pkdebug_str(self):
+        return (
+            f"Subscriber({self.user.name} sim={self.simulation_id} "
+            f"queued={len(self._queue)}/{self.queued_bytes}B)"
+        )
+
+    def start(self):
+        """Write the snapshot, then the changes queued since `Hub.subscribe`."""
+        self._snapshot = iter(self._snapshot_of())
+        self._pump()
 
     def close(self):
         self._close()
@@ -86,26 +221,96 @@ class Subscriber:
     def wants(self, simulation_id):
         return self.simulation_id is None or self.simulation_id == simulation_id
 
-    def send_text(self, text):
+    def push(self, kind, payload):
+        """Queue `payload` (of `kind`, a `_Kind`) and write if the socket is idle."""
         if self.closed:
             return
-        if self._pending_bytes > MAX_BUFFERED_BYTES:
-            pkdlog("slow events subscriber user={} closed", self.user.name)
-            self.closed = True
-            self._close()
-            return
-        n = len(text)
-        self._pending_bytes += n
-        try:
-            f = self._write(text)
-        except Exception:
-            # closed under us: on_close unsubscribes
-            self.closed = True
-            return
-        f.add_done_callback(lambda f: self._written(f, n))
+        q = self._queue
+        for d in kind.drops:
+            self._unqueue(d)
+        k = kind.key if kind.key is not None else object()
+        o = q.get(k)
+        if o is not None:
+            if kind.order is not None and (o[0] is None or kind.order <= o[0]):
+                # a new run's piece: after whatever came since
+                self._unqueue(k)
+            elif any(a in q for a in kind.after):
+                self._unqueue(k)
+            else:
+                self.queued_bytes -= len(o[1])
+        q[k] = (kind.order, payload)
+        self.queued_bytes += len(payload)
+        if self.queued_bytes > self._max_queued_bytes:
+            self._resync()
+        self._pump()
 
-    def _written(self, future, n):
-        self._pending_bytes -= n
-        if not future.cancelled():
-            # a closed stream: nothing to do, on_close cleans up
-            future.exception()
+    def _unqueue(self, key):
+        o = self._queue.pop(key, None)
+        if o is not None:
+            self.queued_bytes -= len(o[1])
+
+    def _resync(self):
+        """Too far behind: drop the queue; the snapshot replaces it."""
+        pkdlog("{} too far behind: resync queued_bytes={}", self, self.queued_bytes)
+        self._queue.clear()
+        self.queued_bytes = 0
+        self._snapshot = _resync_then(self._snapshot_of)
+        if self.hub is not None:
+            self.hub.resyncs += 1
+
+    def _page(self):
+        """(payloads to write next, whether any is the snapshot's)."""
+        out = []
+        n = 0
+        if self._snapshot is not None:
+            for m in self._snapshot:
+                out.append(m)
+                n += len(m)
+                if n >= SNAPSHOT_PAGE_BYTES:
+                    return out, True
+            self._snapshot = None
+            if out:
+                return out, True
+        q = self._queue
+        while q and n < LIVE_PAGE_BYTES:
+            _, (_, m) = q.popitem(last=False)
+            out.append(m)
+            n += len(m)
+        self.queued_bytes -= n
+        return out, False
+
+    def _pump(self):
+        while not self._writing and not self.closed:
+            p, snapshot = self._page()
+            if not p:
+                return
+            try:
+                f = self._write(p)
+            except Exception:
+                # closed under us: on_close unsubscribes
+                self.closed = True
+                return
+            if f.done() and not snapshot:
+                # flushed at once: nothing to wait for
+                self._check(f)
+                continue
+            # a snapshot page always waits a turn of the loop, so others run
+            self._writing = True
+            f.add_done_callback(self._drained)
+
+    def _drained(self, future):
+        self._writing = False
+        if self._check(future):
+            self._pump()
+
+    def _check(self, future):
+        """False if the write failed (a closed stream: on_close cleans up)."""
+        if future.cancelled() or future.exception() is not None:
+            self.closed = True
+            return False
+        return True
+
+
+def _resync_then(snapshot_of):
+    yield RESYNC
+    yield from snapshot_of()

@@ -9,7 +9,7 @@ streams as a ``simulation`` message.
 
 import time
 
-from supervisor import errors, job
+from supervisor import errors, events, job
 
 _MAX_NAME_CHARS = 200
 
@@ -91,12 +91,16 @@ class Sims:
         return {"deleted": sim_id}
 
     def _publish(self, sim):
-        self._hub.publish(
-            sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()}
-        )
+        self._hub.publish(sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()})
 
     def snapshot(self, user, sim_id=None):
-        """What a new events subscriber sees first."""
+        """What a new events subscriber sees first, as the bytes sent.
+
+        Lazy: each simulation's message (cached by the hub until it changes)
+        is taken as the subscriber's writer reaches it, so a large snapshot
+        costs a page at a time; one deleted meanwhile is skipped (its
+        deletion was queued behind the snapshot).
+        """
         if sim_id:
             try:
                 ss = [self.get(user, sim_id)]
@@ -107,8 +111,9 @@ class Sims:
         else:
             ss = self._store.for_user(user.name)
         for s in ss:
-            yield {"type": "simulation", "simulation": s.to_dict()}
-        yield {"type": "synced"}
+            if not s.deleted:
+                yield self._hub.simulation_message(s)
+        yield events.SYNCED
 
     # --- the run, as a user asks for it ----------------------------------------
 
@@ -142,12 +147,7 @@ class Sims:
 
 
 def _name(v):
-    if (
-        not isinstance(v, str)
-        or not v.strip()
-        or len(v) > _MAX_NAME_CHARS
-        or not v.isprintable()
-    ):
+    if not isinstance(v, str) or not v.strip() or len(v) > _MAX_NAME_CHARS or not v.isprintable():
         raise errors.BadInput(
             "bad_name",
             f"name must be printable text of 1 to {_MAX_NAME_CHARS} characters",

@@ -40,9 +40,7 @@ class _Socket(tornado.websocket.WebSocketHandler):
         """
         a = gate.peer(self.request)
         if not self.sv.gate.admit(a, self.per_address):
-            _refuse(
-                self, errors.TooMany("too_many_connections", "too many connections")
-            )
+            _refuse(self, errors.TooMany("too_many_connections", "too many connections"))
             return None
         return self._held(a, *args, **kwargs)
 
@@ -76,9 +74,7 @@ class Events(_Socket):
         if self.sv.hub.open_of(u.name) >= n:
             _refuse(
                 self,
-                errors.TooMany(
-                    "too_many_sockets", f"at most {n} event streams open at once"
-                ),
+                errors.TooMany("too_many_sockets", f"at most {n} event streams open at once"),
             )
             return
         self.user = u
@@ -99,14 +95,26 @@ class Events(_Socket):
         self.sub = events.Subscriber(
             self.user,
             s,
-            self.write_message,
+            self._write,
             self.close,
+            lambda: self.sv.sims.snapshot(self.user, s),
+            self.sv.cfg.max_event_queue_bytes,
         )
-        # current state first, then changes: nothing can interleave, since
-        # both happen in this same synchronous turn
-        for m in self.sv.sims.snapshot(self.user, s):
-            self.sub.send_text(json.dumps(m, separators=(",", ":")))
+        # subscribed first: changes made while the snapshot is written are
+        # queued behind it (coalesced), so none is missed
         self.sv.hub.subscribe(self.sub)
+        self.sub.start()
+
+    def _write(self, payloads):
+        """Write `payloads` as text messages in one write; its future (`events`)."""
+        c = self.ws_connection
+        if c is None or c.is_closing():
+            raise tornado.websocket.WebSocketClosedError()
+        # the stream's own future: done once the bytes left its buffer (no
+        # task per message, as write_message makes); no compression is
+        # negotiated (get_compression_options is not overridden), so a text
+        # frame is the payload behind a header
+        return c.stream.write(events.frames(payloads))
 
     def on_message(self, message):
         # clients only listen; a ping keeps proxies happy
@@ -137,9 +145,7 @@ class Agent(_Socket):
                 self.request.headers.get(protocol.AGENT_ID_HEADER),
                 self.request.remote_ip,
             )
-            self._wrong_credentials(
-                errors.Unauthorized("unknown agent or wrong secret")
-            )
+            self._wrong_credentials(errors.Unauthorized("unknown agent or wrong secret"))
             return
         self.agent = a
         c = self._upgrade(*args, **kwargs)
@@ -174,9 +180,7 @@ class Agent(_Socket):
 
     def _error(self, message):
         try:
-            self.write_message(
-                protocol.make(protocol.TO_AGENT, "error", message=message)
-            )
+            self.write_message(protocol.make(protocol.TO_AGENT, "error", message=message))
         except tornado.websocket.WebSocketClosedError:
             pass
 
