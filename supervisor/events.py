@@ -107,62 +107,67 @@ def _kind(simulation_id, msg):
 
 class Hub:
     def __init__(self):
-        # owner name -> set of subscribers; admins are in every fan-out
+        # user name -> every stream of theirs (caps, revocation)
         self._by_user = {}
-        self._admins = set()
+        # the fan-out: owner name -> streams of all that user's simulations;
+        # admins' streams of everyone's; simulation id -> streams of just it
+        self._wide = {}
+        self._wide_admins = set()
+        self._by_sim = {}
         # simulation id -> its snapshot message (bytes); dropped on any change
         self._snapshot_cache = {}
-        #: messages queued on subscribers (after filtering), ever
+        #: messages queued on subscribers, ever
         self.sent = 0
         #: subscribers resynchronised because they fell too far behind, ever
         self.resyncs = 0
 
     def subscribe(self, sub):
         sub.hub = self
-        if sub.user.is_admin():
-            self._admins.add(sub)
+        self._by_user.setdefault(sub.user.name, set()).add(sub)
+        if sub.simulation_id is not None:
+            self._by_sim.setdefault(sub.simulation_id, set()).add(sub)
+        elif sub.is_admin:
+            self._wide_admins.add(sub)
         else:
-            self._by_user.setdefault(sub.user.name, set()).add(sub)
+            self._wide.setdefault(sub.user.name, set()).add(sub)
 
     def unsubscribe(self, sub):
-        self._admins.discard(sub)
-        s = self._by_user.get(sub.user.name)
-        if s:
-            s.discard(sub)
-            if not s:
-                del self._by_user[sub.user.name]
+        _discard(self._by_user, sub.user.name, sub)
+        _discard(self._by_sim, sub.simulation_id, sub)
+        _discard(self._wide, sub.user.name, sub)
+        self._wide_admins.discard(sub)
 
     def close_user(self, name):
         """End a user's connections (their sessions were revoked)."""
-        for s in list(self._by_user.get(name, ())) + [
-            s for s in self._admins if s.user.name == name
-        ]:
+        for s in list(self._by_user.get(name, ())):
             s.closed = True
             self.unsubscribe(s)
             s.close()
 
     def open_of(self, name):
         """Open streams of user `name`."""
-        return len(self._by_user.get(name, ())) + sum(
-            1 for s in self._admins if s.user.name == name
-        )
+        return len(self._by_user.get(name, ()))
 
     def count(self):
-        return len(self._admins) + sum(len(s) for s in self._by_user.values())
+        return sum(len(s) for s in self._by_user.values())
 
     def publish(self, owner, simulation_id, msg):
         """Send `msg` (a dict with "type") to those who may see `owner`'s work."""
         if simulation_id is not None:
             self._snapshot_cache.pop(simulation_id, None)
-        subs = self._by_user.get(owner, ())
-        if not subs and not self._admins:
+        subs = [*self._wide.get(owner, ()), *self._wide_admins]
+        for s in self._by_sim.get(simulation_id, ()):
+            # someone else's simulation is not found for them (no snapshot
+            # either), so it is not pushed either
+            if s.is_admin or s.user.name == owner:
+                subs.append(s)
+        if not subs:
             return
         t = dumps(msg)
         k = _kind(simulation_id, msg)
-        for s in (*subs, *self._admins):
-            if s.wants(simulation_id):
-                self.sent += 1
-                s.push(k, t)
+        self.sent += len(subs)
+        for s in subs:
+            s.push(k, t)
 
     def simulation_message(self, sim):
         """The snapshot message of `sim` (bytes), serialised once per change."""
@@ -190,6 +195,7 @@ class Subscriber:
 
     def __init__(self, user, simulation_id, write, close, snapshot, max_queued_bytes):
         self.user = user
+        self.is_admin = user.is_admin()
         self.simulation_id = simulation_id
         self.hub = None
         self._write = write
@@ -217,9 +223,6 @@ class Subscriber:
 
     def close(self):
         self._close()
-
-    def wants(self, simulation_id):
-        return self.simulation_id is None or self.simulation_id == simulation_id
 
     def push(self, kind, payload):
         """Queue `payload` (of `kind`, a `_Kind`) and write if the socket is idle."""
@@ -309,6 +312,14 @@ class Subscriber:
             self.closed = True
             return False
         return True
+
+
+def _discard(index, key, sub):
+    s = index.get(key)
+    if s is not None:
+        s.discard(sub)
+        if not s:
+            del index[key]
 
 
 def _resync_then(snapshot_of):

@@ -168,6 +168,41 @@ async def test_a_snapshot_is_written_a_page_at_a_time():
     assert len(w.written) == 1001 and w.written[-1]["type"] == "synced"
 
 
+class _Named:
+    def __init__(self, name, admin=False):
+        self.name = name
+        self._admin = admin
+
+    def is_admin(self):
+        return self._admin
+
+
+async def test_fan_out_by_owner_admin_and_simulation():
+    h = events.Hub()
+    got = {}
+    for n, user, sim in (
+        ("wide", _Named("alice"), None),
+        ("one", _Named("alice"), "a"),
+        ("other", _Named("alice"), "b"),
+        ("bob_on_a", _Named("bob"), "a"),
+        ("admin_on_a", _Named("root", True), "a"),
+        ("admin", _Named("root", True), None),
+        ("bob", _Named("bob"), None),
+    ):
+        w = got[n] = _Writer()
+        s = events.Subscriber(user, sim, w, lambda: None, tuple, 1 << 20)
+        h.subscribe(s)
+        s.start()
+    h.publish("alice", "a", _job("a", "running"))
+    assert {n for n, w in got.items() if w.written} == {
+        "wide",
+        "one",
+        "admin_on_a",
+        "admin",
+    }
+    assert h.open_of("alice") == 3 and h.count() == 7
+
+
 def test_client_watch_takes_a_resync_as_a_new_snapshot():
     w = _base._Watch(_Handle("r1"), _base.Reconnect(), None)
     s = {"type": "simulation", "simulation": {"id": "s1", "job": {"run_id": "r1"}}}
