@@ -198,7 +198,7 @@ _cfg = pkconfig.init(
     max_event_queue_bytes=(
         1024 * 1024,
         int,
-        "bytes queued for one /api/events client after coalescing; beyond, it is resynchronised",
+        "queued for one /api/events client (coalesced); beyond, it is resynced",
     ),
     log_tail_chars=(1024 * 1024, int, "log text kept per run"),
 )

@@ -94,7 +94,9 @@ def _kind(simulation_id, msg):
         return _Kind(("job", i), after=(("simulation", i),))
     if t == "simulation":
         if msg["simulation"].get("deleted"):
-            return _Kind(("simulation", i), drops=(("job", i), ("frame", i), ("log", i)))
+            return _Kind(
+                ("simulation", i), drops=(("job", i), ("frame", i), ("log", i))
+            )
         return _Kind(("simulation", i), drops=(("job", i),))
     if t == "frame":
         return _Kind(("frame", i), order=msg["seq"])

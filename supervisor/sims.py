@@ -91,7 +91,9 @@ class Sims:
         return {"deleted": sim_id}
 
     def _publish(self, sim):
-        self._hub.publish(sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()})
+        self._hub.publish(
+            sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()}
+        )
 
     def snapshot(self, user, sim_id=None):
         """What a new events subscriber sees first, as the bytes sent.
@@ -147,7 +149,12 @@ class Sims:
 
 
 def _name(v):
-    if not isinstance(v, str) or not v.strip() or len(v) > _MAX_NAME_CHARS or not v.isprintable():
+    if (
+        not isinstance(v, str)
+        or not v.strip()
+        or len(v) > _MAX_NAME_CHARS
+        or not v.isprintable()
+    ):
         raise errors.BadInput(
             "bad_name",
             f"name must be printable text of 1 to {_MAX_NAME_CHARS} characters",

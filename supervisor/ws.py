@@ -40,7 +40,9 @@ class _Socket(tornado.websocket.WebSocketHandler):
         """
         a = gate.peer(self.request)
         if not self.sv.gate.admit(a, self.per_address):
-            _refuse(self, errors.TooMany("too_many_connections", "too many connections"))
+            _refuse(
+                self, errors.TooMany("too_many_connections", "too many connections")
+            )
             return None
         return self._held(a, *args, **kwargs)
 
@@ -74,7 +76,9 @@ class Events(_Socket):
         if self.sv.hub.open_of(u.name) >= n:
             _refuse(
                 self,
-                errors.TooMany("too_many_sockets", f"at most {n} event streams open at once"),
+                errors.TooMany(
+                    "too_many_sockets", f"at most {n} event streams open at once"
+                ),
             )
             return
         self.user = u
@@ -145,7 +149,9 @@ class Agent(_Socket):
                 self.request.headers.get(protocol.AGENT_ID_HEADER),
                 self.request.remote_ip,
             )
-            self._wrong_credentials(errors.Unauthorized("unknown agent or wrong secret"))
+            self._wrong_credentials(
+                errors.Unauthorized("unknown agent or wrong secret")
+            )
             return
         self.agent = a
         c = self._upgrade(*args, **kwargs)
@@ -180,7 +186,9 @@ class Agent(_Socket):
 
     def _error(self, message):
         try:
-            self.write_message(protocol.make(protocol.TO_AGENT, "error", message=message))
+            self.write_message(
+                protocol.make(protocol.TO_AGENT, "error", message=message)
+            )
         except tornado.websocket.WebSocketClosedError:
             pass
 

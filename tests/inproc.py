@@ -69,7 +69,9 @@ class Push:
     def __init__(self, hub, user):
         self.jobs = asyncio.Queue()
         self.sign_ins = asyncio.Queue()
-        hub.subscribe(events.Subscriber(user, None, self._write, lambda: None, tuple, 1 << 30))
+        hub.subscribe(
+            events.Subscriber(user, None, self._write, lambda: None, tuple, 1 << 30)
+        )
 
     def _write(self, payloads):
         for t in payloads:
@@ -118,11 +120,15 @@ class World:
         await self.sv.stop()
 
     async def sim(self, code="sleep", **params):
-        return (await self.sv.sims.create(self.user, {"code": code, "params": params}))["id"]
+        return (await self.sv.sims.create(self.user, {"code": code, "params": params}))[
+            "id"
+        ]
 
     async def run(self, sim_id):
         """Request a run of `sim_id`, as ``POST .../run`` does; returns the job."""
-        return await self.sv.sims.run(self.user, self.sv.sims.get(self.user, sim_id), {})
+        return await self.sv.sims.run(
+            self.user, self.sv.sims.get(self.user, sim_id), {}
+        )
 
     def send(self, agent, kind, **fields):
         """A frame from the agent, through the ``/agent`` handler table."""
@@ -143,7 +149,10 @@ class World:
             version="test",
             pid=1,
             host="test",
-            runs=[{"run_id": r, "state": "running", "frames": 0, "log_chars": 0} for r in runs],
+            runs=[
+                {"run_id": r, "state": "running", "frames": 0, "log_chars": 0}
+                for r in runs
+            ],
         )
         return c
 
