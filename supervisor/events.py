@@ -33,36 +33,46 @@ SNAPSHOT_PAGE_BYTES = 64 * 1024
 #: live messages written at once (a slow client's backlog in one write)
 LIVE_PAGE_BYTES = 256 * 1024
 
-RESYNC = b'{"type":"resync"}'
-SYNCED = b'{"type":"synced"}'
-
-#: how a queued message of each type is superseded (see `_Kind`)
-_IN_PLACE = "in_place"
-_IF_NEWER = "if_newer"
-
 
 def dumps(msg):
-    """`msg` as the bytes sent (compact JSON)."""
+    """`msg` as the payload sent (compact JSON)."""
     return json.dumps(msg, separators=(",", ":")).encode()
 
 
-def frames(payloads):
-    """Websocket text frames (server to client: unmasked, final) of `payloads`.
+def frame(payload):
+    """The websocket text frame (server to client: unmasked, final) of `payload`.
 
-    One buffer for one socket write; Tornado's own framing does the same per
-    message, but copies the payload each time.
+    Built once per message, so every subscriber is written the same bytes
+    (Tornado's write_message frames and copies per connection).
     """
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def unframe(data):
+    """The payloads of the frames in `data` (what `frame` built), in order."""
     out = []
-    for p in payloads:
-        n = len(p)
-        if n < 126:
-            out.append(struct.pack("!BB", 0x81, n))
-        elif n <= 0xFFFF:
-            out.append(struct.pack("!BBH", 0x81, 126, n))
-        else:
-            out.append(struct.pack("!BBQ", 0x81, 127, n))
-        out.append(p)
-    return b"".join(out)
+    i = 0
+    while i < len(data):
+        n = data[i + 1] & 0x7F
+        h = 2
+        if n == 126:
+            (n,) = struct.unpack_from("!H", data, i + 2)
+            h = 4
+        elif n == 127:
+            (n,) = struct.unpack_from("!Q", data, i + 2)
+            h = 10
+        out.append(data[i + h : i + h + n])
+        i += h + n
+    return out
+
+
+RESYNC = frame(b'{"type":"resync"}')
+SYNCED = frame(b'{"type":"synced"}')
 
 
 class _Kind:
@@ -165,18 +175,18 @@ class Hub:
                 subs.append(s)
         if not subs:
             return
-        t = dumps(msg)
+        t = frame(dumps(msg))
         k = _kind(simulation_id, msg)
         self.sent += len(subs)
         for s in subs:
             s.push(k, t)
 
     def simulation_message(self, sim):
-        """The snapshot message of `sim` (bytes), serialised once per change."""
+        """The snapshot message of `sim` (a frame), serialised once per change."""
         m = self._snapshot_cache.get(sim.id)
         if m is None:
-            m = self._snapshot_cache[sim.id] = dumps(
-                {"type": "simulation", "simulation": sim.to_dict()}
+            m = self._snapshot_cache[sim.id] = frame(
+                dumps({"type": "simulation", "simulation": sim.to_dict()})
             )
         return m
 
@@ -185,12 +195,12 @@ class Subscriber:
     """One ``/api/events`` connection: its coalescing queue and its writer.
 
     Args:
-        write (callable): takes a list of message payloads (bytes), writes
-            them as one websocket message each, returns a future that is done
-            once they left our buffers (raises if the socket is closed)
+        write (callable): takes bytes (whole websocket frames, `frame`),
+            writes them, returns a future that is done once they left our
+            buffers (raises if the socket is closed)
         close (callable): closes the connection
         snapshot (callable): returns an iterator of the snapshot's messages
-            (bytes), the last being `SYNCED`; called again on each resync
+            (frames), the last being `SYNCED`; called again on each resync
         max_queued_bytes (int): queued beyond this, the queue is dropped and
             the subscriber resynchronised
     """
@@ -231,6 +241,10 @@ class Subscriber:
         if self.closed:
             return
         q = self._queue
+        if not q and not self._writing and self._snapshot is None:
+            # the common case, a subscriber keeping up: straight out
+            self._send([payload], False)
+            return
         for d in kind.drops:
             self._unqueue(d)
         k = kind.key if kind.key is not None else object()
@@ -289,19 +303,22 @@ class Subscriber:
             p, snapshot = self._page()
             if not p:
                 return
-            try:
-                f = self._write(p)
-            except Exception:
-                # closed under us: on_close unsubscribes
-                self.closed = True
-                return
-            if f.done() and not snapshot:
-                # flushed at once: nothing to wait for
-                self._check(f)
-                continue
-            # a snapshot page always waits a turn of the loop, so others run
-            self._writing = True
-            f.add_done_callback(self._drained)
+            self._send(p, snapshot)
+
+    def _send(self, frames, snapshot):
+        try:
+            f = self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except Exception:
+            # closed under us: on_close unsubscribes
+            self.closed = True
+            return
+        if f.done() and not snapshot:
+            # flushed at once: nothing to wait for
+            self._check(f)
+            return
+        # a snapshot page always waits a turn of the loop, so others run
+        self._writing = True
+        f.add_done_callback(self._drained)
 
     def _drained(self, future):
         self._writing = False

@@ -109,16 +109,16 @@ class Events(_Socket):
         self.sv.hub.subscribe(self.sub)
         self.sub.start()
 
-    def _write(self, payloads):
-        """Write `payloads` as text messages in one write; its future (`events`)."""
+    def _write(self, data):
+        """Write `data` (websocket frames, `events.frame`); its future."""
         c = self.ws_connection
         if c is None or c.is_closing():
             raise tornado.websocket.WebSocketClosedError()
         # the stream's own future: done once the bytes left its buffer (no
         # task per message, as write_message makes); no compression is
-        # negotiated (get_compression_options is not overridden), so a text
-        # frame is the payload behind a header
-        return c.stream.write(events.frames(payloads))
+        # negotiated (get_compression_options is not overridden), so the
+        # frames are the payloads behind their headers
+        return c.stream.write(data)
 
     def on_message(self, message):
         # clients only listen; a ping keeps proxies happy

@@ -37,8 +37,8 @@ class _Writer:
         self.written = []
         self.pending = []
 
-    def __call__(self, payloads):
-        self.written += [json.loads(p) for p in payloads]
+    def __call__(self, data):
+        self.written += [json.loads(p) for p in events.unframe(data)]
         f = asyncio.get_running_loop().create_future()
         self.pending.append(f)
         return f
@@ -136,7 +136,9 @@ async def test_too_far_behind_resyncs_from_a_fresh_snapshot():
     def snapshot():
         # built when written, so it has the state of then
         return [
-            events.dumps({"type": "simulation", "simulation": {"id": state["n"]}}),
+            events.frame(
+                events.dumps({"type": "simulation", "simulation": {"id": state["n"]}})
+            ),
             events.SYNCED,
         ]
 
@@ -165,7 +167,9 @@ async def test_too_far_behind_resyncs_from_a_fresh_snapshot():
 
 async def test_a_snapshot_is_written_a_page_at_a_time():
     w = _Writer()
-    m = events.dumps({"type": "simulation", "simulation": {"pad": "x" * 1000}})
+    m = events.frame(
+        events.dumps({"type": "simulation", "simulation": {"pad": "x" * 1000}})
+    )
     _sub(w, [m] * 1000 + [events.SYNCED])
     # one page, then nothing until it drained
     assert len(w.written) * len(m) <= events.SNAPSHOT_PAGE_BYTES + len(m)

@@ -73,8 +73,8 @@ class Push:
             events.Subscriber(user, None, self._write, lambda: None, tuple, 1 << 30)
         )
 
-    def _write(self, payloads):
-        for t in payloads:
+    def _write(self, data):
+        for t in events.unframe(data):
             m = json.loads(t)
             if m["type"] == "job":
                 self.jobs.put_nowait(m["job"])
