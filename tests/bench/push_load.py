@@ -208,6 +208,12 @@ def _pct(sorted_samples, p):
     return sorted_samples[min(len(sorted_samples) - 1, len(sorted_samples) * p // 100)]
 
 
+def _consume(future):
+    """A write to a subscriber that closed at the end: nothing to report."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _say(**kwargs):
     sys.stdout.write(json.dumps(kwargs) + "\n")
     sys.stdout.flush()
@@ -240,7 +246,11 @@ async def _relay_main():
 
         def on_message(self, message):
             for o in (*outs.get(self.ch, ()), *outs.get("*", ())):
-                o.write_message(message)
+                try:
+                    o.write_message(message).add_done_callback(_consume)
+                except tornado.websocket.WebSocketClosedError:
+                    # a subscriber leaving at the end
+                    pass
 
     class Health(tornado.web.RequestHandler):
         def get(self):
