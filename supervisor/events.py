@@ -34,6 +34,10 @@ SNAPSHOT_PAGE_BYTES = 64 * 1024
 LIVE_PAGE_BYTES = 256 * 1024
 
 
+class Closed(Exception):
+    """What a subscriber's writer raises once its connection is closed."""
+
+
 def dumps(msg):
     """`msg` as the payload sent (compact JSON)."""
     return json.dumps(msg, separators=(",", ":")).encode()
@@ -197,7 +201,7 @@ class Subscriber:
     Args:
         write (callable): takes bytes (whole websocket frames, `frame`),
             writes them, returns a future that is done once they left our
-            buffers (raises if the socket is closed)
+            buffers (raises `Closed` if the connection is)
         close (callable): closes the connection
         snapshot (callable): returns an iterator of the snapshot's messages
             (frames), the last being `SYNCED`; called again on each resync
@@ -308,8 +312,8 @@ class Subscriber:
     def _send(self, frames, snapshot):
         try:
             f = self._write(frames[0] if len(frames) == 1 else b"".join(frames))
-        except Exception:
-            # closed under us: on_close unsubscribes
+        except Closed:
+            # on_close unsubscribes
             self.closed = True
             return
         if f.done() and not snapshot:

@@ -10,6 +10,7 @@ handler).
 import json
 import time
 
+import tornado.iostream
 import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
@@ -113,12 +114,15 @@ class Events(_Socket):
         """Write `data` (websocket frames, `events.frame`); its future."""
         c = self.ws_connection
         if c is None or c.is_closing():
-            raise tornado.websocket.WebSocketClosedError()
+            raise events.Closed()
         # the stream's own future: done once the bytes left its buffer (no
         # task per message, as write_message makes); no compression is
         # negotiated (get_compression_options is not overridden), so the
         # frames are the payloads behind their headers
-        return c.stream.write(data)
+        try:
+            return c.stream.write(data)
+        except tornado.iostream.StreamClosedError as e:
+            raise events.Closed() from e
 
     def on_message(self, message):
         # clients only listen; a ping keeps proxies happy

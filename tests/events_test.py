@@ -178,6 +178,17 @@ async def test_a_snapshot_is_written_a_page_at_a_time():
     assert len(w.written) == 1001 and w.written[-1]["type"] == "synced"
 
 
+async def test_a_closed_connection_ends_the_subscriber_quietly():
+    def write(data):
+        raise events.Closed()
+
+    h, s = _sub(write, [events.SYNCED])
+    assert s.closed
+    # later publishes are dropped, not queued
+    h.publish("alice", "a", _job("a", "running"))
+    assert s.queued_bytes == 0
+
+
 class _Named:
     def __init__(self, name, admin=False):
         self.name = name
