@@ -225,6 +225,11 @@ _cfg = pkconfig.init(
     ),
     max_upload_bytes=(8 * 1024 * 1024, int, "largest uploaded input file"),
     max_frames=(10000, int, "frames kept per run"),
+    max_event_queue_bytes=(
+        1024 * 1024,
+        int,
+        "queued for one /api/events client (coalesced); beyond, it is resynced",
+    ),
     log_tail_chars=(1024 * 1024, int, "log text kept per run"),
 )
 

@@ -1,111 +1,350 @@
-"""Push: every change a subscriber may see, sent as it happens.
+"""Push: every change a subscriber may see, sent as it happens, in bounded memory.
 
 Subscribers are the ``/api/events`` websockets. A user sees their own
-simulations; an admin sees everyone's. Nothing here awaits: a message is
-queued on each websocket and Tornado writes it out.
+simulations; an admin sees everyone's. Nothing here awaits.
+
+Each change is serialised once (`Hub.publish`) and the same bytes are queued
+on every subscriber who may see it. A subscriber writes to its socket only
+when its previous write has drained, so a slow client costs no CPU and its
+queue fills instead. The queue coalesces: a message supersedes a queued one
+with the same key (a simulation's ``job`` or ``simulation`` state, its newest
+``frame`` or ``log`` piece, a host's ``sign_in``), so what a slow client gets
+is the newest state, and frames or log text it skipped it fetches (their
+``seq`` or ``offset`` shows the gap; ``GET .../frames?since=``, ``.../log``).
+When the queue still holds more than its bound in bytes, it is dropped and
+the subscriber is resynchronised: ``{"type": "resync"}``, then the snapshot
+(one ``simulation`` message each, then ``synced``), then changes again.
+
+A snapshot is built lazily from each simulation's cached message (the cache
+entry is dropped by any publish about it) and written a page at a time, each
+page after the previous one drained, so a reconnect storm of one user yields
+the event loop to everyone else's requests between pages.
 """
 
+import collections
 import json
+import struct
 
 from pykern.pkdebug import pkdlog
 
-#: a subscriber this far behind is disconnected (it resynchronises on reconnect)
-MAX_BUFFERED_BYTES = 8 * 1024 * 1024
+#: snapshot bytes written at once, before waiting for them to drain
+SNAPSHOT_PAGE_BYTES = 64 * 1024
+
+#: live messages written at once (a slow client's backlog in one write)
+LIVE_PAGE_BYTES = 256 * 1024
+
+
+class Closed(Exception):
+    """What a subscriber's writer raises once its connection is closed."""
+
+
+def dumps(msg):
+    """`msg` as the payload sent (compact JSON)."""
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+def frame(payload):
+    """The websocket text frame (server to client: unmasked, final) of `payload`.
+
+    Built once per message, so every subscriber is written the same bytes
+    (Tornado's write_message frames and copies per connection).
+    """
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x81, n) + payload
+    if n <= 0xFFFF:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def unframe(data):
+    """The payloads of the frames in `data` (what `frame` built), in order."""
+    out = []
+    i = 0
+    while i < len(data):
+        n = data[i + 1] & 0x7F
+        h = 2
+        if n == 126:
+            (n,) = struct.unpack_from("!H", data, i + 2)
+            h = 4
+        elif n == 127:
+            (n,) = struct.unpack_from("!Q", data, i + 2)
+            h = 10
+        out.append(data[i + h : i + h + n])
+        i += h + n
+    return out
+
+
+RESYNC = frame(b'{"type":"resync"}')
+SYNCED = frame(b'{"type":"synced"}')
+
+
+class _Kind:
+    """How one published message coalesces with those queued before it.
+
+    Args:
+        key: what it supersedes (None: nothing; it is always queued)
+        order: ``seq`` or ``offset`` of a frame or log piece (None otherwise);
+            a piece supersedes in place only if it comes later in the same
+            run (a lower one starts a new run, so it goes to the end)
+        drops: keys of queued messages it makes redundant
+        after: keys which, if queued, it must follow (so it goes to the end)
+    """
+
+    __slots__ = ("after", "drops", "key", "order")
+
+    def __init__(self, key, order=None, drops=(), after=()):
+        self.key = key
+        self.order = order
+        self.drops = drops
+        self.after = after
+
+
+def _kind(simulation_id, msg):
+    t = msg.get("type")
+    i = simulation_id
+    if t == "job":
+        # a queued simulation message holds an older job: follow it
+        return _Kind(("job", i), after=(("simulation", i),))
+    if t == "simulation":
+        if msg["simulation"].get("deleted"):
+            return _Kind(
+                ("simulation", i), drops=(("job", i), ("frame", i), ("log", i))
+            )
+        return _Kind(("simulation", i), drops=(("job", i),))
+    if t == "frame":
+        return _Kind(("frame", i), order=msg["seq"])
+    if t == "log":
+        return _Kind(("log", i), order=msg["offset"])
+    if t == "sign_in":
+        return _Kind(("sign_in", msg.get("user"), msg.get("host")))
+    return _Kind(None)
 
 
 class Hub:
     def __init__(self):
-        # owner name -> set of subscribers; admins are in every fan-out
+        # user name -> every stream of theirs (caps, revocation)
         self._by_user = {}
-        self._admins = set()
+        # the fan-out: owner name -> streams of all that user's simulations;
+        # admins' streams of everyone's; simulation id -> streams of just it
+        self._wide = {}
+        self._wide_admins = set()
+        self._by_sim = {}
+        # simulation id -> its snapshot message (bytes); dropped on any change
+        self._snapshot_cache = {}
+        #: messages queued on subscribers, ever
         self.sent = 0
+        #: subscribers resynchronised because they fell too far behind, ever
+        self.resyncs = 0
 
     def subscribe(self, sub):
-        if sub.user.is_admin():
-            self._admins.add(sub)
+        sub.hub = self
+        self._by_user.setdefault(sub.user.name, set()).add(sub)
+        if sub.simulation_id is not None:
+            self._by_sim.setdefault(sub.simulation_id, set()).add(sub)
+        elif sub.is_admin:
+            self._wide_admins.add(sub)
         else:
-            self._by_user.setdefault(sub.user.name, set()).add(sub)
+            self._wide.setdefault(sub.user.name, set()).add(sub)
 
     def unsubscribe(self, sub):
-        self._admins.discard(sub)
-        s = self._by_user.get(sub.user.name)
-        if s:
-            s.discard(sub)
-            if not s:
-                del self._by_user[sub.user.name]
+        _discard(self._by_user, sub.user.name, sub)
+        _discard(self._by_sim, sub.simulation_id, sub)
+        _discard(self._wide, sub.user.name, sub)
+        self._wide_admins.discard(sub)
 
     def close_user(self, name):
         """End a user's connections (their sessions were revoked)."""
-        for s in list(self._by_user.get(name, ())) + [
-            s for s in self._admins if s.user.name == name
-        ]:
+        for s in list(self._by_user.get(name, ())):
             s.closed = True
             self.unsubscribe(s)
             s.close()
 
     def open_of(self, name):
         """Open streams of user `name`."""
-        return len(self._by_user.get(name, ())) + sum(
-            1 for s in self._admins if s.user.name == name
-        )
+        return len(self._by_user.get(name, ()))
 
     def count(self):
-        return len(self._admins) + sum(len(s) for s in self._by_user.values())
+        return sum(len(s) for s in self._by_user.values())
 
     def publish(self, owner, simulation_id, msg):
         """Send `msg` (a dict with "type") to those who may see `owner`'s work."""
-        subs = self._by_user.get(owner, ())
-        if not subs and not self._admins:
+        if simulation_id is not None:
+            self._snapshot_cache.pop(simulation_id, None)
+        subs = [*self._wide.get(owner, ()), *self._wide_admins]
+        for s in self._by_sim.get(simulation_id, ()):
+            # someone else's simulation is not found for them (no snapshot
+            # either), so it is not pushed either
+            if s.is_admin or s.user.name == owner:
+                subs.append(s)
+        if not subs:
             return
-        t = json.dumps(msg, separators=(",", ":"))
-        for s in (*subs, *self._admins):
-            if s.wants(simulation_id):
-                self.sent += 1
-                s.send_text(t)
+        t = frame(dumps(msg))
+        k = _kind(simulation_id, msg)
+        self.sent += len(subs)
+        for s in subs:
+            s.push(k, t)
+
+    def simulation_message(self, sim):
+        """The snapshot message of `sim` (a frame), serialised once per change."""
+        m = self._snapshot_cache.get(sim.id)
+        if m is None:
+            m = self._snapshot_cache[sim.id] = frame(
+                dumps({"type": "simulation", "simulation": sim.to_dict()})
+            )
+        return m
 
 
 class Subscriber:
-    """One ``/api/events`` connection; `write` is the websocket's writer.
+    """One ``/api/events`` connection: its coalescing queue and its writer.
 
-    Counts the bytes Tornado has not yet written to the socket (each write's
-    future resolves when it is), so a stalled client cannot make us buffer
-    without bound.
+    Args:
+        write (callable): takes bytes (whole websocket frames, `frame`),
+            writes them, returns a future that is done once they left our
+            buffers (raises `Closed` if the connection is)
+        close (callable): closes the connection
+        snapshot (callable): returns an iterator of the snapshot's messages
+            (frames), the last being `SYNCED`; called again on each resync
+        max_queued_bytes (int): queued beyond this, the queue is dropped and
+            the subscriber resynchronised
     """
 
-    def __init__(self, user, simulation_id, write, close):
+    def __init__(self, user, simulation_id, write, close, snapshot, max_queued_bytes):
         self.user = user
+        self.is_admin = user.is_admin()
         self.simulation_id = simulation_id
+        self.hub = None
         self._write = write
         self._close = close
-        self._pending_bytes = 0
+        self._snapshot_of = snapshot
+        self._max_queued_bytes = max_queued_bytes
+        # key -> (order, payload), oldest first
+        self._queue = collections.OrderedDict()
+        self.queued_bytes = 0
+        # the snapshot being written (an iterator), or None
+        self._snapshot = None
+        self._writing = False
         self.closed = False
+
+    def pkdebug_str(self):
+        return (
+            f"Subscriber({self.user.name} sim={self.simulation_id} "
+            f"queued={len(self._queue)}/{self.queued_bytes}B)"
+        )
+
+    def start(self):
+        """Write the snapshot, then the changes queued since `Hub.subscribe`."""
+        self._snapshot = iter(self._snapshot_of())
+        self._pump()
 
     def close(self):
         self._close()
 
-    def wants(self, simulation_id):
-        return self.simulation_id is None or self.simulation_id == simulation_id
-
-    def send_text(self, text):
+    def push(self, kind, payload):
+        """Queue `payload` (of `kind`, a `_Kind`) and write if the socket is idle."""
         if self.closed:
             return
-        if self._pending_bytes > MAX_BUFFERED_BYTES:
-            pkdlog("slow events subscriber user={} closed", self.user.name)
-            self.closed = True
-            self._close()
+        q = self._queue
+        if not q and not self._writing and self._snapshot is None:
+            # the common case, a subscriber keeping up: straight out
+            self._send([payload], False)
             return
-        n = len(text)
-        self._pending_bytes += n
-        try:
-            f = self._write(text)
-        except Exception:
-            # closed under us: on_close unsubscribes
-            self.closed = True
-            return
-        f.add_done_callback(lambda f: self._written(f, n))
+        for d in kind.drops:
+            self._unqueue(d)
+        k = kind.key if kind.key is not None else object()
+        o = q.get(k)
+        if o is not None:
+            if kind.order is not None and (o[0] is None or kind.order <= o[0]):
+                # a new run's piece: after whatever came since
+                self._unqueue(k)
+            elif any(a in q for a in kind.after):
+                self._unqueue(k)
+            else:
+                self.queued_bytes -= len(o[1])
+        q[k] = (kind.order, payload)
+        self.queued_bytes += len(payload)
+        if self.queued_bytes > self._max_queued_bytes:
+            self._resync()
+        self._pump()
 
-    def _written(self, future, n):
-        self._pending_bytes -= n
-        if not future.cancelled():
-            # a closed stream: nothing to do, on_close cleans up
-            future.exception()
+    def _unqueue(self, key):
+        o = self._queue.pop(key, None)
+        if o is not None:
+            self.queued_bytes -= len(o[1])
+
+    def _resync(self):
+        """Too far behind: drop the queue; the snapshot replaces it."""
+        pkdlog("{} too far behind: resync queued_bytes={}", self, self.queued_bytes)
+        self._queue.clear()
+        self.queued_bytes = 0
+        self._snapshot = _resync_then(self._snapshot_of)
+        if self.hub is not None:
+            self.hub.resyncs += 1
+
+    def _page(self):
+        """(payloads to write next, whether any is the snapshot's)."""
+        out = []
+        n = 0
+        if self._snapshot is not None:
+            for m in self._snapshot:
+                out.append(m)
+                n += len(m)
+                if n >= SNAPSHOT_PAGE_BYTES:
+                    return out, True
+            self._snapshot = None
+            if out:
+                return out, True
+        q = self._queue
+        while q and n < LIVE_PAGE_BYTES:
+            _, (_, m) = q.popitem(last=False)
+            out.append(m)
+            n += len(m)
+        self.queued_bytes -= n
+        return out, False
+
+    def _pump(self):
+        while not self._writing and not self.closed:
+            p, snapshot = self._page()
+            if not p:
+                return
+            self._send(p, snapshot)
+
+    def _send(self, frames, snapshot):
+        try:
+            f = self._write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except Closed:
+            # on_close unsubscribes
+            self.closed = True
+            return
+        if f.done() and not snapshot:
+            # flushed at once: nothing to wait for
+            self._check(f)
+            return
+        # a snapshot page always waits a turn of the loop, so others run
+        self._writing = True
+        f.add_done_callback(self._drained)
+
+    def _drained(self, future):
+        self._writing = False
+        if self._check(future):
+            self._pump()
+
+    def _check(self, future):
+        """False if the write failed (a closed stream: on_close cleans up)."""
+        if future.cancelled() or future.exception() is not None:
+            self.closed = True
+            return False
+        return True
+
+
+def _discard(index, key, sub):
+    s = index.get(key)
+    if s is not None:
+        s.discard(sub)
+        if not s:
+            del index[key]
+
+
+def _resync_then(snapshot_of):
+    yield RESYNC
+    yield from snapshot_of()

@@ -9,7 +9,7 @@ streams as a ``simulation`` message.
 
 import time
 
-from supervisor import errors, job
+from supervisor import errors, events, job
 
 _MAX_NAME_CHARS = 200
 
@@ -96,7 +96,13 @@ class Sims:
         )
 
     def snapshot(self, user, sim_id=None):
-        """What a new events subscriber sees first."""
+        """What a new events subscriber sees first, as the bytes sent.
+
+        Lazy: each simulation's message (cached by the hub until it changes)
+        is taken as the subscriber's writer reaches it, so a large snapshot
+        costs a page at a time; one deleted meanwhile is skipped (its
+        deletion was queued behind the snapshot).
+        """
         if sim_id:
             try:
                 ss = [self.get(user, sim_id)]
@@ -107,8 +113,9 @@ class Sims:
         else:
             ss = self._store.for_user(user.name)
         for s in ss:
-            yield {"type": "simulation", "simulation": s.to_dict()}
-        yield {"type": "synced"}
+            if not s.deleted:
+                yield self._hub.simulation_message(s)
+        yield events.SYNCED
 
     # --- the run, as a user asks for it ----------------------------------------
 

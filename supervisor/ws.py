@@ -10,6 +10,7 @@ handler).
 import json
 import time
 
+import tornado.iostream
 import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
@@ -99,14 +100,29 @@ class Events(_Socket):
         self.sub = events.Subscriber(
             self.user,
             s,
-            self.write_message,
+            self._write,
             self.close,
+            lambda: self.sv.sims.snapshot(self.user, s),
+            self.sv.cfg.max_event_queue_bytes,
         )
-        # current state first, then changes: nothing can interleave, since
-        # both happen in this same synchronous turn
-        for m in self.sv.sims.snapshot(self.user, s):
-            self.sub.send_text(json.dumps(m, separators=(",", ":")))
+        # subscribed first: changes made while the snapshot is written are
+        # queued behind it (coalesced), so none is missed
         self.sv.hub.subscribe(self.sub)
+        self.sub.start()
+
+    def _write(self, data):
+        """Write `data` (websocket frames, `events.frame`); its future."""
+        c = self.ws_connection
+        if c is None or c.is_closing():
+            raise events.Closed()
+        # the stream's own future: done once the bytes left its buffer (no
+        # task per message, as write_message makes); no compression is
+        # negotiated (get_compression_options is not overridden), so the
+        # frames are the payloads behind their headers
+        try:
+            return c.stream.write(data)
+        except tornado.iostream.StreamClosedError as e:
+            raise events.Closed() from e
 
     def on_message(self, message):
         # clients only listen; a ping keeps proxies happy

@@ -69,14 +69,17 @@ class Push:
     def __init__(self, hub, user):
         self.jobs = asyncio.Queue()
         self.sign_ins = asyncio.Queue()
-        hub.subscribe(events.Subscriber(user, None, self._write, lambda: None))
+        hub.subscribe(
+            events.Subscriber(user, None, self._write, lambda: None, tuple, 1 << 30)
+        )
 
-    def _write(self, text):
-        m = json.loads(text)
-        if m["type"] == "job":
-            self.jobs.put_nowait(m["job"])
-        elif m["type"] == "sign_in":
-            self.sign_ins.put_nowait(m)
+    def _write(self, data):
+        for t in events.unframe(data):
+            m = json.loads(t)
+            if m["type"] == "job":
+                self.jobs.put_nowait(m["job"])
+            elif m["type"] == "sign_in":
+                self.sign_ins.put_nowait(m)
         f = asyncio.get_running_loop().create_future()
         f.set_result(None)
         return f

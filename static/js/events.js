@@ -4,6 +4,9 @@
 // visible simulation, then "synced"), then every change. On a close the page
 // says so, reconnects with exponential backoff and jitter, and resynchronises
 // from the new snapshot: simulations missing from it were deleted meanwhile.
+// A client too slow to keep up gets "resync" and the snapshot again, in-band.
+// Pushed frames and log pieces may skip (only the newest is kept for a slow
+// client): the feeds see the gap by seq or offset and fetch what is missing.
 // Nothing here polls.
 
 import { get } from "./api.js";
@@ -172,6 +175,14 @@ export class Live {
             case "sign_in":
                 this._emit(m.type, m);
                 break;
+            case "resync": {
+                // we fell too far behind: the server dropped what it had
+                // queued and sends the snapshot again, as after a reconnect
+                this.synced = false;
+                this._seen = new Set();
+                this._emit("connection", this.state);
+                break;
+            }
             case "synced": {
                 for (const id of [...this.sims.keys()]) {
                     if (!this._seen.has(id)) {

@@ -248,7 +248,11 @@ class _RunWatch:
             ApiError: the simulation is deleted or not visible to the caller
         """
         t = msg.get("type")
-        if t == "synced":
+        if t == "resync":
+            # the server dropped what it had queued for us: a new snapshot
+            # follows, as after a reconnect
+            self.reconnecting()
+        elif t == "synced":
             self.synced = True
             if not self.seen:
                 raise ApiError(404, "not_found", f"no simulation {self.sim_id}")

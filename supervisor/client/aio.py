@@ -79,7 +79,8 @@ class AsyncClient(_base.BaseClient):
 
 
 class AsyncEvents:
-    """Async iterator of the messages pushed on ``/api/events``."""
+    """Async iterator of the messages pushed on ``/api/events`` (see `Events`:
+    the same snapshot first, and ``resync`` when the reader fell behind)."""
 
     def __init__(self, client, simulation=None):
         self.simulation = simulation

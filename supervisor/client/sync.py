@@ -97,6 +97,10 @@ class Events:
     """Iterator of the messages pushed on ``/api/events``: the snapshot
     (``simulation`` messages, then ``synced``), then every change.
 
+    A reader too slow to keep up gets ``resync``, then a new snapshot: what
+    it knew is replaced by it. Newer ``frame`` and ``log`` messages may skip
+    older ones then (their ``seq``/``offset`` shows the gap; fetch the rest).
+
     Connects on `__enter__` or the first read; ends when the server closes.
     Runs the websocket on its own IOLoop, which `close` closes.
     """

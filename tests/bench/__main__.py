@@ -16,10 +16,21 @@ import tempfile
 import time
 import traceback
 
-from tests.bench import clients, containers, figures, floors, report, slurm
+from tests.bench import (
+    clients,
+    containers,
+    figures,
+    floors,
+    push_bench,
+    push_load,
+    report,
+    slurm,
+)
 from tests.bench.report import MS, PER_SEC, Row
 
 TOTAL_SECS = 270
+#: row 13 (push to 1,000 subscribers, figure and floor) on top of that
+PUSH_LOAD_SECS = 120
 
 #: row 4: runs at once, and the local core budget that allows them
 THROUGHPUT_RUNS = 40
@@ -103,8 +114,7 @@ class Bench:
         self.store = Row(
             f"7 store write_atomic ({len(doc) / 1024:.1f} KB job doc)",
             MS,
-            "open/write/close of the same bytes in the same directory (no fsync, "
-            "no rename)",
+            "open/write/close of the same bytes in the same directory (no fsync, no rename)",
         )
         self.rate = Row(
             f"12 {RATE_REQUESTS} authenticated requests, rate limiter on",
@@ -116,6 +126,14 @@ class Bench:
             "the limiter's rate and burst set so high that nothing is refused: "
             "what its bookkeeping costs per request"
         )
+        self.push_load = Row(
+            f"13 push to {push_load.SUBSCRIBERS} subscribers, {push_load.RUNS} runs "
+            f"x {push_load.FRAMES_PER_SEC} frames/s",
+            MS,
+            "the same frames (same bytes) fanned out to the same subscribers by a "
+            "bare tornado relay (tests/bench/push_load.py relay: /in?ch=X written "
+            "to every /out?ch=X and /out?ch=*), same sender, same clients",
+        )
         self.rows = [
             self.start,
             self.end,
@@ -125,6 +143,7 @@ class Bench:
             self.dispatch,
             self.store,
             self.rate,
+            self.push_load,
         ]
         self.docker_skipped = containers.unavailable()
         if not self.docker_skipped:
@@ -223,6 +242,8 @@ class Bench:
             await self._real_agent()
         if self._wanted(self.push, self.dispatch):
             await self._fake_agent()
+        if self._wanted(self.push_load):
+            await self._measure([self.push_load], self._push_load())
         if not self.docker_skipped and self._wanted(self.cold):
             await self._docker()
         if not self.slurm_skipped and self._wanted(self.batch_run):
@@ -359,6 +380,14 @@ class Bench:
             f"{w:.1f} durable store writes and {n:.1f} pushes per run"
         )
 
+    async def _push_load(self):
+        fl = await push_bench.floor()
+        fi = await push_bench.figure(self.conftest, self.tmp / "push-load")
+        self.leftovers += fi.pop("leftovers")
+        self.push_load.floor = [x / 1000 for x in fl["samples_ms"]]
+        self.push_load.figure = [x / 1000 for x in fi["samples_ms"]]
+        self.push_load.note = push_bench.note(fi, fl)
+
     async def _docker(self):
         rows = [self.cold, self.warm]
         b = await self._measure(
@@ -417,7 +446,7 @@ async def _main(tmp, only):
     b = Bench(tmp, only)
     b.load_before = report.load_average()
     try:
-        await asyncio.wait_for(b.run(), TOTAL_SECS)
+        await asyncio.wait_for(b.run(), TOTAL_SECS + PUSH_LOAD_SECS)
     except asyncio.TimeoutError:
         for r in b.rows:
             if not (r.figure and r.floor):
