@@ -8,6 +8,7 @@ handler).
 """
 
 import json
+import socket
 import time
 
 import tornado.iostream
@@ -16,6 +17,9 @@ from pykern.pkdebug import pkdexc, pkdlog
 
 from agent import protocol
 from supervisor import auth, errors, events, gate, http_base
+
+#: an /api/events socket's kernel send buffer (the kernel doubles it)
+EVENTS_SEND_BUFFER_BYTES = 64 * 1024
 
 
 def _refuse(handler, error):
@@ -96,6 +100,12 @@ class Events(_Socket):
     def open(self):
         # pushes are small and come in bursts: do not let Nagle delay them
         self.set_nodelay(True)
+        # a fixed kernel send buffer (no autotuning up to 4 MiB each): a slow
+        # reader's backlog stays in the subscriber's coalescing queue, and
+        # 1,000 streams cannot pin gigabytes of kernel memory
+        self.ws_connection.stream.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, EVENTS_SEND_BUFFER_BYTES
+        )
         s = self.get_query_argument("simulation", None)
         self.sub = events.Subscriber(
             self.user,

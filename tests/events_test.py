@@ -374,8 +374,20 @@ async def test_stalled_subscriber_is_coalesced_and_resynced_in_bounded_memory(
         # ~25 MB of job pushes went to a client that reads nothing
         grown = _rss_bytes(sv.proc.pid) - rss0
         assert grown < 10 * 1024 * 1024, f"supervisor grew {grown} bytes"
-        # distinct simulations: more than the queue may hold, so a resync
-        made = [sv.create("admin", "sleep", secs=i)["id"] for i in range(30)]
+        # distinct simulations (long names, so big messages that do not
+        # coalesce): more than the queue and the socket buffers may hold
+        # (about 140 KiB: ws.EVENTS_SEND_BUFFER_BYTES, doubled, and the client's), so a
+        # resync
+        made = [
+            sv.api(
+                "POST",
+                "/simulations",
+                "admin",
+                json={"code": "sleep", "name": f"{i:03d}" + "n" * 190},
+                expect=201,
+            ).json()["id"]
+            for i in range(300)
+        ]
         for i in range(200):
             agent.send("frame", run_id=rid, seq=i, data={"x": i})
         agent.send("progress", run_id=rid, progress=1.0)
