@@ -31,6 +31,11 @@ _UNBOUNDED_BYTES = 2**62
 #: the body of an operation that takes none (a client may send ``{}``)
 _NO_BODY_BYTES = 1024
 
+#: a refused request's declared body up to this is read (and dropped) before
+#: the refusal is sent: closing with unread bytes makes the kernel reset the
+#: connection, and the client may lose the reply (a bigger one is not read)
+_DRAIN_BYTES = 64 * 1024
+
 
 @tornado.web.stream_request_body
 class Base(tornado.web.RequestHandler):
@@ -48,9 +53,42 @@ class Base(tornado.web.RequestHandler):
         self._max_body_bytes = sv.cfg.max_body_bytes
         # (bytes, errors.Error) of `body_quota`, once known
         self._quota = None
+        # the refusal sent once a small body is read (`_refuse`)
+        self._refusal = None
 
     def prepare(self):
         """Everything the headers tell, before the body is read."""
+        if self._refusal is not None:
+            return
+        try:
+            self._prepare()
+        except (errors.Error, tornado.web.HTTPError) as e:
+            self._refuse(e)
+
+    def _refuse(self, error):
+        """Refuse with `error`: at once, or after a small declared body is read.
+
+        A body of at most `_DRAIN_BYTES` is read and dropped first, so the
+        reply is not lost to the reset a close with unread bytes causes; the
+        connection then stays open for the next request. A 413 (too large,
+        over the quota) is sent at once, unread, as the API promises.
+        """
+        n = self.request.headers.get("Content-Length", "")
+        if (
+            not (n.isdigit() and 0 < int(n) <= _DRAIN_BYTES)
+            or getattr(error, "status", None) == 413
+        ):
+            # a body over a limit is refused before it is read, whatever its size
+            raise error
+        self._refusal = error
+
+        def refused(*args, **kwargs):
+            raise error
+
+        # what Tornado calls once the body is in
+        setattr(self, self.request.method.lower(), refused)
+
+    def _prepare(self):
         self.request.connection.set_max_body_size(_UNBOUNDED_BYTES)
         op = self.api.get(self.request.method.lower())
         # what takes no body gets almost none (an undeclared method, a GET)
@@ -82,8 +120,8 @@ class Base(tornado.web.RequestHandler):
         return None
 
     def data_received(self, chunk):
-        # once answered (a refusal), the rest is not ours to keep
-        if self._finished:
+        # once answered or refused, the rest is not ours to keep
+        if self._finished or self._refusal is not None:
             return
         self._body_bytes += len(chunk)
         if self._quota and self._body_bytes > self._quota[0]:
@@ -146,7 +184,10 @@ class Base(tornado.web.RequestHandler):
             return
         if auth.session_user(self, self.sv.users) is None:
             return
-        super().check_xsrf_cookie()
+        try:
+            super().check_xsrf_cookie()
+        except tornado.web.HTTPError as e:
+            self._refuse(e)
 
     def require_user(self):
         if self.user is None:

@@ -279,3 +279,61 @@ def test_huge_headers_get_a_json_431(server, header_bytes):
     )
     assert r.status_code == 200, r.text
     assert requests.get(server.url + "/api/health", timeout=5).ok
+
+
+def _http_reply(sock):
+    """One HTTP reply read from `sock`: (status line and headers, body)."""
+    d = b""
+    while b"\r\n\r\n" not in d:
+        x = sock.recv(65536)
+        assert x, d
+        d += x
+    h, _, b = d.partition(b"\r\n\r\n")
+    n = int(
+        next(
+            line.split(b":")[1]
+            for line in h.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    while len(b) < n:
+        x = sock.recv(65536)
+        assert x, b
+        b += x
+    return h, b
+
+
+@pytest.mark.parametrize(
+    "path,headers,status",
+    [
+        ("/api/simulations", "", b"401"),
+        ("/api/whoami", "Authorization: Bearer {t}\r\n", b"405"),
+        ("/api/simulations", "Cookie: bogus\r\nAuthorization: Bearer x\r\n", b"401"),
+    ],
+)
+def test_a_refusal_is_not_lost_to_a_reset(server, path, headers, status):
+    """A small body sent after its headers: the refusal arrives, the
+    connection stays open (before: closed with the body unread, so the
+    kernel reset it and the client lost the reply)."""
+    t = server.tokens["admin"]
+    body = json.dumps({"code": "heat", "pad": "x" * 3000}).encode()
+    c = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        c.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers.format(t=t)}"
+            f"Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        # the body comes once the server has had the headers
+        time.sleep(0.3)
+        c.sendall(body)
+        time.sleep(0.3)
+        h, b = _http_reply(c)
+        assert h.split(b" ")[1] == status, h
+        assert "error" in json.loads(b)
+        # the same connection answers the next request
+        c.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        h, b = _http_reply(c)
+        assert h.startswith(b"HTTP/1.1 200"), h
+    finally:
+        c.close()
