@@ -21,6 +21,7 @@ page after the previous one drained, so a reconnect storm of one user yields
 the event loop to everyone else's requests between pages.
 """
 
+import asyncio
 import collections
 import json
 import struct
@@ -201,7 +202,8 @@ class Subscriber:
     Args:
         write (callable): takes bytes (whole websocket frames, `frame`),
             writes them, returns a future that is done once they left our
-            buffers (raises `Closed` if the connection is)
+            buffers, or None if they left at once (raises `Closed` if the
+            connection is)
         close (callable): closes the connection
         snapshot (callable): returns an iterator of the snapshot's messages
             (frames), the last being `SYNCED`; called again on each resync
@@ -316,11 +318,15 @@ class Subscriber:
             # on_close unsubscribes
             self.closed = True
             return
-        if f.done() and not snapshot:
-            # flushed at once: nothing to wait for
-            self._check(f)
+        if f is None or f.done():
+            if not snapshot:
+                # flushed at once: nothing to wait for
+                self._check(f)
+                return
+            # a snapshot page always waits a turn of the loop, so others run
+            self._writing = True
+            asyncio.get_running_loop().call_soon(self._drained, f)
             return
-        # a snapshot page always waits a turn of the loop, so others run
         self._writing = True
         f.add_done_callback(self._drained)
 
@@ -331,6 +337,8 @@ class Subscriber:
 
     def _check(self, future):
         """False if the write failed (a closed stream: on_close cleans up)."""
+        if future is None:
+            return True
         if future.cancelled() or future.exception() is not None:
             self.closed = True
             return False

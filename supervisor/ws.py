@@ -121,7 +121,8 @@ class Events(_Socket):
         self.sub.start()
 
     def _write(self, data):
-        """Write `data` (websocket frames, `events.frame`); its future."""
+        """Write `data` (websocket frames, `events.frame`): its future, or
+        None if the kernel took it all at once."""
         c = self.ws_connection
         if c is None or c.is_closing():
             raise events.Closed()
@@ -129,8 +130,23 @@ class Events(_Socket):
         # task per message, as write_message makes); no compression is
         # negotiated (get_compression_options is not overridden), so the
         # frames are the payloads behind their headers
+        st = c.stream
         try:
-            return c.stream.write(data)
+            if not st.writing() and not isinstance(st, tornado.iostream.SSLIOStream):
+                # nothing of ours pending: straight into the socket, one
+                # syscall, no buffer or future (most pushes, to a subscriber
+                # keeping up); what the kernel does not take goes through
+                # the stream, behind which nothing can overtake it
+                try:
+                    n = st.socket.send(data)
+                except BlockingIOError:
+                    n = 0
+                except OSError as e:
+                    raise events.Closed() from e
+                if n == len(data):
+                    return None
+                data = memoryview(data)[n:]
+            return st.write(data)
         except tornado.iostream.StreamClosedError as e:
             raise events.Closed() from e
 
