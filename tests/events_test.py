@@ -54,9 +54,7 @@ class _Writer:
 
 def _sub(writer, snapshot=(), max_bytes=1 << 20):
     h = events.Hub()
-    s = events.Subscriber(
-        _User(), None, writer, lambda: None, lambda: list(snapshot), max_bytes
-    )
+    s = events.Subscriber(_User(), None, writer, lambda: None, lambda: list(snapshot), max_bytes)
     h.subscribe(s)
     s.start()
     return h, s
@@ -81,12 +79,8 @@ async def test_coalescing_keeps_the_newest_in_order():
         h.publish("alice", "a", _job("a", "running", i / 50))
         h.publish("alice", "a", _frame("a", i))
         h.publish("alice", "b", _job("b", "queued", i))
-    h.publish(
-        "alice", "a", {"type": "log", "simulation": "a", "offset": 0, "text": "x"}
-    )
-    h.publish(
-        "alice", "a", {"type": "log", "simulation": "a", "offset": 1, "text": "y"}
-    )
+    h.publish("alice", "a", {"type": "log", "simulation": "a", "offset": 0, "text": "x"})
+    h.publish("alice", "a", {"type": "log", "simulation": "a", "offset": 1, "text": "y"})
     w.written = []
     await w.drain()
     assert w.written == [
@@ -136,9 +130,7 @@ async def test_too_far_behind_resyncs_from_a_fresh_snapshot():
     def snapshot():
         # built when written, so it has the state of then
         return [
-            events.frame(
-                events.dumps({"type": "simulation", "simulation": {"id": state["n"]}})
-            ),
+            events.frame(events.dumps({"type": "simulation", "simulation": {"id": state["n"]}})),
             events.SYNCED,
         ]
 
@@ -167,9 +159,7 @@ async def test_too_far_behind_resyncs_from_a_fresh_snapshot():
 
 async def test_a_snapshot_is_written_a_page_at_a_time():
     w = _Writer()
-    m = events.frame(
-        events.dumps({"type": "simulation", "simulation": {"pad": "x" * 1000}})
-    )
+    m = events.frame(events.dumps({"type": "simulation", "simulation": {"pad": "x" * 1000}}))
     _sub(w, [m] * 1000 + [events.SYNCED])
     # one page, then nothing until it drained
     assert len(w.written) * len(m) <= events.SNAPSHOT_PAGE_BYTES + len(m)
@@ -351,9 +341,7 @@ async def test_stalled_subscriber_is_coalesced_and_resynced_in_bounded_memory(
     d = tmp_path / "data"
     secret = "s" * 43
     clients.seed_agent(d, "admin-local-t", secret)
-    sv = server_factory(
-        data_dir=d, max_event_queue_bytes=8192, agent_idle_secs=600, local_cores=2
-    )
+    sv = server_factory(data_dir=d, max_event_queue_bytes=8192, agent_idle_secs=600, local_cores=2)
     agent = await clients.FakeAgent.connect(sv.url, "admin-local-t", secret)
     try:
         sid = sv.create("admin", "sleep", secs=0)["id"]
@@ -498,9 +486,7 @@ def test_reconnect_storm_does_not_delay_another_user(server_factory, tmp_path):
     assert len(lat) >= 3, "the storm was over before it could be measured"
     # generous: the storm's snapshots are ~30 MB of pushes; carol waits for
     # a page or two of them at most, never for a whole snapshot
-    assert (
-        max(lat) < 2.0
-    ), f"carol waited {max(lat):.2f} s (n={len(lat)}) storm {storm_secs}"
+    assert max(lat) < 2.0, f"carol waited {max(lat):.2f} s (n={len(lat)}) storm {storm_secs}"
 
 
 def _read_all(socks):
@@ -555,3 +541,32 @@ def _parse(c):
     if b[0] & 0x0F != 0x1:
         raise ConnectionError(f"not a text message: {b[: h + n][:100]!r}")
     return json.loads(b[h : h + n])
+
+
+async def test_a_new_runs_job_is_not_passed_by_the_old_runs_pieces():
+    # frames and log pieces carry no run id: a piece queued before the job of
+    # a new run must not come after it (nor be replaced in place, before that
+    # job, by a later piece of the new run), or a client takes it for the new
+    # run's (or the new run's for the old one's)
+    def job(status, run_id):
+        return {"type": "job", "simulation": "a", "job": {"status": status, "run_id": run_id}}
+
+    w = _Writer()
+    h, _ = _sub(w, [events.SYNCED])
+    await w.drain()
+    h.publish("alice", "a", job("running", "r1"))
+    # the socket is busy with that: the rest queue
+    h.publish("alice", "a", _frame("a", 5))
+    h.publish("alice", "a", job("completed", "r1"))
+    h.publish("alice", "a", job("running", "r2"))
+    h.publish("alice", "a", _frame("a", 7))
+    w.written = []
+    await w.drain()
+    assert w.written == [job("running", "r2"), _frame("a", 7)]
+    # a job of the same run drops nothing
+    w.written = []
+    h.publish("alice", "a", _frame("a", 8))
+    h.publish("alice", "a", _frame("a", 9))
+    h.publish("alice", "a", job("running", "r2"))
+    await w.drain()
+    assert w.written == [_frame("a", 8), _frame("a", 9), job("running", "r2")]
