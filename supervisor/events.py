@@ -116,7 +116,9 @@ def _kind(simulation_id, msg, new_run=False):
         return _Kind(("job", i), drops=pieces, after=(("simulation", i),))
     if t == "simulation":
         if msg["simulation"].get("deleted"):
-            return _Kind(("simulation", i), drops=(("job", i), ("frame", i), ("log", i)))
+            return _Kind(
+                ("simulation", i), drops=(("job", i), ("frame", i), ("log", i))
+            )
         return _Kind(("simulation", i), drops=(("job", i), *pieces))
     if t == "frame":
         return _Kind(("frame", i), order=msg["seq"])

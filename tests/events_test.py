@@ -54,7 +54,9 @@ class _Writer:
 
 def _sub(writer, snapshot=(), max_bytes=1 << 20):
     h = events.Hub()
-    s = events.Subscriber(_User(), None, writer, lambda: None, lambda: list(snapshot), max_bytes)
+    s = events.Subscriber(
+        _User(), None, writer, lambda: None, lambda: list(snapshot), max_bytes
+    )
     h.subscribe(s)
     s.start()
     return h, s
@@ -79,8 +81,12 @@ async def test_coalescing_keeps_the_newest_in_order():
         h.publish("alice", "a", _job("a", "running", i / 50))
         h.publish("alice", "a", _frame("a", i))
         h.publish("alice", "b", _job("b", "queued", i))
-    h.publish("alice", "a", {"type": "log", "simulation": "a", "offset": 0, "text": "x"})
-    h.publish("alice", "a", {"type": "log", "simulation": "a", "offset": 1, "text": "y"})
+    h.publish(
+        "alice", "a", {"type": "log", "simulation": "a", "offset": 0, "text": "x"}
+    )
+    h.publish(
+        "alice", "a", {"type": "log", "simulation": "a", "offset": 1, "text": "y"}
+    )
     w.written = []
     await w.drain()
     assert w.written == [
@@ -130,7 +136,9 @@ async def test_too_far_behind_resyncs_from_a_fresh_snapshot():
     def snapshot():
         # built when written, so it has the state of then
         return [
-            events.frame(events.dumps({"type": "simulation", "simulation": {"id": state["n"]}})),
+            events.frame(
+                events.dumps({"type": "simulation", "simulation": {"id": state["n"]}})
+            ),
             events.SYNCED,
         ]
 
@@ -159,7 +167,9 @@ async def test_too_far_behind_resyncs_from_a_fresh_snapshot():
 
 async def test_a_snapshot_is_written_a_page_at_a_time():
     w = _Writer()
-    m = events.frame(events.dumps({"type": "simulation", "simulation": {"pad": "x" * 1000}}))
+    m = events.frame(
+        events.dumps({"type": "simulation", "simulation": {"pad": "x" * 1000}})
+    )
     _sub(w, [m] * 1000 + [events.SYNCED])
     # one page, then nothing until it drained
     assert len(w.written) * len(m) <= events.SNAPSHOT_PAGE_BYTES + len(m)
@@ -341,7 +351,9 @@ async def test_stalled_subscriber_is_coalesced_and_resynced_in_bounded_memory(
     d = tmp_path / "data"
     secret = "s" * 43
     clients.seed_agent(d, "admin-local-t", secret)
-    sv = server_factory(data_dir=d, max_event_queue_bytes=8192, agent_idle_secs=600, local_cores=2)
+    sv = server_factory(
+        data_dir=d, max_event_queue_bytes=8192, agent_idle_secs=600, local_cores=2
+    )
     agent = await clients.FakeAgent.connect(sv.url, "admin-local-t", secret)
     try:
         sid = sv.create("admin", "sleep", secs=0)["id"]
@@ -486,7 +498,9 @@ def test_reconnect_storm_does_not_delay_another_user(server_factory, tmp_path):
     assert len(lat) >= 3, "the storm was over before it could be measured"
     # generous: the storm's snapshots are ~30 MB of pushes; carol waits for
     # a page or two of them at most, never for a whole snapshot
-    assert max(lat) < 2.0, f"carol waited {max(lat):.2f} s (n={len(lat)}) storm {storm_secs}"
+    assert (
+        max(lat) < 2.0
+    ), f"carol waited {max(lat):.2f} s (n={len(lat)}) storm {storm_secs}"
 
 
 def _read_all(socks):
@@ -549,7 +563,11 @@ async def test_a_new_runs_job_is_not_passed_by_the_old_runs_pieces():
     # job, by a later piece of the new run), or a client takes it for the new
     # run's (or the new run's for the old one's)
     def job(status, run_id):
-        return {"type": "job", "simulation": "a", "job": {"status": status, "run_id": run_id}}
+        return {
+            "type": "job",
+            "simulation": "a",
+            "job": {"status": status, "run_id": run_id},
+        }
 
     w = _Writer()
     h, _ = _sub(w, [events.SYNCED])
