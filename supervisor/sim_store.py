@@ -177,6 +177,9 @@ class SimStore:
         if sim.job.run_id:
             self._store.call(_unlink, self._outputs(sim))
         self._store.call(shutil.rmtree, self.run_dir(sim), True)
+        # on the writer thread, after any upload's write queued before: an
+        # upload under way when the simulation goes leaves no file behind
+        self._store.call(shutil.rmtree, self.inputs_dir(sim), True)
         return self._store.delete(f"jobs/{sim.user}/{sim.id}.json")
 
     def new_run(self, sim):

@@ -80,8 +80,8 @@ class Sims:
             await self._runs.cancel(sim)
         if sim.deleted:
             return {"deleted": sim_id}
+        # its files too (`sim_store.SimStore.delete`)
         f = self._store.delete(sim)
-        self._files.delete_inputs(sim)
         self._hub.publish(
             sim.user,
             sim.id,

@@ -1,0 +1,36 @@
+"""Defects found by a hostile review of issue 10's merge (push, quota, store)."""
+
+import asyncio
+import threading
+
+from inproc import World
+
+
+async def test_a_deletion_while_an_upload_is_written_leaves_nothing(tmp_path):
+    """An upload's write queued before a deletion: neither its file nor its
+    bytes outlive the simulation."""
+    w = await World(tmp_path).start()
+    try:
+        sid = await w.sim()
+        await w.sv.files.put_input(w.user, sid, "old.txt", b"o" * 10)
+        # the writer thread is busy: the upload's write waits behind it
+        hold = threading.Event()
+        busy = w.sv.store.call(hold.wait)
+        up = asyncio.ensure_future(
+            w.sv.files.put_input(w.user, sid, "a.txt", b"x" * 1000)
+        )
+        await asyncio.sleep(0.1)
+        assert not up.done()
+        d = asyncio.ensure_future(w.sv.sims.delete(w.user, sid))
+        await asyncio.sleep(0.1)
+        hold.set()
+        await busy
+        await d
+        await asyncio.gather(up, return_exceptions=True)
+        # all that was queued has run
+        await w.sv.store.call(lambda: None)
+        i = tmp_path / "inputs" / "alice" / sid
+        assert not i.exists() or not list(i.iterdir()), list(i.iterdir())
+        assert w.sv.sim_store.usage.bytes_of("alice") == 0
+    finally:
+        await w.stop()
