@@ -1,9 +1,11 @@
 """Defects found by a hostile review of issue 10's merge (push, quota, store)."""
 
 import asyncio
+import json
 import threading
 
 from inproc import World
+from supervisor import events
 
 
 async def test_a_deletion_while_an_upload_is_written_leaves_nothing(tmp_path):
@@ -32,5 +34,37 @@ async def test_a_deletion_while_an_upload_is_written_leaves_nothing(tmp_path):
         i = tmp_path / "inputs" / "alice" / sid
         assert not i.exists() or not list(i.iterdir()), list(i.iterdir())
         assert w.sv.sim_store.usage.bytes_of("alice") == 0
+    finally:
+        await w.stop()
+
+
+async def test_a_demoted_admin_stream_sees_no_more_of_others(tmp_path):
+    """An admin's open event stream is subscribed to everyone's: once the
+    role is taken away, it is closed (a new one sees only their own)."""
+    w = await World(tmp_path).start()
+    try:
+        u, _, f = w.sv.users.add("carol", role="admin")
+        await f
+        got = []
+        closed = []
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+
+        def write(data):
+            got.extend(json.loads(p) for p in events.unframe(data))
+            return done
+
+        s = events.Subscriber(
+            u, None, write, lambda: closed.append(1), lambda: [events.SYNCED], 1 << 20
+        )
+        w.sv.hub.subscribe(s)
+        s.start()
+        await w.sim()
+        assert [m["type"] for m in got] == ["synced", "simulation"]
+        await w.sv.admin.update_user(u, {"role": "user"})
+        got.clear()
+        # alice's new simulation, and a change of it
+        await w.sim()
+        assert got == [] and closed == [1] and w.sv.hub.open_of("carol") == 0
     finally:
         await w.stop()
