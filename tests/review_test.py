@@ -68,3 +68,38 @@ async def test_a_demoted_admin_stream_sees_no_more_of_others(tmp_path):
         assert got == [] and closed == [1] and w.sv.hub.open_of("carol") == 0
     finally:
         await w.stop()
+
+
+async def test_frames_held_past_the_bound_leave_a_prefix_not_a_gap(
+    tmp_path, monkeypatch
+):
+    """A full disk for longer than the held bytes allow: what is written is
+    the run's first frames, never later ones after a hole (a reload numbers
+    frames by their line, so a hole would shift every later seq)."""
+    import small_disk
+    from supervisor import config, sim_store, store, users
+
+    monkeypatch.setattr(sim_store, "_MAX_BEHIND_BYTES", 2000)
+    with small_disk.mounted(tmp_path / "data") as d:
+        cfg = config.load(data_dir=str(d))
+        st = store.Store(d)
+        ss = sim_store.SimStore(cfg, st)
+        try:
+            sim = ss.create(users.User({"name": "alice"}), "heat", "h", {})
+            ss.new_run(sim)
+            sim.job.queue("r-000001", 1, "local", "run", 0.0)
+            ss.add_frame(sim, 0, {"i": 0})
+            small_disk.fill(d)
+            for i in range(1, 40):
+                ss.add_frame(sim, i, {"i": i, "pad": "x" * 1000})
+            small_disk.free(d)
+            ss.add_frame(sim, 40, {"i": 40})
+            ss.end_run(sim)
+            await ss.save(sim)
+            again = sim_store.SimStore(cfg, st).load()
+            got = [f["i"] for f in again[0].frames]
+            assert got == list(range(len(got))), got
+            assert st.dirty() == 0 and st.health() is None
+        finally:
+            ss.destroy()
+            st.destroy()
