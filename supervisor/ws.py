@@ -96,7 +96,8 @@ class Events(_Socket):
     def open(self):
         # pushes are small and come in bursts: do not let Nagle delay them
         self.set_nodelay(True)
-        s = self.get_query_argument("simulation", None)
+        # an empty ?simulation= is none (the snapshot of all is sent then)
+        s = self.get_query_argument("simulation", None) or None
         self.sub = events.Subscriber(
             self.user,
             s,

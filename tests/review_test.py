@@ -103,3 +103,33 @@ async def test_frames_held_past_the_bound_leave_a_prefix_not_a_gap(
         finally:
             ss.destroy()
             st.destroy()
+
+
+async def _ws(server, user, query):
+    import tornado.httpclient
+    import tornado.websocket
+
+    return await tornado.websocket.websocket_connect(
+        tornado.httpclient.HTTPRequest(
+            server.url.replace("http", "ws") + "/api/events" + query,
+            headers={"Authorization": "Bearer " + server.tokens[user]},
+        )
+    )
+
+
+async def _next(c):
+    m = await asyncio.wait_for(c.read_message(), 10)
+    return None if m is None else json.loads(m)
+
+
+async def test_an_empty_simulation_query_is_the_whole_stream(server):
+    """``?simulation=`` (empty): the snapshot of all, so the changes of all
+    too (it had the whole snapshot and then no change at all)."""
+    c = await _ws(server, "admin", "?simulation=")
+    try:
+        assert (await _next(c))["type"] == "synced"
+        sid = await asyncio.to_thread(server.create, "admin", "sleep", secs=0)
+        m = await _next(c)
+        assert m["type"] == "simulation" and m["simulation"]["id"] == sid["id"], m
+    finally:
+        c.close()
