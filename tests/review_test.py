@@ -5,7 +5,7 @@ import json
 import threading
 
 from inproc import World
-from supervisor import events
+from supervisor import errors, events
 
 
 async def test_a_deletion_while_an_upload_is_written_leaves_nothing(tmp_path):
@@ -133,3 +133,30 @@ async def test_an_empty_simulation_query_is_the_whole_stream(server):
         assert m["type"] == "simulation" and m["simulation"]["id"] == sid["id"], m
     finally:
         c.close()
+
+
+async def test_a_create_refused_by_a_full_disk_keeps_nothing(tmp_path):
+    """A 507 on create: no simulation is kept (not in the list, not written
+    once the disk has room), so a client's retry does not make two."""
+    import small_disk
+
+    with small_disk.mounted(tmp_path / "db", "1m") as db:
+        w = await World(tmp_path).start()
+        try:
+            await w.sim()
+            before = w.sv.sims.list(w.user)
+            small_disk.fill(db)
+            try:
+                await w.sv.sims.create(w.user, {"code": "sleep", "params": {}})
+            except OSError as e:
+                assert errors.from_os_error(e).status == 507
+            else:
+                raise AssertionError("a full disk took the simulation")
+            assert w.sv.sims.list(w.user) == before
+            small_disk.free(db)
+            await w.sv.store.flush()
+            assert w.sv.store.dirty() == 0
+            ids = sorted(p.name for p in (db / "jobs" / "alice").iterdir())
+            assert ids == [f"{s['id']}.json" for s in before]
+        finally:
+            await w.stop()
