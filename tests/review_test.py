@@ -160,3 +160,18 @@ async def test_a_create_refused_by_a_full_disk_keeps_nothing(tmp_path):
             assert ids == [f"{s['id']}.json" for s in before]
         finally:
             await w.stop()
+
+
+async def test_an_events_client_cannot_park_big_messages_on_the_server(server):
+    """Clients of ``/api/events`` only listen: a message of theirs is held
+    only up to a few KiB (not the agents' 16 MiB), then the socket closes."""
+    c = await _ws(server, "admin", "")
+    try:
+        assert (await _next(c))["type"] == "synced"
+        # small ones (a client's keep-alive) are fine
+        await c.write_message("ping")
+        await c.write_message("x" * 100_000)
+        assert await _next(c) is None
+        assert c.close_code == 1009
+    finally:
+        c.close()
