@@ -122,6 +122,15 @@ async def _next(c):
     return None if m is None else json.loads(m)
 
 
+async def _close(c):
+    """Close `c` and wait until its socket is (not left to the collector)."""
+    ended = c.close_code is not None
+    c.close()
+    # closed by the server, it was read to its end already
+    while not ended and await _next(c) is not None:
+        pass
+
+
 async def test_an_empty_simulation_query_is_the_whole_stream(server):
     """``?simulation=`` (empty): the snapshot of all, so the changes of all
     too (it had the whole snapshot and then no change at all)."""
@@ -132,7 +141,7 @@ async def test_an_empty_simulation_query_is_the_whole_stream(server):
         m = await _next(c)
         assert m["type"] == "simulation" and m["simulation"]["id"] == sid["id"], m
     finally:
-        c.close()
+        await _close(c)
 
 
 async def test_a_create_refused_by_a_full_disk_keeps_nothing(tmp_path):
@@ -174,4 +183,4 @@ async def test_an_events_client_cannot_park_big_messages_on_the_server(server):
         assert await _next(c) is None
         assert c.close_code == 1009
     finally:
-        c.close()
+        await _close(c)
