@@ -19,8 +19,8 @@ detaches. What the host offers decides the mode (`Layout.mode`):
   the keeper walks ``/proc`` as before (`agent.keeper`), and `Layout.reason`
   says why.
 
-Limits: cores as a CPU quota (``cores`` times the period), memory in bytes,
-processes (and threads) as ``pids.max``; 0 or None is no limit. A run killed
+Limits: cores as a CPU quota (``cores`` times the period), memory in bytes
+(swap included, where swap is accounted), processes (and threads) as ``pids.max``; 0 or None is no limit. A run killed
 by its own memory limit shows in its cgroup's OOM kill count (v2
 ``memory.events``, v1 ``memory.oom_control``), read by `agent.limits`.
 
@@ -182,6 +182,8 @@ class Layout:
             for c, f, value in limit_writes(1, cores, memory_bytes, pids):
                 if c in self.parents and self.parents[c][0] == 1:
                     write(os.path.join(d[c], f), value)
+            if memory_bytes and "memory" in self.parents:
+                _no_swap_past(self.parents["memory"][0], d["memory"], memory_bytes)
             return rv
         except OSError:
             RunCgroup(sorted(set(d.values()))).remove()
@@ -302,6 +304,22 @@ def _enable(own, parent):
             except OSError:
                 pass
     return rv
+
+
+def _no_swap_past(version, directory, memory_bytes):
+    """The memory limit bounds swap too (else a run over it swaps without end).
+
+    v2: no swap (``memory.swap.max`` 0); v1: memory and swap together at the
+    limit (``memory.memsw.limit_in_bytes``, after ``memory.limit_in_bytes``,
+    which it may not be below). Only where swap is accounted: the file is
+    missing otherwise, and nothing is needed.
+    """
+    f, v = (
+        ("memory.swap.max", "0")
+        if version == 2
+        else ("memory.memsw.limit_in_bytes", str(int(memory_bytes)))
+    )
+    write(os.path.join(directory, f), v, missing_ok=True)
 
 
 def _mkdir(path, exist_ok=False):

@@ -112,6 +112,7 @@ class Admin:
 
     async def update_user(self, u, body):
         """Role, plan, a new token, or revoke every token (and end their streams)."""
+        was_admin = u.is_admin()
         t, f = self._users.update(
             u,
             role=body.get("role"),
@@ -119,7 +120,9 @@ class Admin:
             new_token=bool(body.get("new_token")),
             revoke_tokens=bool(body.get("revoke_tokens")),
         )
-        if body.get("revoke_tokens"):
+        if body.get("revoke_tokens") or u.is_admin() != was_admin:
+            # a stream sees what its role allowed when it opened: a new
+            # role takes a new stream (a demoted admin's saw everyone's)
             self._hub.close_user(u.name)
         await f
         return dict(u.to_dict(), token=t) if t else u.to_dict()

@@ -101,18 +101,26 @@ class _Kind:
         self.after = after
 
 
-def _kind(simulation_id, msg):
+def _kind(simulation_id, msg, new_run=False):
+    """How `msg` coalesces; `new_run`: its job is of a run after the last one's.
+
+    Frames and log pieces carry no run id, so those of a run that was
+    replaced must not be written after the job that tells of the new run
+    (nor coalesce with the new run's, in place before that job): a job of a
+    new run drops what is queued of the old one's pieces.
+    """
     t = msg.get("type")
     i = simulation_id
+    pieces = (("frame", i), ("log", i)) if new_run else ()
     if t == "job":
         # a queued simulation message holds an older job: follow it
-        return _Kind(("job", i), after=(("simulation", i),))
+        return _Kind(("job", i), drops=pieces, after=(("simulation", i),))
     if t == "simulation":
         if msg["simulation"].get("deleted"):
             return _Kind(
                 ("simulation", i), drops=(("job", i), ("frame", i), ("log", i))
             )
-        return _Kind(("simulation", i), drops=(("job", i),))
+        return _Kind(("simulation", i), drops=(("job", i), *pieces))
     if t == "frame":
         return _Kind(("frame", i), order=msg["seq"])
     if t == "log":
@@ -133,6 +141,8 @@ class Hub:
         self._by_sim = {}
         # simulation id -> its snapshot message (bytes); dropped on any change
         self._snapshot_cache = {}
+        # simulation id -> run id of the last job published of it
+        self._run_of = {}
         #: messages queued on subscribers, ever
         self.sent = 0
         #: subscribers resynchronised because they fell too far behind, ever
@@ -170,8 +180,10 @@ class Hub:
 
     def publish(self, owner, simulation_id, msg):
         """Send `msg` (a dict with "type") to those who may see `owner`'s work."""
+        n = False
         if simulation_id is not None:
             self._snapshot_cache.pop(simulation_id, None)
+            n = self._new_run(simulation_id, msg)
         subs = [*self._wide.get(owner, ()), *self._wide_admins]
         for s in self._by_sim.get(simulation_id, ()):
             # someone else's simulation is not found for them (no snapshot
@@ -181,10 +193,28 @@ class Hub:
         if not subs:
             return
         t = frame(dumps(msg))
-        k = _kind(simulation_id, msg)
+        k = _kind(simulation_id, msg, n)
         self.sent += len(subs)
         for s in subs:
             s.push(k, t)
+
+    def _new_run(self, simulation_id, msg):
+        """Whether `msg` tells of a run other than the last one published."""
+        t = msg.get("type")
+        if t == "job":
+            j = msg.get("job") or {}
+        elif t == "simulation":
+            s = msg.get("simulation") or {}
+            if s.get("deleted"):
+                self._run_of.pop(simulation_id, None)
+                return False
+            j = s.get("job") or {}
+        else:
+            return False
+        r = j.get("run_id")
+        o = self._run_of.get(simulation_id, r)
+        self._run_of[simulation_id] = r
+        return o != r
 
     def simulation_message(self, sim):
         """The snapshot message of `sim` (a frame), serialised once per change."""

@@ -250,12 +250,6 @@ class Files:
             )
         return res
 
-    def delete_inputs(self, sim):
-        """Remove `sim`'s uploads (a few small files)."""
-        d = self.inputs_dir(sim)
-        for p in d.glob("*") if d.exists() else ():
-            p.unlink()
-
 
 def read_uploads(path):
     """The uploaded input files of a simulation (blocking: use a thread)."""

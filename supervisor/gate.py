@@ -159,7 +159,8 @@ class _Stream(tornado.iostream.IOStream):
     that close is where the answer goes, written straight to the socket (a
     few hundred bytes into an empty send buffer), before the socket closes.
     Other bounded reads (a chunk's size line) are not headers: they close
-    as Tornado does.
+    as Tornado does, with its 400 for a malformed request, which goes out
+    as JSON too (`write`).
     """
 
     def __init__(self, max_header_bytes, *args, **kwargs):
@@ -175,6 +176,14 @@ class _Stream(tornado.iostream.IOStream):
     def read_until(self, delimiter, max_bytes=None):
         self._reading_headers = False
         return super().read_until(delimiter, max_bytes)
+
+    def write(self, data):
+        # Tornado's bare answer to a malformed request (a negative or
+        # non-numeric Content-Length, a bad chunk size, a garbled request
+        # line): the same, as JSON, as every error of the API
+        if data == _TORNADO_BAD_REQUEST:
+            data = _BAD_REQUEST
+        return super().write(data)
 
     def close(self, exc_info=False):
         if (
@@ -193,14 +202,34 @@ class _Stream(tornado.iostream.IOStream):
 
 def _header_too_large(max_bytes):
     """The whole 431 reply (JSON, as every error of the API)."""
-    b = json.dumps(errors.body(errors.HeadersTooLarge(max_bytes))).encode()
+    return _reply(
+        b"431 Request Header Fields Too Large", errors.HeadersTooLarge(max_bytes)
+    )
+
+
+def _reply(status_line, error):
+    """A whole reply of `error` (an `errors.Error`) that closes the connection."""
+    b = json.dumps(errors.body(error)).encode()
     return (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"HTTP/1.1 %s\r\n"
         b"Content-Type: application/json\r\n"
         b"Cache-Control: no-store\r\n"
         b"Connection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(b), b)
+        b"Content-Length: %d\r\n\r\n%s" % (status_line, len(b), b)
     )
+
+
+#: what Tornado answers a request it cannot parse with, before it closes
+_TORNADO_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+_BAD_REQUEST = _reply(
+    b"400 Bad Request",
+    errors.BadInput(
+        "malformed_request",
+        "the request is not well-formed HTTP/1.1 (its request line, a header,"
+        " its Content-Length or its chunked body)",
+    ),
+)
 
 
 def peer(request):

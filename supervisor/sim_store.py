@@ -177,6 +177,9 @@ class SimStore:
         if sim.job.run_id:
             self._store.call(_unlink, self._outputs(sim))
         self._store.call(shutil.rmtree, self.run_dir(sim), True)
+        # on the writer thread, after any upload's write queued before: an
+        # upload under way when the simulation goes leaves no file behind
+        self._store.call(shutil.rmtree, self.inputs_dir(sim), True)
         return self._store.delete(f"jobs/{sim.user}/{sim.id}.json")
 
     def new_run(self, sim):
@@ -281,7 +284,9 @@ class _Appender:
 
     What a full disk (or another error) refuses is kept in memory, up to a
     bound, and written before the next append, so the file catches up once
-    there is room; a short write is cut back, so no torn line is left. The
+    there is room; a short write is cut back, so no torn line is left. Past
+    the bound the file ends with what was held: it is always a prefix of
+    the run's frames or log, never one with a hole. The
     store counts it as dirty meanwhile (`store.Store.behind`).
     """
 
@@ -291,15 +296,31 @@ class _Appender:
         self._key = key
         self._file = None
         self._behind = b""
+        # bytes were dropped: nothing more is appended (no hole in the file)
+        self._lost = False
 
     def append(self, data):
+        if self._lost:
+            # past a loss: what follows would be written after a hole
+            data = b""
         b = self._behind + data
+        if not b:
+            return
         try:
             self._write(b)
         except OSError as e:
             if len(b) > _MAX_BEHIND_BYTES:
-                pkdlog("{} lost bytes={} error={}", self._key, len(self._behind), e)
-                b = data
+                # the file stays a prefix of the run's (a reload numbers
+                # frames by line, and log offsets by length): the held bytes
+                # are kept, the new ones and all after them are not
+                pkdlog(
+                    "{} lost bytes={} and all that follows error={}",
+                    self._key,
+                    len(data),
+                    e,
+                )
+                self._lost = True
+                b = self._behind
             self._behind = b
             self._store.behind(self._key, e)
             return

@@ -49,7 +49,15 @@ class Sims:
         n = _name(body.get("name", c.title))
         p = c.check_params(body.get("params", {}))
         s = self._store.create(user, c.name, n, p)
-        await self._store.save(s)
+        try:
+            await self._store.save(s)
+        except OSError:
+            # refused (a full disk: 507): not kept, nor written once there is
+            # room, so that the client's retry makes no second one
+            if not s.deleted:
+                self._store.delete(s)
+                self._publish_deleted(s)
+            raise
         self._publish(s)
         return s.to_dict()
 
@@ -80,15 +88,18 @@ class Sims:
             await self._runs.cancel(sim)
         if sim.deleted:
             return {"deleted": sim_id}
+        # its files too (`sim_store.SimStore.delete`)
         f = self._store.delete(sim)
-        self._files.delete_inputs(sim)
+        self._publish_deleted(sim)
+        await f
+        return {"deleted": sim_id}
+
+    def _publish_deleted(self, sim):
         self._hub.publish(
             sim.user,
             sim.id,
             {"type": "simulation", "simulation": {"id": sim.id, "deleted": True}},
         )
-        await f
-        return {"deleted": sim_id}
 
     def _publish(self, sim):
         self._hub.publish(

@@ -62,8 +62,18 @@ class _Socket(tornado.websocket.WebSocketHandler):
         _refuse(self, http_base.wrong_credentials(self.sv, self.request) or error)
 
 
+#: what an events client may send in one message (it only listens; a ping)
+_MAX_CLIENT_MESSAGE_BYTES = 4096
+
+
 class Events(_Socket):
     """Push: the current state first, then every change as it happens."""
+
+    @property
+    def max_message_size(self):
+        # not the agents' limit: a listener has no business with megabytes,
+        # which Tornado would hold per socket until the message ends
+        return _MAX_CLIENT_MESSAGE_BYTES
 
     def initialize(self, sv):
         self.sv = sv
@@ -106,7 +116,8 @@ class Events(_Socket):
         self.ws_connection.stream.socket.setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, EVENTS_SEND_BUFFER_BYTES
         )
-        s = self.get_query_argument("simulation", None)
+        # an empty ?simulation= is none (the snapshot of all is sent then)
+        s = self.get_query_argument("simulation", None) or None
         self.sub = events.Subscriber(
             self.user,
             s,

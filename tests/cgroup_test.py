@@ -173,6 +173,26 @@ def test_the_mode_is_what_this_host_offers(layout):
         )
 
 
+def test_the_memory_limit_takes_swap_too(layout):
+    """A run's memory limit bounds memory and swap together: where swap is
+    accounted, a run over it is not swapped out without end."""
+    if "memory" not in layout.parents:
+        pytest.skip(f"no memory controller: {layout.describe()}")
+    cg = layout.create("swap", memory_bytes=64 * _MIB)
+    try:
+        v, p = layout.parents["memory"]
+        d = cg.unified if v == 2 else next(x for x in cg.dirs if x.startswith(p + "/"))
+        f = os.path.join(
+            d, "memory.swap.max" if v == 2 else "memory.memsw.limit_in_bytes"
+        )
+        if not os.path.exists(f):
+            pytest.skip("swap is not accounted here")
+        with open(f) as x:
+            assert x.read().strip() == ("0" if v == 2 else str(64 * _MIB))
+    finally:
+        assert cg.remove(parents=True) == []
+
+
 _TREE = """
     import os, sys, time
     # a child in its own session, and its child: outside our group and session

@@ -47,10 +47,15 @@ def test_full_disk_is_a_507_and_the_writes_land_later(full_disk_server):
     assert "degraded" not in _health(server)
     for d in disks:
         small_disk.fill(d)
+    # an edit is kept, and written once there is room
+    r = server.api("PATCH", f"/simulations/{sid}", json={"name": "later"}, expect=507)
+    assert r.json()["error"] == "insufficient_storage", r.text
     r = server.api(
         "POST", "/simulations", json={"code": "sleep", "params": {}}, expect=507
     )
     assert r.json()["error"] == "insufficient_storage", r.text
+    # refused: not kept, so a retry makes no second one
+    assert [s["id"] for s in server.api("GET", "/simulations").json()] == [sid]
     r = server.api(
         "POST", f"/simulations/{sid}/files?name=b.txt", data=b"b" * 10_000, expect=507
     )
@@ -69,10 +74,9 @@ def test_full_disk_is_a_507_and_the_writes_land_later(full_disk_server):
         small_disk.free(d)
     wait_for(lambda: "degraded" not in _health(server), 30, what="writes landed")
     assert _metric(server, "simvisor_store_dirty_documents") == 0
-    # the simulation made while the disk was full is on disk now
-    for s in server.api("GET", "/simulations", expect=200).json():
-        p = server.data_dir / "db" / "jobs" / "admin" / f"{s['id']}.json"
-        assert json.loads(p.read_bytes())["id"] == s["id"]
+    # the edit made while the disk was full is on disk now
+    p = server.data_dir / "db" / "jobs" / "admin" / f"{sid}.json"
+    assert json.loads(p.read_bytes())["name"] == "later"
     server.api("POST", f"/simulations/{sid}/files?name=b.txt", data=b"b", expect=201)
 
 

@@ -567,3 +567,36 @@ def _parse(c):
     if b[0] & 0x0F != 0x1:
         raise ConnectionError(f"not a text message: {b[: h + n][:100]!r}")
     return json.loads(b[h : h + n])
+
+
+async def test_a_new_runs_job_is_not_passed_by_the_old_runs_pieces():
+    # frames and log pieces carry no run id: a piece queued before the job of
+    # a new run must not come after it (nor be replaced in place, before that
+    # job, by a later piece of the new run), or a client takes it for the new
+    # run's (or the new run's for the old one's)
+    def job(status, run_id):
+        return {
+            "type": "job",
+            "simulation": "a",
+            "job": {"status": status, "run_id": run_id},
+        }
+
+    w = _Writer()
+    h, _ = _sub(w, [events.SYNCED])
+    await w.drain()
+    h.publish("alice", "a", job("running", "r1"))
+    # the socket is busy with that: the rest queue
+    h.publish("alice", "a", _frame("a", 5))
+    h.publish("alice", "a", job("completed", "r1"))
+    h.publish("alice", "a", job("running", "r2"))
+    h.publish("alice", "a", _frame("a", 7))
+    w.written = []
+    await w.drain()
+    assert w.written == [job("running", "r2"), _frame("a", 7)]
+    # a job of the same run drops nothing
+    w.written = []
+    h.publish("alice", "a", _frame("a", 8))
+    h.publish("alice", "a", _frame("a", 9))
+    h.publish("alice", "a", job("running", "r2"))
+    await w.drain()
+    assert w.written == [_frame("a", 8), _frame("a", 9), job("running", "r2")]

@@ -337,3 +337,30 @@ def test_a_refusal_is_not_lost_to_a_reset(server, path, headers, status):
         assert h.startswith(b"HTTP/1.1 200"), h
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "Content-Length: -1",
+        "Content-Length: +5",
+        "Content-Length: 1e3",
+        "Transfer-Encoding: chunked",
+    ],
+)
+def test_malformed_requests_get_a_json_400(server, head):
+    """What Tornado cannot parse (its bare 400): a JSON 400, nothing changed."""
+    t = server.tokens["admin"]
+    sid = server.create("admin", "sleep", secs=0)["id"]
+    body = b"zz\r\nhello\r\n0\r\n\r\n" if "chunked" in head else b"hello"
+    r = _reply_to(
+        server.port,
+        f"POST /api/simulations/{sid}/files?name=m.txt HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {t}\r\n{head}\r\n\r\n".encode() + body,
+    )
+    assert r.startswith(b"HTTP/1.1 400 "), r[:300]
+    h, _, b = r.partition(b"\r\n\r\n")
+    assert b"application/json" in h
+    assert json.loads(b)["error"] == "malformed_request"
+    f = server.api("GET", f"/simulations/{sid}/files", expect=200).json()
+    assert "m.txt" not in json.dumps(f)
