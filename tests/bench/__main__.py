@@ -7,6 +7,7 @@ stopped: supervisors by `conftest.Server.cleanup` (which kills only what ran
 under their data directories), the relay and bare processes by their handles.
 """
 
+import argparse
 import asyncio
 import pathlib
 import shutil
@@ -43,9 +44,14 @@ DOCKER_WARM_RUNS = 15
 SLURM_RUNS = 10
 
 
+#: ``--only`` groups, in the order they run
+GROUPS = ("store", "rate", "real", "fake", "docker", "slurm")
+
+
 class Bench:
-    def __init__(self, tmp):
+    def __init__(self, tmp, only=GROUPS):
         self.tmp = tmp
+        self.only = only
         self.conftest = clients.load_conftest()
         self.leftovers = []
         self.load_before = None
@@ -198,14 +204,21 @@ class Bench:
             return None
 
     async def run(self):
-        await self._measure([self.store], self._store())
-        await self._measure([self.rate], self._rate())
-        await self._real_agent()
-        await self._fake_agent()
+        g = {
+            "store": ([self.store], lambda: self._measure([self.store], self._store())),
+            "rate": ([self.rate], lambda: self._measure([self.rate], self._rate())),
+            "real": ([self.start, self.end, self.cancel, self.tput], self._real_agent),
+            "fake": ([self.push, self.dispatch], self._fake_agent),
+        }
         if not self.docker_skipped:
-            await self._docker()
+            g["docker"] = ([self.cold, self.warm], self._docker)
         if not self.slurm_skipped:
-            await self._slurm()
+            g["slurm"] = ([self.batch_run, self.batch_cancel], self._slurm)
+        left = [r for n, (rows, _) in g.items() if n not in self.only for r in rows]
+        self.rows = [r for r in self.rows if r not in left]
+        for n, (_, f) in g.items():
+            if n in self.only:
+                await f()
 
     async def _rate(self):
         on = figures._Bench(
@@ -389,8 +402,8 @@ class Bench:
         self.batch_cancel.figure = [x[1] for x in fi]
 
 
-async def _main(tmp):
-    b = Bench(tmp)
+async def _main(tmp, only):
+    b = Bench(tmp, only)
     b.load_before = report.load_average()
     try:
         await asyncio.wait_for(b.run(), TOTAL_SECS)
@@ -402,10 +415,18 @@ async def _main(tmp):
 
 
 def main():
+    p = argparse.ArgumentParser(prog="python -m tests.bench")
+    p.add_argument(
+        "--only", help=f"comma-separated groups to run (of {','.join(GROUPS)})"
+    )
+    a = p.parse_args()
+    only = tuple(a.only.split(",")) if a.only else GROUPS
+    if set(only) - set(GROUPS):
+        p.error(f"unknown groups: {sorted(set(only) - set(GROUPS))}")
     t0 = time.monotonic()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="simvisor-bench-"))
     try:
-        b = asyncio.run(_main(tmp))
+        b = asyncio.run(_main(tmp, only))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
