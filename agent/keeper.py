@@ -10,19 +10,25 @@ view. It forks the code, reaps every child, and ends what is left of the tree
 - when the code exits by itself: SIGKILL at once (no child outlives its run);
 - on `STOP_SIGNAL` (SIGTERM, the pool's cancel or time out): SIGTERM to every
   descendant, SIGKILL after ``--grace-secs``;
-- on `KILL_SIGNAL` (SIGUSR1): SIGKILL at once. The pool sets it as the
-  keeper's parent-death signal, so an agent that dies, even by SIGKILL,
-  takes its runs' whole trees with it.
+- on `KILL_SIGNAL` (SIGUSR1): SIGKILL at once (the agent is shutting down).
 
 Then the keeper exits as the code did (the same exit code, or the same
 signal), so the pool reports the code's own status. It writes nothing to the
 run's output except when the code cannot be started (``cannot start ...``,
 exit code `CANNOT_START`) or a process would not die.
 
+With ``--output`` (how the pool starts it) the keeper does not depend on its
+agent (`agent.keeper_io`): the code's stdout and stderr go through it to the
+output file, the agent that started it holds its lifeline (``--lifeline``),
+and at the end it writes ``--status``. An agent that dies, even by SIGKILL,
+leaves its runs going: a successor re-attaches them from its run table
+(`agent.runtable`). If none connects within ``--orphan-secs``, the keeper
+ends the tree as on `KILL_SIGNAL` and its status says it was orphaned.
+
 Why a keeper per run, not the agent as subreaper: a SIGKILLed agent cannot
-clean up, and its orphans would go to init; the keeper survives its agent
-long enough to kill the tree. The code is the OOM killer's first choice
-(``--oom-score-adj``), not the keeper, which keeps the agent's score.
+clean up, and its orphans would go to init; the keeper outlives its agent
+and ends the tree if no agent comes back. The code is the OOM killer's first
+choice (``--oom-score-adj``), not the keeper, which keeps the agent's score.
 
 Stdlib only and started by file path (``python -I -S``): a run's environment
 has no PYTHONPATH, and the keeper must be this agent's own copy.
@@ -37,10 +43,17 @@ import subprocess
 import sys
 import time
 
+try:
+    from agent import keeper_io
+except ImportError:
+    # started by file path (python -I -S): this agent's own copy, beside us
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    import keeper_io
+
 #: the pool's "stop with the grace" (cancel, time out)
 STOP_SIGNAL = signal.SIGTERM
 
-#: the pool's "kill everything now" (the agent is shutting down or died)
+#: the pool's "kill everything now" (the agent is shutting down)
 KILL_SIGNAL = signal.SIGUSR1
 
 #: exit code when the code cannot be executed (as a shell's)
@@ -63,18 +76,26 @@ _POLL_FIRST_SECS = 0.005
 _POLL_MAX_SECS = 0.1
 
 
-def argv(command, grace_secs, oom_score_adj=None):
+def argv(command, grace_secs, oom_score_adj=None, files=None):
     """The keeper's command line that runs `command` under it.
 
     Args:
         command (list): the code's argv (absolute interpreter path first)
         grace_secs (float): SIGTERM to SIGKILL on `STOP_SIGNAL`
         oom_score_adj (int): the code's, if not None (the keeper's is unchanged)
+        files (dict): output, status (paths), lifeline (listening fd,
+            connected fd: both passed to the keeper), orphan_secs; None: the
+            code inherits the keeper's stdout and stderr, and the keeper
+            dies with nothing but a signal
     """
     rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
     rv += ["--grace-secs", repr(float(grace_secs))]
     if oom_score_adj is not None:
         rv += ["--oom-score-adj", str(int(oom_score_adj))]
+    if files:
+        rv += ["--output", str(files["output"]), "--status", str(files["status"])]
+        rv += ["--lifeline", ",".join(str(int(x)) for x in files["lifeline"])]
+        rv += ["--orphan-secs", repr(float(files["orphan_secs"]))]
     return [*rv, "--", *command]
 
 
@@ -220,18 +241,64 @@ def main(args=None):
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     # like the agent: the code (same uid) can neither read nor ptrace its parent
     _prctl(_PR_SET_DUMPABLE, 0)
+    io = _Files(a) if a.output else None
     try:
         c = subprocess.Popen(
             a.command,
             close_fds=True,
             preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj),
+            **(io.popen_args() if io else {}),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         _say(f"cannot start {a.command[0]}: {e}", prefix=False)
+        if io:
+            io.end(CANNOT_START)
         return CANNOT_START
     # the keeper reaps every child itself: Popen must never wait for this one
     c.returncode = 0
-    return _exit_as(Keeper(c.pid, a.grace_secs).run())
+    if io:
+        # after the fork: no thread may hold a lock in the child
+        io.start()
+    s = Keeper(c.pid, a.grace_secs).run()
+    if io:
+        io.end(os.waitstatus_to_exitcode(s))
+    return _exit_as(s)
+
+
+class _Files:
+    """The keeper's output file, lifeline and status (``--output``; `agent.keeper_io`)."""
+
+    def __init__(self, a):
+        self._a = a
+        self._out = os.open(a.output, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        r1, self._w1 = os.pipe()
+        r2, w2 = os.pipe()
+        # our own messages (and tracebacks) go with the code's stderr
+        os.dup2(w2, 2)
+        os.close(w2)
+        self._copier = keeper_io.Copier({r1: 1, r2: 2}, self._out)
+        lf, cf = (int(x) for x in a.lifeline.split(","))
+        self._lifeline = keeper_io.Lifeline(
+            lf, cf, a.orphan_secs, lambda: os.kill(os.getpid(), KILL_SIGNAL)
+        )
+
+    def popen_args(self):
+        # fd 2 is the stderr pipe already
+        return {"stdin": subprocess.DEVNULL, "stdout": self._w1}
+
+    def start(self):
+        os.close(self._w1)
+        self._copier.start()
+        self._lifeline.start()
+
+    def end(self, returncode):
+        """The tree is gone: the rest of the output, then the status."""
+        if not self._copier.is_alive():
+            # the code never started: copy what was said about it
+            os.close(self._w1)
+            self._copier.start()
+        self._copier.finish(GONE_SLACK_SECS)
+        keeper_io.write_status(self._a.status, returncode, self._lifeline.orphaned)
 
 
 def _code_preexec(keeper_pid, oom_score_adj):
@@ -286,6 +353,10 @@ def _parse(args):
     p = argparse.ArgumentParser(prog="agent.keeper", description=__doc__.split("\n")[0])
     p.add_argument("--grace-secs", type=float, default=2.0)
     p.add_argument("--oom-score-adj", type=int, default=None)
+    p.add_argument("--output", help="the code's output, as records (agent.keeper_io)")
+    p.add_argument("--status", help="with --output: the keeper's last word")
+    p.add_argument("--lifeline", help="with --output: listening fd,agent's fd")
+    p.add_argument("--orphan-secs", type=float, default=0.0)
     p.add_argument("command", nargs="+")
     return p.parse_args(args)
 
