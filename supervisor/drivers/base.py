@@ -44,6 +44,9 @@ class Driver:
         self.lost_grace_secs = cfg.lost_grace_secs
         #: how long a connected agent with no runs lives
         self.idle_secs = cfg.agent_idle_secs
+        #: how often an agent that died holding runs is started again, its
+        #: runs left going for the new one to re-attach (0: they end with it)
+        self.agent_restarts = 0
 
     def agent_argv(self, command, agent, run_root, url=None, extra=()):
         """The agent's command line: `command`, the common options, `extra`.
