@@ -231,23 +231,25 @@ class Agents:
         if f is not None and not f.done():
             f.set_result(None)
 
-    def _agent_exited(self, agent, message, dead=False):
+    def _agent_exited(self, agent, message, dead=False, crashed=False):
         """Driver callback: the agent's process ended.
 
         An agent of a driver that restarts agents (`Driver.agent_restarts`)
-        that held runs is started again: the new process re-attaches them
-        (their trees wait for it). Otherwise, or once the restarts are
-        spent, it is stopped.
+        that crashed holding runs is started again: the new process
+        re-attaches them (their trees wait for it). Otherwise, or once the
+        restarts are spent, it is stopped.
 
         Args:
             dead (bool): its runs end with it unless it is restarted (a
                 container is gone, a local agent's keepers end their runs)
+            crashed (bool): it did not exit on purpose (a signal, an error)
         """
         if agent.state == STOPPED:
             return
         d = self._drivers[agent.driver]
         if (
-            agent.state != STARTING
+            crashed
+            and agent.state != STARTING
             and (agent.run_ids or agent.restarting is not None)
             and agent.restarts < d.agent_restarts
             and not self._destroyed

@@ -125,6 +125,8 @@ class LocalDriver(base.Driver):
             agent,
             f"agent exited with code {rc}: {self._log_tail(agent)}",
             dead=True,
+            # 0: it stopped on purpose (a stop, a shutdown, nothing to do)
+            crashed=rc != 0,
         )
 
     def _log_tail(self, agent):
