@@ -35,7 +35,7 @@ _IN_MOVED_FROM = 0x040
 _IN_MOVED_TO = 0x080
 _IN_CREATE = 0x100
 _IN_DELETE = 0x200
-_IN_DELETE_SELF = 0x400
+_IN_Q_OVERFLOW = 0x4000
 _IN_IGNORED = 0x8000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -126,6 +126,9 @@ class Inotify:
     def watch_dir(self, path, callback):
         """Call ``callback(mask, name)`` for events of the files in directory `path`.
 
+        After lost events (the queue overflowed) each callback gets
+        ``(IN_MODIFY, None)``.
+
         Returns:
             tuple: the watch, for `unwatch`; None if it cannot be watched
         """
@@ -175,6 +178,12 @@ class Inotify:
             if mask & _IN_IGNORED:
                 # the directory is gone: its watch with it
                 self._watches.pop(wd, None)
+                continue
+            if mask & _IN_Q_OVERFLOW:
+                # events were lost: any file may have changed
+                for w in list(self._watches.values()):
+                    for c in list(w.values()):
+                        c(_IN_MODIFY, None)
                 continue
             for c in list(self._watches.get(wd, {}).values()):
                 c(mask, name)
@@ -235,7 +244,8 @@ class Follower:
         self._close_fd()
 
     def _on_event(self, mask, name):
-        if name != self._name or self._closed:
+        """`name` None: an event may have been lost (read anyway)."""
+        if self._closed or name not in (self._name, None):
             return
         if mask & _GONE and self._fd is not None:
             # rotated or removed: what was written to it is still ours

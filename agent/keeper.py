@@ -19,10 +19,10 @@ exit code `CANNOT_START`) or a process would not die.
 
 With ``--output`` (how the pool starts it) the keeper does not depend on its
 agent (`agent.keeper_io`): the code's stdout and stderr go through it to the
-output file, the agent that started it holds its lifeline (``--lifeline``),
-and at the end it writes ``--status``. An agent that dies, even by SIGKILL,
+output file, it watches its agent (``--agent-pid``) and takes a new one
+through ``--adopt``, and at the end it writes ``--status``. An agent that dies, even by SIGKILL,
 leaves its runs going: a successor re-attaches them from its run table
-(`agent.runtable`). If none connects within ``--orphan-secs``, the keeper
+(`agent.runtable`). If none adopts it within ``--orphan-secs``, the keeper
 ends the tree as on `KILL_SIGNAL` and its status says it was orphaned.
 
 Why a keeper per run, not the agent as subreaper: a SIGKILLed agent cannot
@@ -42,13 +42,6 @@ import signal
 import subprocess
 import sys
 import time
-
-try:
-    from agent import keeper_io
-except ImportError:
-    # started by file path (python -I -S): this agent's own copy, beside us
-    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-    import keeper_io
 
 #: the pool's "stop with the grace" (cancel, time out)
 STOP_SIGNAL = signal.SIGTERM
@@ -83,10 +76,9 @@ def argv(command, grace_secs, oom_score_adj=None, files=None):
         command (list): the code's argv (absolute interpreter path first)
         grace_secs (float): SIGTERM to SIGKILL on `STOP_SIGNAL`
         oom_score_adj (int): the code's, if not None (the keeper's is unchanged)
-        files (dict): output, status (paths), lifeline (listening fd,
-            connected fd: both passed to the keeper), orphan_secs; None: the
-            code inherits the keeper's stdout and stderr, and the keeper
-            dies with nothing but a signal
+        files (dict): output, status, adopt (paths: `agent.runtable`),
+            agent_pid, orphan_secs; None: the code inherits the keeper's
+            stdout and stderr, and the keeper dies with nothing but a signal
     """
     rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
     rv += ["--grace-secs", repr(float(grace_secs))]
@@ -94,7 +86,7 @@ def argv(command, grace_secs, oom_score_adj=None, files=None):
         rv += ["--oom-score-adj", str(int(oom_score_adj))]
     if files:
         rv += ["--output", str(files["output"]), "--status", str(files["status"])]
-        rv += ["--lifeline", ",".join(str(int(x)) for x in files["lifeline"])]
+        rv += ["--adopt", str(files["adopt"]), "--agent-pid", str(files["agent_pid"])]
         rv += ["--orphan-secs", repr(float(files["orphan_secs"]))]
     return [*rv, "--", *command]
 
@@ -241,64 +233,69 @@ def main(args=None):
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     # like the agent: the code (same uid) can neither read nor ptrace its parent
     _prctl(_PR_SET_DUMPABLE, 0)
-    io = _Files(a) if a.output else None
+    out = _Output(a.output) if a.output else None
     try:
         c = subprocess.Popen(
             a.command,
             close_fds=True,
             preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj),
-            **(io.popen_args() if io else {}),
+            **(out.popen_args() if out else {}),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         _say(f"cannot start {a.command[0]}: {e}", prefix=False)
-        if io:
-            io.end(CANNOT_START)
+        if out:
+            out.files(a).end(CANNOT_START, GONE_SLACK_SECS)
         return CANNOT_START
     # the keeper reaps every child itself: Popen must never wait for this one
     c.returncode = 0
-    if io:
-        # after the fork: no thread may hold a lock in the child
-        io.start()
+    # after the fork (no thread may hold a lock in the child), and after the
+    # code's start, which need not wait for what they import
+    io = out.files(a) if out else None
     s = Keeper(c.pid, a.grace_secs).run()
     if io:
-        io.end(os.waitstatus_to_exitcode(s))
+        io.end(os.waitstatus_to_exitcode(s), GONE_SLACK_SECS)
     return _exit_as(s)
 
 
-class _Files:
-    """The keeper's output file, lifeline and status (``--output``; `agent.keeper_io`)."""
+class _Output:
+    """The code's stdout and stderr as pipes into the keeper (``--output``).
 
-    def __init__(self, a):
-        self._a = a
-        self._out = os.open(a.output, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        r1, self._w1 = os.pipe()
-        r2, w2 = os.pipe()
-        # our own messages (and tracebacks) go with the code's stderr
-        os.dup2(w2, 2)
-        os.close(w2)
-        self._copier = keeper_io.Copier({r1: 1, r2: 2}, self._out)
-        lf, cf = (int(x) for x in a.lifeline.split(","))
-        self._lifeline = keeper_io.Lifeline(
-            lf, cf, a.orphan_secs, lambda: os.kill(os.getpid(), KILL_SIGNAL)
-        )
+    Made before the code starts, with nothing but `os`; `files` then hands
+    them to `agent.keeper_io` (its threads copy them to the output file).
+    The keeper's own fd 2 becomes the stderr pipe too: its messages go with
+    the code's stderr.
+    """
+
+    def __init__(self, path):
+        self.out_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.stdout_r, self._stdout_w = os.pipe()
+        self.stderr_r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
 
     def popen_args(self):
-        # fd 2 is the stderr pipe already
-        return {"stdin": subprocess.DEVNULL, "stdout": self._w1}
+        return {"stdin": subprocess.DEVNULL, "stdout": self._stdout_w}
 
-    def start(self):
-        os.close(self._w1)
-        self._copier.start()
-        self._lifeline.start()
-
-    def end(self, returncode):
-        """The tree is gone: the rest of the output, then the status."""
-        if not self._copier.is_alive():
-            # the code never started: copy what was said about it
-            os.close(self._w1)
-            self._copier.start()
-        self._copier.finish(GONE_SLACK_SECS)
-        keeper_io.write_status(self._a.status, returncode, self._lifeline.orphaned)
+    def files(self, a):
+        """The keeper's files and lifeline, started (`keeper_io.KeeperFiles`)."""
+        os.close(self._stdout_w)
+        try:
+            from agent import keeper_io
+        except ImportError:
+            # started by file path (python -I -S): this agent's own copy
+            sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+            import keeper_io
+        rv = keeper_io.KeeperFiles(
+            self.out_fd,
+            {self.stdout_r: 1, self.stderr_r: 2},
+            a.status,
+            a.agent_pid,
+            a.adopt,
+            a.orphan_secs,
+            lambda: os.kill(os.getpid(), KILL_SIGNAL),
+        )
+        rv.start()
+        return rv
 
 
 def _code_preexec(keeper_pid, oom_score_adj):
@@ -355,7 +352,8 @@ def _parse(args):
     p.add_argument("--oom-score-adj", type=int, default=None)
     p.add_argument("--output", help="the code's output, as records (agent.keeper_io)")
     p.add_argument("--status", help="with --output: the keeper's last word")
-    p.add_argument("--lifeline", help="with --output: listening fd,agent's fd")
+    p.add_argument("--adopt", help="with --output: the adoption FIFO")
+    p.add_argument("--agent-pid", type=int, help="with --output: the agent")
     p.add_argument("--orphan-secs", type=float, default=0.0)
     p.add_argument("command", nargs="+")
     return p.parse_args(args)

@@ -9,23 +9,23 @@
   (a successor, after a crash) rebuilds the same log and frames at the
   same offsets. The file is the agent's, outside the run directory: a
   sandboxed code can neither see nor replace it.
-- `Lifeline`: the keeper's unix socket. Its current agent holds a
-  connection to it; the end of that connection is the agent's end. The
-  keeper then waits ``orphan_secs`` for a successor to connect (a new agent
-  that found the run in its run table) and, if none does, ends the tree as
-  if told to by `KILL_SIGNAL` and says so in its status.
+- `Lifeline`: the keeper watches its current agent's process (a pidfd).
+  When it ends, the keeper waits ``orphan_secs`` for a successor (a new
+  agent that found the run in its run table) to adopt it through its
+  adoption FIFO and, if none does, ends the tree as if told to by
+  `KILL_SIGNAL` and says so in its status.
 - `write_status`: the keeper's last word (the code's return code, and
   whether it was orphaned), replaced atomically once the tree is gone, so
   an agent that is not the keeper's parent knows how the run ended.
 
-Stdlib only, and no import of the `agent` package: the keeper loads it by
-path (``python -I -S``). `Decoder` and `read_status` are the agent's side.
+`KeeperFiles` puts the three around the keeper's code; the keeper imports
+this module only once its code has started. Stdlib only, and no
+import of the `agent` package: the keeper loads it by path (``python -I
+-S``). `Decoder` is the agent's side (with `agent.keeping.read_status`).
 """
 
-import json
 import os
 import select
-import socket
 import struct
 import threading
 import time
@@ -143,66 +143,105 @@ class Copier(threading.Thread):
 class Lifeline(threading.Thread):
     """The keeper's link to its agent; `on_orphaned` when none is left long enough.
 
+    The agent is a pidfd (readable once it has ended). A new agent adopts
+    the keeper by writing its pid to the adoption FIFO (in the agent's
+    run table, mode 0600: only the agent's user can), which the keeper
+    holds open for reading and writing, so it never sees an end of it.
+
     Args:
-        listen_fd (int): a listening unix socket (successors connect to it)
-        conn_fd (int): the connection of the agent that started the keeper
+        agent_pid (int): the agent that started the keeper (its parent)
+        adopt_path (str): the adoption FIFO
         orphan_secs (float): how long without an agent before `on_orphaned`
         on_orphaned (callable): called once, from this thread
     """
 
-    def __init__(self, listen_fd, conn_fd, orphan_secs, on_orphaned):
+    def __init__(self, agent_pid, adopt_path, orphan_secs, on_orphaned):
         super().__init__(name="lifeline", daemon=True)
-        self._listen = socket.socket(fileno=listen_fd)
-        self._conn = socket.socket(fileno=conn_fd)
+        self._fifo = os.open(adopt_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._agent = _pidfd(agent_pid)
+        if self._agent is not None and os.getppid() != agent_pid:
+            # it died before we looked: the pid is not our agent's
+            os.close(self._agent)
+            self._agent = None
         self.orphan_secs = orphan_secs
         self._on_orphaned = on_orphaned
         self.orphaned = False
 
     def run(self):
-        since = None
+        since = None if self._agent is not None else time.monotonic()
         while True:
             p = select.poll()
-            p.register(self._listen, select.POLLIN)
-            if self._conn is not None:
-                p.register(self._conn, select.POLLIN)
-                t = None
+            p.register(self._fifo, select.POLLIN)
+            t = None
+            if self._agent is not None:
+                p.register(self._agent, select.POLLIN)
             else:
                 t = max(0.0, since + self.orphan_secs - time.monotonic()) * 1000
             ev = p.poll(t)
-            if not ev and self._conn is None:
+            if not ev and self._agent is None:
                 self.orphaned = True
-                # a successor that comes now finds the run ending (its status)
-                self._listen.close()
+                # a new agent that comes now cannot adopt: it sees the end
+                os.close(self._fifo)
                 self._on_orphaned()
                 return
             for fd, _ in ev:
-                if self._conn is not None and fd == self._conn.fileno():
-                    if not self._heard():
-                        self._conn.close()
-                        self._conn = None
-                        since = time.monotonic()
-                elif fd == self._listen.fileno():
-                    self._adopted()
-                    since = None
+                if fd == self._agent:
+                    os.close(self._agent)
+                    self._agent = None
+                    since = time.monotonic()
+                elif fd == self._fifo:
+                    a = _pidfd(_last_pid(self._fifo))
+                    if a is not None:
+                        if self._agent is not None:
+                            # the newest agent is the one that counts
+                            os.close(self._agent)
+                        self._agent = a
+                        since = None
 
-    def _heard(self):
-        """False once the agent's end is closed (it died or let go)."""
-        try:
-            return bool(self._conn.recv(64))
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
 
-    def _adopted(self):
-        try:
-            c, _ = self._listen.accept()
-        except OSError:
-            return
-        if self._conn is not None:
-            # the newest agent is the one that counts
-            self._conn.close()
-        self._conn = c
+def _last_pid(fd):
+    try:
+        b = os.read(fd, 4096)
+    except BlockingIOError:
+        return None
+    x = b.split()
+    return int(x[-1]) if x and x[-1].isdigit() else None
+
+
+def _pidfd(pid):
+    if not pid:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+class KeeperFiles:
+    """The keeper's side: the copy of the output, the lifeline, the status.
+
+    Args:
+        out_fd (int): the output file, open for appending
+        pipes (dict): read fd -> stream (1, 2): the code's stdout and stderr
+        status (str): where `end` writes the status
+        agent_pid, adopt_path, orphan_secs, on_orphaned: see `Lifeline`
+    """
+
+    def __init__(
+        self, out_fd, pipes, status, agent_pid, adopt_path, orphan_secs, on_orphaned
+    ):
+        self._status = status
+        self._copier = Copier(pipes, out_fd)
+        self._lifeline = Lifeline(agent_pid, adopt_path, orphan_secs, on_orphaned)
+
+    def start(self):
+        self._copier.start()
+        self._lifeline.start()
+
+    def end(self, returncode, timeout_secs):
+        """The rest of the output (waiting at most `timeout_secs`), then the status."""
+        self._copier.finish(timeout_secs)
+        write_status(self._status, returncode, self._lifeline.orphaned)
 
 
 def write_status(path, returncode, orphaned):
@@ -214,17 +253,8 @@ def write_status(path, returncode, orphaned):
     """
     t = f"{path}.tmp"
     with open(t, "w") as f:
-        json.dump({"returncode": returncode, "orphaned": orphaned}, f)
+        # JSON, without importing json (the keeper's start is on the hot path)
+        f.write(
+            f'{{"returncode": {int(returncode)}, "orphaned": {str(bool(orphaned)).lower()}}}'
+        )
     os.replace(t, path)
-
-
-def read_status(path):
-    """The keeper's status, or None if it wrote none (it is running, or was killed)."""
-    try:
-        with open(path) as f:
-            s = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(s, dict) or not isinstance(s.get("returncode"), int):
-        return None
-    return s

@@ -3,14 +3,14 @@
 `Keeping` is what `agent.pool` holds per run, whether it started the keeper
 or re-attached it after an agent before it died: the run's entry in the run
 table (`agent.runtable`), its output file followed (`agent.follow`) and
-decoded (`agent.keeper_io`) into the run's `agent.run.Output`, the lifeline
-connection the agent holds (the keeper's sign that it has an agent), and
+decoded (`agent.keeper_io`) into the run's `agent.run.Output`, and
 `exited`, resolved when the keeper process has ended: through asyncio's
 child watcher for the agent's own child (`KeeperExit`), through a pidfd
 for a keeper it re-attached.
 """
 
 import asyncio
+import json
 import os
 
 from agent import follow, keeper_io
@@ -33,8 +33,6 @@ class Keeping:
         self.exited = asyncio.get_running_loop().create_future()
         #: the keeper was gone before we could watch it (re-attached too late)
         self.gone_at_start = False
-        #: the lifeline (a socket); closed by `close`
-        self.conn = None
         self._run = run
         self._decoder = keeper_io.Decoder()
         self._follower = follow.Follower(
@@ -62,15 +60,12 @@ class Keeping:
         self.out.flush()
 
     def status(self):
-        """The keeper's last word (`keeper_io.read_status`), or None."""
-        return keeper_io.read_status(self.files.status)
+        """The keeper's last word (`read_status`), or None."""
+        return read_status(self.files.status)
 
     def close(self):
         """Idempotent."""
         self._follower.close()
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
         if self._pidfd is not None:
             asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
@@ -103,3 +98,18 @@ class KeeperExit(asyncio.SubprocessProtocol):
         f = self._keeping.exited
         if not f.done():
             f.set_result(self._transport.get_returncode())
+
+
+def read_status(path):
+    """The status a keeper wrote (`keeper_io.write_status`), or None.
+
+    None: it wrote none (it is running, or it was killed).
+    """
+    try:
+        with open(path) as f:
+            s = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(s, dict) or not isinstance(s.get("returncode"), int):
+        return None
+    return s

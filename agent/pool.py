@@ -29,7 +29,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -121,7 +120,8 @@ class Pool(records.Records):
                 k.exited.set_result(None)
             else:
                 k.watch_pid(fd)
-                k.conn = runtable.connect(f.lifeline)
+                # one that does not take it is ending by itself (orphaned)
+                runtable.adopt(f.adopt)
             if e.get("owner") != self.owner:
                 self.table.save(i, dict(e, owner=self.owner))
             log("reattach", run_id=i, keeper_pid=pid, alive=fd is not None)
@@ -178,12 +178,9 @@ class Pool(records.Records):
         oom_kills = limits.oom_kills()
         try:
             k = keeping.Keeping(run, self.table.create(run.run_id), self._inotify)
-            listen = runtable.listen(k.files.lifeline)
         except (OSError, ValueError) as e:
             self._finish(run, "error", None, f"cannot record the run: {e}")
             return
-        mine, theirs = socket.socketpair()
-        fds = (listen.fileno(), theirs.fileno())
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: keeping.KeeperExit(k),
@@ -195,7 +192,8 @@ class Pool(records.Records):
                     dict(
                         output=k.files.output,
                         status=k.files.status,
-                        lifeline=fds,
+                        adopt=k.files.adopt,
+                        agent_pid=os.getpid(),
                         orphan_secs=self.orphan_secs,
                     ),
                 ),
@@ -206,18 +204,12 @@ class Pool(records.Records):
                 cwd=run.dir,
                 env=self.sandbox.environ(_environ(run.cores)),
                 start_new_session=True,
-                pass_fds=fds,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
-            mine.close()
             k.close()
             self.table.remove(run.run_id)
             self._finish(run, "error", None, f"cannot start {run.argv[0]}: {e}")
             return
-        finally:
-            listen.close()
-            theirs.close()
-        k.conn = mine
         run.pid = transport.get_pid()
         run.state = "running"
         k.follow()

@@ -11,11 +11,10 @@ it, a user's file ops cannot reach it), one directory per run under
 - ``output``: the code's stdout and stderr, as its keeper writes them
   (`agent.keeper_io` records)
 - ``status``: the keeper's last word, once the run's tree is gone
-- ``lifeline``: the keeper's unix socket; its agent holds a connection
+- ``adopt``: the keeper's adoption FIFO (`agent.keeper_io.Lifeline`)
 
 A new agent loads the table (`load`), checks each keeper (`open_keeper`),
-connects to its lifeline (`connect`) and reads its output again from the
-start. `end_keepers` is for a driver whose agent is gone for good: it ends
+adopts it (`adopt`) and reads its output again from the start. `end_keepers` is for a driver whose agent is gone for good: it ends
 the runs that agent left. Blocking, small, no event loop.
 """
 
@@ -25,14 +24,13 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 
 from agent.log import log
 
 ENTRY_FILE = "run.json"
 OUTPUT_FILE = "output"
 STATUS_FILE = "status"
-LIFELINE_FILE = "lifeline"
+ADOPT_FILE = "adopt"
 
 #: the keeper's "kill everything now" (`agent.keeper.KILL_SIGNAL`)
 _KILL_SIGNAL = signal.SIGUSR1
@@ -49,7 +47,7 @@ class Files:
         self.entry = self.dir / ENTRY_FILE
         self.output = self.dir / OUTPUT_FILE
         self.status = self.dir / STATUS_FILE
-        self.lifeline = self.dir / LIFELINE_FILE
+        self.adopt = self.dir / ADOPT_FILE
 
 
 class RunTable:
@@ -70,12 +68,16 @@ class RunTable:
         return Files(self.dir / run_id)
 
     def create(self, run_id):
-        """A fresh entry directory with an empty output file (what was there is removed)."""
+        """A fresh entry directory: an empty output file, the adoption FIFO.
+
+        What was there is removed.
+        """
         f = self.files(run_id)
         if f.dir.exists():
             shutil.rmtree(f.dir)
         f.dir.mkdir(mode=0o700)
         os.close(os.open(f.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.mkfifo(f.adopt, 0o600)
         return f
 
     def save(self, run_id, entry):
@@ -156,42 +158,24 @@ def open_keeper(pid, ticks):
     return fd
 
 
-def _short(path):
-    """(dir fd, a path to `path` shorter than a unix socket's limit)."""
-    d = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return d, f"/proc/self/fd/{d}/{os.path.basename(path)}"
+def adopt(path):
+    """Tell the keeper of adoption FIFO `path` that we are its agent now.
 
-
-def listen(path):
-    """A unix socket listening at `path` (a keeper's lifeline, for its successors)."""
-    d, p = _short(os.fspath(path))
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    Returns:
+        bool: False if no keeper holds it (it has ended, or is ending)
+    """
     try:
-        s.bind(p)
-        s.listen(4)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        s.close()
-        raise
+        # ENXIO: no reader, the keeper let go of it
+        return False
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return True
+    except OSError:
+        return False
     finally:
-        os.close(d)
-    return s
-
-
-def connect(path):
-    """A connection to the lifeline at `path`, or None if no keeper listens there."""
-    try:
-        d, p = _short(os.fspath(path))
-    except OSError:
-        return None
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(p)
-    except OSError:
-        s.close()
-        return None
-    finally:
-        os.close(d)
-    return s
+        os.close(fd)
 
 
 def end_keepers(work_dir, owner):

@@ -9,13 +9,12 @@ orphaned, it ends the tree; adopted by a new connection, it goes on.
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from agent import follow, keeper, keeper_io, runtable
+from agent import follow, keeper, keeper_io, keeping, runtable
 from conftest import procs_under
 
 pytestmark = pytest.mark.timeout(30)
@@ -173,26 +172,33 @@ _SLEEPER = [
     "import time; print('up', flush=True); time.sleep(60)",
 ]
 
+#: an agent that only starts a keeper (its pid for ``{agent_pid}``) and
+#: waits until it is killed
+_AGENT = """
+import os, subprocess, sys
+a = [x.replace("{agent_pid}", str(os.getpid())) for x in sys.argv[1:]]
+print(subprocess.Popen(a, start_new_session=True).pid, flush=True)
+sys.stdin.read()
+"""
 
-def _keeper_with_files(tmp_path, orphan_secs):
-    """A keeper with files and a lifeline; returns (process, our end, files)."""
-    t = runtable.RunTable(tmp_path / "work")
-    f = t.create("k1")
-    listen = runtable.listen(f.lifeline)
-    mine, theirs = socket.socketpair()
-    fds = (listen.fileno(), theirs.fileno())
+
+def _keeper_of_an_agent(tmp_path, orphan_secs):
+    """A keeper with files, started by an agent of its own; (agent, keeper pid, files)."""
+    f = runtable.RunTable(tmp_path / "work").create("k1")
     files = dict(
-        output=f.output, status=f.status, lifeline=fds, orphan_secs=orphan_secs
+        output=f.output,
+        status=f.status,
+        adopt=f.adopt,
+        agent_pid="{agent_pid}",
+        orphan_secs=orphan_secs,
     )
-    k = subprocess.Popen(
-        keeper.argv(_SLEEPER, 0.5, files=files),
+    a = subprocess.Popen(
+        [sys.executable, "-c", _AGENT, *keeper.argv(_SLEEPER, 0.5, files=files)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         cwd=tmp_path,
-        pass_fds=fds,
-        start_new_session=True,
     )
-    listen.close()
-    theirs.close()
-    return k, mine, f
+    return a, int(a.stdout.readline()), f
 
 
 async def _output(f, text):
@@ -204,40 +210,62 @@ async def _output(f, text):
             await asyncio.sleep(0.02)
 
 
+async def _gone(pid):
+    async with asyncio.timeout(10):
+        while _alive(pid):
+            await asyncio.sleep(0.02)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as x:
+            return x.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _kill(agent):
+    agent.kill()
+    agent.wait()
+    agent.stdin.close()
+    agent.stdout.close()
+
+
 async def test_a_keeper_whose_agent_is_gone_ends_its_tree_after_the_window(tmp_path):
-    k, mine, f = _keeper_with_files(tmp_path, orphan_secs=0.3)
+    a, k, f = _keeper_of_an_agent(tmp_path, orphan_secs=0.3)
     try:
         await _output(f, b"up\n")
-        mine.close()
-        assert await asyncio.to_thread(k.wait, 10) == -signal.SIGKILL
-        assert keeper_io.read_status(f.status) == {"returncode": -9, "orphaned": True}
+        _kill(a)
+        await _gone(k)
+        assert keeping.read_status(f.status) == {"returncode": -9, "orphaned": True}
         assert not procs_under(tmp_path)
+        # too late to adopt it
+        assert not runtable.adopt(f.adopt)
     finally:
-        k.kill()
-        k.wait()
+        _kill(a)
+        if _alive(k):
+            os.kill(k, signal.SIGKILL)
 
 
 async def test_a_keeper_adopted_by_a_new_agent_goes_on(tmp_path):
-    k, mine, f = _keeper_with_files(tmp_path, orphan_secs=0.5)
+    a, k, f = _keeper_of_an_agent(tmp_path, orphan_secs=0.5)
     try:
         await _output(f, b"up\n")
-        mine.close()
-        c = runtable.connect(f.lifeline)
-        assert c is not None
+        _kill(a)
+        # this process is its agent now
+        assert runtable.adopt(f.adopt)
         # well past the window: adopted, it is still going
         await asyncio.sleep(1.5)
-        assert k.poll() is None
-        fd = runtable.open_keeper(k.pid, runtable.start_ticks(k.pid))
-        assert fd is not None
-        os.close(fd)
+        assert _alive(k) and keeping.read_status(f.status) is None
         # a stop is still the pool's to give
-        k.send_signal(keeper.STOP_SIGNAL)
-        assert await asyncio.to_thread(k.wait, 10) == -signal.SIGTERM
-        assert keeper_io.read_status(f.status) == {"returncode": -15, "orphaned": False}
-        c.close()
+        os.kill(k, keeper.STOP_SIGNAL)
+        await _gone(k)
+        assert keeping.read_status(f.status) == {"returncode": -15, "orphaned": False}
+        assert not procs_under(tmp_path)
     finally:
-        k.kill()
-        k.wait()
+        _kill(a)
+        if _alive(k):
+            os.kill(k, signal.SIGKILL)
 
 
 def test_a_reused_pid_is_not_the_keeper(tmp_path):
