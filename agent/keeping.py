@@ -1,4 +1,4 @@
-"""A local run's keeper as its agent sees it: files, output, lifeline, end.
+"""A local run's keeper as its agent sees it: its files, its output, its end.
 
 `Keeping` is what `agent.pool` holds per run, whether it started the keeper
 or re-attached it after an agent before it died: the run's entry in the run
