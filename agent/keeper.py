@@ -36,6 +36,7 @@ has no PYTHONPATH, and the keeper must be this agent's own copy.
 
 import argparse
 import ctypes
+import importlib.util
 import os
 import resource
 import signal
@@ -279,13 +280,7 @@ class _Output:
     def files(self, a):
         """The keeper's files and lifeline, started (`keeper_io.KeeperFiles`)."""
         os.close(self._stdout_w)
-        try:
-            from agent import keeper_io
-        except ImportError:
-            # started by file path (python -I -S): this agent's own copy
-            sys.path.append(os.path.dirname(os.path.abspath(__file__)))
-            import keeper_io
-        rv = keeper_io.KeeperFiles(
+        rv = _keeper_io().KeeperFiles(
             self.out_fd,
             {self.stdout_r: 1, self.stderr_r: 2},
             a.status,
@@ -296,6 +291,15 @@ class _Output:
         )
         rv.start()
         return rv
+
+
+def _keeper_io():
+    """`agent.keeper_io`, loaded by path (no `agent` on sys.path here)."""
+    n = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeper_io.py")
+    spec = importlib.util.spec_from_file_location("simvisor_keeper_io", n)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m
 
 
 def _code_preexec(keeper_pid, oom_score_adj):

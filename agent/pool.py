@@ -103,7 +103,7 @@ class Pool(records.Records):
         for i, f, e in self.table.load():
             try:
                 r = Run(dict(e["op"], inputs={}), self._emit)
-                pid, ticks = e["keeper_pid"], e["keeper_start"]
+                pid, ticks = int(e["keeper_pid"]), int(e["keeper_start"])
                 float(e["started_at"])
             except (KeyError, TypeError, ValueError) as x:
                 log("reattach_failed", run_id=i, error=stack(x))
