@@ -30,6 +30,12 @@ READ_BYTES = 4 * 1024 * 1024
 #: the poll's delay when there is no inotify: first, then doubling to the max
 POLL_SECS = (0.01, 1.0)
 
+#: with ``release``, the space of what was read is given back in pieces of this
+RELEASE_BYTES = 1024 * 1024
+
+_FALLOC_FL_KEEP_SIZE = 1
+_FALLOC_FL_PUNCH_HOLE = 2
+
 _IN_MODIFY = 0x002
 _IN_MOVED_FROM = 0x040
 _IN_MOVED_TO = 0x080
@@ -97,6 +103,13 @@ def _load_libc():
 
 # loaded once: every Inotify uses it
 _libc = _load_libc()
+if _libc is not None:
+    _libc.fallocate.argtypes = (
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+    )
 
 
 class Inotify:
@@ -199,10 +212,19 @@ class Follower:
         on_truncated (callable): ``on_truncated()`` before reading a
             truncated file again from its start
         read_bytes (int): most bytes per step
+        release (bool): give the disk space of what was read back (the
+            file keeps its size and offsets): for a file only we read,
+            that nobody reads again
     """
 
     def __init__(
-        self, path, on_data, inotify=None, on_truncated=None, read_bytes=READ_BYTES
+        self,
+        path,
+        on_data,
+        inotify=None,
+        on_truncated=None,
+        read_bytes=READ_BYTES,
+        release=False,
     ):
         self.path = os.fspath(path)
         self.offset = 0
@@ -216,6 +238,9 @@ class Follower:
         self._timer = None
         self._poll_secs = POLL_SECS[0]
         self._closed = False
+        self._release = release and _libc is not None
+        #: the file's space before this offset was given back
+        self._released = 0
 
     def start(self):
         """Watch first, then read what is there: nothing appended in between is missed."""
@@ -287,20 +312,33 @@ class Follower:
         if b:
             self.offset += len(b)
             self._on_data(b)
+            if self._release and self.offset - self._released >= RELEASE_BYTES:
+                self._give_back()
         elif self._watch is None and self._replaced():
             # polling: a rotation shows only as another file under the name
             self._close_fd()
         return len(b)
 
+    def _give_back(self):
+        n = self.offset - self.offset % RELEASE_BYTES
+        m = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        if _libc.fallocate(self._fd, m, self._released, n - self._released) != 0:
+            # not on this filesystem: keep it all
+            self._release = False
+        self._released = n
+
     def _open(self):
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            # punching holes needs a file open for writing
+            m = os.O_RDWR if self._release else os.O_RDONLY
+            self._fd = os.open(self.path, m | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
         except OSError as e:
             log("follow_open_failed", path=self.path, error=str(e))
             return False
         self.offset = 0
+        self._released = 0
         return True
 
     def _replaced(self):

@@ -24,9 +24,11 @@ class Keeping:
         run (agent.run.Run): its output goes there
         files (agent.runtable.Files): the run's entry
         inotify (agent.follow.Inotify): events for the follower, or None
+        release (bool): no agent will read the output again (a temporary
+            run table): its disk space is given back as it is read
     """
 
-    def __init__(self, run, files, inotify):
+    def __init__(self, run, files, inotify, release=False):
         self.files = files
         self.out = Output(run)
         #: resolved with the keeper's return code (None: not our child)
@@ -36,7 +38,11 @@ class Keeping:
         self._run = run
         self._decoder = keeper_io.Decoder()
         self._follower = follow.Follower(
-            files.output, self._data, inotify, on_truncated=self._decoder.reset
+            files.output,
+            self._data,
+            inotify,
+            on_truncated=self._decoder.reset,
+            release=release,
         )
         self._pidfd = None
 

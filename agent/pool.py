@@ -177,7 +177,14 @@ class Pool(records.Records):
         loop = asyncio.get_running_loop()
         oom_kills = limits.oom_kills()
         try:
-            k = keeping.Keeping(run, self.table.create(run.run_id), self._inotify)
+            k = keeping.Keeping(
+                run,
+                self.table.create(run.run_id),
+                self._inotify,
+                # no successor reads a temporary table (a container's small
+                # /tmp): what was read gives its space back
+                release=self._temp_dir is not None,
+            )
         except (OSError, ValueError) as e:
             self._finish(run, "error", None, f"cannot record the run: {e}")
             return

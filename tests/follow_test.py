@@ -164,6 +164,28 @@ async def test_a_big_file_comes_in_bounded_steps(follower, tmp_path):
     assert seen == [4096]
 
 
+async def test_release_gives_back_what_was_read(tmp_path):
+    i = follow.Inotify.open()
+    p = tmp_path / "out"
+    g = _Got()
+    f = follow.Follower(p, g, i, release=True)
+    try:
+        f.start()
+        b = os.urandom(3 * follow.RELEASE_BYTES + 100)
+        for n in range(0, len(b), 256 * 1024):
+            _append(p, b[n : n + 256 * 1024])
+        await g.until(b)
+        st = p.stat()
+        # the size and offsets stay; the space of what was read is free
+        assert st.st_size == len(b) and f.offset == len(b)
+        assert st.st_blocks * 512 <= follow.RELEASE_BYTES + 64 * 1024
+        _append(p, b"more\n")
+        await g.until(b + b"more\n")
+    finally:
+        f.close()
+        i.close()
+
+
 # --- the keeper's lifeline ------------------------------------------------------
 
 _SLEEPER = [
