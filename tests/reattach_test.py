@@ -67,7 +67,8 @@ def _kill_agent_under_children(server, sim_id):
 def test_agent_sigkilled_under_a_forker_run_is_reattached(server_factory):
     # long graces: the run completing proves the new agent, not a timer
     server = server_factory(lost_grace_secs=300, local_orphan_secs=60)
-    s = server.create("admin", "forker", children=3, secs=8)
+    # long enough for the new agent to come while the run goes on
+    s = server.create("admin", "forker", children=3, secs=12)
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "running")
     old, pids, d = _kill_agent_under_children(server, s["id"])
