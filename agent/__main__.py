@@ -3,9 +3,11 @@
 The secret is one line on stdin (never argv or the environment, so ``ps``
 and ``/proc/<pid>/environ`` do not show it); stdin is then closed.
 
-With ``--slurm`` the agent runs simulations as Slurm jobs (`agent.slurm`)
-and holds a lock in its ``--work-dir``: a new agent there stops the old one
-(SIGTERM: it leaves its jobs running) and re-attaches its jobs. With
+With ``--slurm`` the agent runs simulations as Slurm jobs (`agent.slurm`).
+With a ``--work-dir`` (always with ``--slurm``) it holds a lock there: a new
+agent there stops the old one (SIGTERM: a Slurm agent leaves its jobs
+running) and re-attaches the runs its table holds (Slurm jobs, or local
+runs whose agent died: see `agent.runtable`). With
 ``--daemon`` (how the sbatch driver starts it over SSH) it detaches into its
 own session once it holds the lock, prints ``started pid=N`` and the parent
 exits, so the SSH session can end.
@@ -93,7 +95,14 @@ def parse_args(argv=None):
         help="run simulations as Slurm jobs (sbatch, squeue, sacct, scancel)",
     )
     p.add_argument(
-        "--work-dir", help="--slurm: the job table, lock and log (default: run root)"
+        "--work-dir",
+        help="the run (or job) table and lock, outside the run root (--slurm: default run root)",
+    )
+    p.add_argument(
+        "--orphan-secs",
+        type=float,
+        default=0.0,
+        help="with --work-dir: how long a local run whose agent died waits for a new agent",
     )
     p.add_argument(
         "--daemon",
@@ -237,7 +246,7 @@ def main():
             # a daemon keeps its cwd, but relative paths are fixed now
             setattr(a, n, os.path.abspath(os.path.expanduser(getattr(a, n))))
     done = _daemon(a.log_file) if a.daemon else None
-    if a.slurm:
+    if a.work_dir:
         try:
             lock = _lock(a.work_dir)
         except (OSError, RuntimeError) as e:

@@ -87,6 +87,9 @@ class Client:
                 oom_score_adj=getattr(args, "sim_oom_score_adj", None),
                 sandbox=sandbox,
                 cgroups=cgroups,
+                work_dir=getattr(args, "work_dir", None),
+                owner=args.agent_id,
+                orphan_secs=getattr(args, "orphan_secs", 0.0),
             )
         u = getattr(args, "unix_socket", None)
         #: a network-less container reaches the supervisor through a socket file
@@ -103,6 +106,8 @@ class Client:
         #: set once every run has ended after a stop
         self._stop = asyncio.Event()
         self._last_contact_secs = time.monotonic()
+        # before the first hello: it names them, with what they hold
+        self.pool.reattach()
 
     async def run(self):
         """Connect, serve, reconnect until stopped or given up.

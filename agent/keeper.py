@@ -10,9 +10,7 @@ view. It forks the code, reaps every child, and ends what is left of the tree
 - when the code exits by itself: SIGKILL at once (no child outlives its run);
 - on `STOP_SIGNAL` (SIGTERM, the pool's cancel or time out): SIGTERM to every
   descendant, SIGKILL after ``--grace-secs``;
-- on `KILL_SIGNAL` (SIGUSR1): SIGKILL at once. The pool sets it as the
-  keeper's parent-death signal, so an agent that dies, even by SIGKILL,
-  takes its runs' whole trees with it.
+- on `KILL_SIGNAL` (SIGUSR1): SIGKILL at once (the agent is shutting down).
 
 Where the host allows it (`agent.cgroup`), the pool gives the keeper the
 run's cgroup (``--cgroup DIR``, one per hierarchy): the code enters it before
@@ -27,10 +25,18 @@ signal), so the pool reports the code's own status. It writes nothing to the
 run's output except when the code cannot be started (``cannot start ...``,
 exit code `CANNOT_START`) or a process would not die.
 
+With ``--output`` (how the pool starts it) the keeper does not depend on its
+agent (`agent.keeper_io`): the code's stdout and stderr go through it to the
+output file, it watches its agent (``--agent-pid``) and takes a new one
+through ``--adopt``, and at the end it writes ``--status``. An agent that dies, even by SIGKILL,
+leaves its runs going: a successor re-attaches them from its run table
+(`agent.runtable`). If none adopts it within ``--orphan-secs``, the keeper
+ends the tree as on `KILL_SIGNAL` and its status says it was orphaned.
+
 Why a keeper per run, not the agent as subreaper: a SIGKILLed agent cannot
-clean up, and its orphans would go to init; the keeper survives its agent
-long enough to kill the tree. The code is the OOM killer's first choice
-(``--oom-score-adj``), not the keeper, which keeps the agent's score.
+clean up, and its orphans would go to init; the keeper outlives its agent
+and ends the tree if no agent comes back. The code is the OOM killer's first
+choice (``--oom-score-adj``), not the keeper, which keeps the agent's score.
 
 Stdlib only and started by file path (``python -I -S``): a run's environment
 has no PYTHONPATH, and the keeper must be this agent's own copy.
@@ -49,7 +55,7 @@ import time
 #: the pool's "stop with the grace" (cancel, time out)
 STOP_SIGNAL = signal.SIGTERM
 
-#: the pool's "kill everything now" (the agent is shutting down or died)
+#: the pool's "kill everything now" (the agent is shutting down)
 KILL_SIGNAL = signal.SIGUSR1
 
 #: exit code when the code cannot be executed (as a shell's)
@@ -72,7 +78,7 @@ _POLL_FIRST_SECS = 0.005
 _POLL_MAX_SECS = 0.1
 
 
-def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=()):
+def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=(), files=None):
     """The keeper's command line that runs `command` under it.
 
     Args:
@@ -80,6 +86,9 @@ def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=()):
         grace_secs (float): SIGTERM to SIGKILL on `STOP_SIGNAL`
         oom_score_adj (int): the code's, if not None (the keeper's is unchanged)
         cgroup_dirs (list): the run's cgroup (`agent.cgroup_run.RunCgroup.dirs`)
+        files (dict): output, status, adopt (paths: `agent.runtable`),
+            agent_pid, orphan_secs; None: the code inherits the keeper's
+            stdout and stderr, and the keeper dies with nothing but a signal
     """
     rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
     rv += ["--grace-secs", repr(float(grace_secs))]
@@ -87,6 +96,10 @@ def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=()):
         rv += ["--oom-score-adj", str(int(oom_score_adj))]
     for d in cgroup_dirs:
         rv += ["--cgroup", d]
+    if files:
+        rv += ["--output", str(files["output"]), "--status", str(files["status"])]
+        rv += ["--adopt", str(files["adopt"]), "--agent-pid", str(files["agent_pid"])]
+        rv += ["--orphan-secs", repr(float(files["orphan_secs"]))]
     return [*rv, "--", *command]
 
 
@@ -267,23 +280,77 @@ def main(args=None):
     cg = _run_cgroup(a.cgroup) if a.cgroup else None
     if cg is not None:
         cg.watch()
+    out = _Output(a.output) if a.output else None
     try:
         c = subprocess.Popen(
             a.command,
             close_fds=True,
             preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj, cg),
+            **(out.popen_args() if out else {}),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         _say(f"cannot start {a.command[0]}: {e}", prefix=False)
+        if out:
+            out.files(a).end(CANNOT_START, GONE_SLACK_SECS)
         return CANNOT_START
     # the keeper reaps every child itself: Popen must never wait for this one
     c.returncode = 0
+    # after the fork (no thread may hold a lock in the child), and after the
+    # code's start, which need not wait for what they import
+    io = out.files(a) if out else None
     s = Keeper(c.pid, a.grace_secs, cg).run()
     if cg is not None and os.getppid() != agent_pid:
-        # the agent is gone: nobody else removes the cgroup (nor its parent,
-        # once the last run of that agent has ended)
+        # the agent is gone (or this is a run a successor re-attached): nobody
+        # else removes the cgroup (nor its parent, once the last run of that
+        # agent has ended)
         cg.remove(parents=True)
+    if io:
+        io.end(os.waitstatus_to_exitcode(s), GONE_SLACK_SECS)
     return _exit_as(s)
+
+
+class _Output:
+    """The code's stdout and stderr as pipes into the keeper (``--output``).
+
+    Made before the code starts, with nothing but `os`; `files` then hands
+    them to `agent.keeper_io` (its threads copy them to the output file).
+    The keeper's own fd 2 becomes the stderr pipe too: its messages go with
+    the code's stderr.
+    """
+
+    def __init__(self, path):
+        self.out_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.stdout_r, self._stdout_w = os.pipe()
+        self.stderr_r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+
+    def popen_args(self):
+        return {"stdin": subprocess.DEVNULL, "stdout": self._stdout_w}
+
+    def files(self, a):
+        """The keeper's files and lifeline, started (`keeper_io.KeeperFiles`)."""
+        os.close(self._stdout_w)
+        rv = _keeper_io().KeeperFiles(
+            self.out_fd,
+            {self.stdout_r: 1, self.stderr_r: 2},
+            a.status,
+            a.agent_pid,
+            a.adopt,
+            a.orphan_secs,
+            lambda: os.kill(os.getpid(), KILL_SIGNAL),
+        )
+        rv.start()
+        return rv
+
+
+def _keeper_io():
+    """`agent.keeper_io`, loaded by path (no `agent` on sys.path here)."""
+    n = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keeper_io.py")
+    spec = importlib.util.spec_from_file_location("simvisor_keeper_io", n)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m
 
 
 def _code_preexec(keeper_pid, oom_score_adj, cgroup=None):
@@ -343,6 +410,11 @@ def _parse(args):
     p.add_argument("--grace-secs", type=float, default=2.0)
     p.add_argument("--oom-score-adj", type=int, default=None)
     p.add_argument("--cgroup", action="append", default=[])
+    p.add_argument("--output", help="the code's output, as records (agent.keeper_io)")
+    p.add_argument("--status", help="with --output: the keeper's last word")
+    p.add_argument("--adopt", help="with --output: the adoption FIFO")
+    p.add_argument("--agent-pid", type=int, help="with --output: the agent")
+    p.add_argument("--orphan-secs", type=float, default=0.0)
     p.add_argument("command", nargs="+")
     return p.parse_args(args)
 

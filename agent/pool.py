@@ -3,9 +3,18 @@
 Each run is a process in its own process group (its own session), started in
 its run directory with a clean environment, under a keeper of its own
 (`agent.keeper`): the run's pid is the keeper's, which ends the run's whole
-tree (even children in a session of their own) on cancel, on time out, when
-the code exits and when the agent dies, and then exits as the code did. Its
-stdout and stderr go to its `agent.run.Run` record through `agent.run.Output`.
+tree (even children in a session of their own) on cancel, on time out and
+when the code exits, and then exits as the code did. Its stdout and stderr
+go through the keeper to an output file that the pool follows into its
+`agent.run.Run` record (`agent.keeping`).
+
+A run does not die with its agent: each is an entry of the run table in the
+work directory (`agent.runtable`), and a new agent there re-attaches the
+runs still going (`reattach`: their output read again from the start, so
+the log and frames are the same), or reports how those that ended meanwhile
+ended. A keeper that no agent re-attaches within ``orphan_secs`` ends its
+tree by itself. Without a work directory (a container's agent), the table
+is a temporary directory and ``orphan_secs`` 0: the runs end with the agent.
 
 Where the host allows it, each run also has a cgroup of its own
 (`agent.cgroup`, the agent's ``--cgroups``): its cores, memory and pids
@@ -23,39 +32,23 @@ shared with the Slurm pool; the run directory is `agent.rundir`.
 """
 
 import asyncio
-import ctypes
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
+import time
 
-from agent import keeper, limits, records
+from agent import follow, keeper, keeping, limits, records, rundir, runtable
 from agent import sandbox as agent_sandbox
-from agent.log import log
-from agent.run import Output
+from agent.log import log, stack
+from agent.run import Run
 
 #: after SIGKILL (or after the grace), how long a process group may take to
 #: disappear before we give up waiting (a process stuck in the kernel)
 GROUP_EXIT_SLACK_SECS = 5.0
 
-#: how long the pipes may stay open after the group is gone (held by a
-#: process that left the group) before the run ends without them
-PIPE_DRAIN_SECS = 2.0
-
-_PR_SET_PDEATHSIG = 1
-
 _ENV_PASSED = ("PATH", "HOME", "LANG", "TMPDIR")
-
-
-def _load_prctl():
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        # not Linux: runs still get their own group, only not the death signal
-        return None
-
-
-# loaded before any fork: the child only calls it
-_prctl = _load_prctl()
 
 
 class Pool(records.Records):
@@ -73,6 +66,11 @@ class Pool(records.Records):
         sandbox (agent.sandbox.Bare): wraps each code (default: none)
         cgroups (agent.cgroup.Layout): where run cgroups go (default: none,
             the keeper walks /proc)
+        work_dir (str or Path): the run table (outside `run_root`); None:
+            a temporary one, removed by `join`
+        owner (str): who holds the runs (the agent id), in their entries
+        orphan_secs (float): how long a run whose agent died waits for a
+            new one to re-attach it before its keeper ends it
     """
 
     def __init__(
@@ -85,6 +83,9 @@ class Pool(records.Records):
         oom_score_adj=None,
         sandbox=None,
         cgroups=None,
+        work_dir=None,
+        owner=None,
+        orphan_secs=0.0,
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
         self.oom_score_adj = oom_score_adj
@@ -92,10 +93,71 @@ class Pool(records.Records):
         self.cgroups = cgroups if cgroups and cgroups.mode != "none" else None
         #: run_id -> agent.cgroup_run.RunCgroup of the runs launched with one
         self._run_cgroups = {}
+        self._temp_dir = (
+            None if work_dir else tempfile.mkdtemp(prefix="simvisor-agent-")
+        )
+        self.table = runtable.RunTable(work_dir or self._temp_dir)
+        self.owner = owner
+        self.orphan_secs = orphan_secs
         self._lanes = {
             "run": asyncio.Semaphore(max_procs),
             "analysis": asyncio.Semaphore(max_analyses),
         }
+        self._inotify = follow.Inotify.open()
+
+    def reattach(self):
+        """Re-attach the runs of the table (an agent before us started them).
+
+        Each is read again from the start of its output, so its log and
+        frames are what that agent had; one whose keeper ended meanwhile
+        ends with the keeper's status.
+        """
+        for i, f, e in self.table.load():
+            try:
+                r = Run(dict(e["op"], inputs={}), self._emit)
+                pid, ticks = int(e["keeper_pid"]), int(e["keeper_start"])
+                float(e["started_at"])
+            except (KeyError, TypeError, ValueError) as x:
+                log("reattach_failed", run_id=i, error=stack(x))
+                self.table.remove(i)
+                continue
+            self.runs[i] = r
+            r.dir = rundir.resolve_inside(self.run_root, r.run_dir)
+            r.pid = pid
+            r.state = "running"
+            k = keeping.Keeping(r, f, self._inotify)
+            fd = runtable.open_keeper(pid, ticks)
+            if fd is None:
+                k.gone_at_start = True
+                k.exited.set_result(None)
+            else:
+                k.watch_pid(fd)
+                # one that does not take it is ending by itself (orphaned)
+                runtable.adopt(f.adopt)
+            if e.get("owner") != self.owner:
+                self.table.save(i, dict(e, owner=self.owner))
+            log("reattach", run_id=i, keeper_pid=pid, alive=fd is not None)
+            if r.dir is not None:
+                try:
+                    r.open_log_file()
+                except OSError as x:
+                    log("reattach_log_failed", run_id=i, error=str(x))
+            k.catch_up()
+            r.task = self._tasks.spawn(
+                self._execute(r, lambda r=r, k=k, e=e: self._reattached(r, k, e))
+            )
+
+    async def _reattached(self, run, k, entry):
+        if run.dir is None:
+            self._kill(run)
+        k.follow()
+        s = self._lane(run)
+        if s.locked():
+            # more runs than lanes (the limits changed): they go on anyway
+            await self._watch(run, k, entry)
+            return
+        async with s:
+            await self._watch(run, k, entry)
 
     def _lane(self, run):
         return self._lanes[run.kind]
@@ -112,8 +174,18 @@ class Pool(records.Records):
             if r.pid is not None and not r.is_exited:
                 _kill(r.pid, keeper.KILL_SIGNAL)
 
+    def _forgotten(self, run_id):
+        self.table.remove(run_id)
+
+    async def join(self):
+        await super().join()
+        if self._inotify is not None:
+            self._inotify.close()
+        if self._temp_dir:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
     async def _launch(self, run):
-        """Spawn the run's process and wait until it and its group have ended."""
+        """Spawn the run's keeper, record it, and wait until it and its group have ended."""
         oom_kills = limits.oom_kills()
         try:
             cg = self._run_cgroups[run.run_id] = self._new_cgroup(run)
@@ -150,37 +222,90 @@ class Pool(records.Records):
     async def _launch_in(self, run, cg, oom_kills):
         loop = asyncio.get_running_loop()
         try:
-            transport, out = await loop.subprocess_exec(
-                lambda: Output(run),
+            k = keeping.Keeping(
+                run,
+                self.table.create(run.run_id),
+                self._inotify,
+                # no successor reads a temporary table (a container's small
+                # /tmp): what was read gives its space back
+                release=self._temp_dir is not None,
+            )
+        except (OSError, ValueError) as e:
+            self._finish(run, "error", None, f"cannot record the run: {e}")
+            return
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: keeping.KeeperExit(k),
                 # the keeper outside the sandbox: it sees (and ends) the tree
                 *keeper.argv(
                     self.sandbox.command(run),
                     self.kill_grace_secs,
                     self.oom_score_adj,
                     cg.dirs if cg else (),
+                    dict(
+                        output=k.files.output,
+                        status=k.files.status,
+                        adopt=k.files.adopt,
+                        agent_pid=os.getpid(),
+                        orphan_secs=self.orphan_secs,
+                    ),
                 ),
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                # the keeper's own errors before it has its files: our log
+                stderr=None,
                 cwd=run.dir,
                 env=self.sandbox.environ(_environ(run.cores)),
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
+            k.close()
+            self.table.remove(run.run_id)
             self._finish(run, "error", None, f"cannot start {run.argv[0]}: {e}")
             return
         run.pid = transport.get_pid()
         run.state = "running"
-        timeout_timer = loop.call_later(run.max_run_secs, self._time_out, run)
+        k.follow()
         log("run_started", run_id=run.run_id, kind=run.kind, code=run.code, pid=run.pid)
         try:
             self._emit(run, "started")
+            e = dict(
+                op={x: v for x, v in run.op.items() if x != "inputs"},
+                keeper_pid=run.pid,
+                keeper_start=runtable.start_ticks(run.pid),
+                started_at=time.time(),
+                oom_kills=oom_kills,
+                orphan_secs=self.orphan_secs,
+                owner=self.owner,
+            )
+            try:
+                # after "started": the table is for a successor, not the start
+                self.table.save(run.run_id, e)
+            except OSError as x:
+                log("run_entry_failed", run_id=run.run_id, error=str(x))
+            await self._watch(run, k, e)
+        finally:
+            transport.close()
+
+    async def _watch(self, run, k, entry):
+        """Until the keeper and the run's group have ended; then the run ends.
+
+        A run re-attached from the table has no cgroup here: its keeper
+        removes its cgroup itself (its parent agent is gone).
+        """
+        loop = asyncio.get_running_loop()
+        cg = self._run_cgroups.get(run.run_id)
+        left = run.max_run_secs - (time.time() - entry["started_at"])
+        timeout_timer = loop.call_later(max(0.0, left), self._time_out, run)
+        try:
             if run.canceled:
                 self._terminate(run)
-            rc = await asyncio.shield(out.exited)
+            rc = await asyncio.shield(k.exited)
             timeout_timer.cancel()
-            if run.kill_start_secs is None:
+            if k.gone_at_start:
+                # ended before we came: its tree with it (the pid may be another's now)
+                pass
+            elif run.kill_start_secs is None:
                 # ended by itself: no child outlives its run
                 _killpg(run.pid, signal.SIGKILL)
                 deadline = loop.time() + GROUP_EXIT_SLACK_SECS
@@ -189,7 +314,9 @@ class Pool(records.Records):
                 deadline = (
                     run.kill_start_secs + self.kill_grace_secs + GROUP_EXIT_SLACK_SECS
                 )
-            if cg is not None:
+            if k.gone_at_start:
+                pass
+            elif cg is not None:
                 # the keeper exits once the cgroup is empty: nothing to wait
                 # for, unless the keeper gave up or was killed
                 if not await _wait_cgroup_gone(cg, deadline):
@@ -197,16 +324,8 @@ class Pool(records.Records):
             elif not await _wait_group_gone(run.pid, deadline):
                 _killpg(run.pid, signal.SIGKILL)
                 log("group_not_gone", run_id=run.run_id, pgid=run.pid)
-            try:
-                await asyncio.wait_for(asyncio.shield(out.closed), PIPE_DRAIN_SECS)
-            except TimeoutError:
-                run.append_log(
-                    "[simvisor agent: a process outside the run's process group"
-                    " still holds its output open; not waiting for it]\n"
-                )
-            out.flush()
-            rc = self.sandbox.exit_code(rc)
-            st = _end_status(run, rc, oom_kills, cg)
+            k.end_output()
+            st = self._end_of(run, k, rc, entry, cg)
             if cg is not None:
                 # gone before the run's end is told (busy: again afterwards)
                 cg.remove(parents=True)
@@ -220,7 +339,7 @@ class Pool(records.Records):
                 _kill(run.pid, keeper.KILL_SIGNAL)
                 d = loop.time() + GROUP_EXIT_SLACK_SECS
                 try:
-                    await asyncio.wait_for(asyncio.shield(out.exited), d - loop.time())
+                    await asyncio.wait_for(asyncio.shield(k.exited), d - loop.time())
                     if cg is not None:
                         gone = await _wait_cgroup_gone(cg, d)
                     else:
@@ -232,7 +351,24 @@ class Pool(records.Records):
                     _killpg(run.pid, signal.SIGKILL)
                     if cg is not None:
                         cg.kill()
-            transport.close()
+            k.close()
+
+    def _end_of(self, run, k, rc, entry, cg=None):
+        """(status, exit code, error) of a run whose keeper has ended."""
+        s = k.status()
+        if s is None and rc is None:
+            return "error", None, "its keeper ended without a status (killed?)"
+        if s is not None:
+            rc = s["returncode"]
+        rc = self.sandbox.exit_code(rc)
+        if s is not None and s["orphaned"] and not run.canceled:
+            t = entry.get("orphan_secs", self.orphan_secs)
+            return (
+                "error",
+                rc,
+                f"its agent died and no agent re-attached it within {t} s",
+            )
+        return _end_status(run, rc, entry.get("oom_kills"), cg)
 
     def _terminate(self, run):
         """Tell the keeper to stop the tree (SIGTERM, SIGKILL after the grace).
@@ -261,24 +397,6 @@ class Pool(records.Records):
         run.timed_out = True
         log("run_timed_out", run_id=run.run_id, max_run_secs=run.max_run_secs)
         self._terminate(run)
-
-
-def _die_with_parent(agent_pid):
-    """preexec_fn: the keeper kills its run's tree when the agent dies.
-
-    `keeper.KILL_SIGNAL` is its parent-death signal: even a SIGKILLed agent
-    leaves no process of a run behind (the keeper, a subreaper, sees them
-    all). The code, not the keeper, gets the simulations' oom_score_adj.
-    """
-
-    def f():
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, keeper.KILL_SIGNAL, 0, 0, 0)
-        # the agent may have died between fork and prctl
-        if os.getppid() != agent_pid:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return f
 
 
 def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):

@@ -118,6 +118,9 @@ class Records:
 
     # --- hooks -------------------------------------------------------------
 
+    def reattach(self):
+        """Take up the runs an agent before us left going (default: none)."""
+
     def _new_run(self, op):
         """The record of a new run (not yet in `runs`)."""
         return Run(op, self._emit)
@@ -157,24 +160,18 @@ class Records:
 
     # --- the way of a run --------------------------------------------------
 
-    async def _execute(self, run):
+    async def _execute(self, run, way=None):
+        """The run's task: its way (by default from its op), and its one end.
+
+        Args:
+            way (callable): returns the awaitable to follow instead (a run
+                re-attached from a table: it was launched before us)
+        """
         try:
-            e = await rundir.claim_dir(self.run_root, run, self.runs)
-            if e:
-                self._finish(run, "error", None, e)
-                return
-            async with self._lane(run):
-                run.state = "preparing"
-                try:
-                    await asyncio.to_thread(self._prepare, run)
-                    run.open_log_file()
-                except OSError as e:
-                    self._finish(run, "error", None, f"cannot prepare run_dir: {e}")
-                    return
-                run.state = "spawning"
-                await self._launch(run)
-            if not run.is_exited:
-                await self._launched(run)
+            if way is not None:
+                await way()
+            else:
+                await self._from_op(run)
         except asyncio.CancelledError:
             if not self._goes_on(run):
                 self._finish(run, "canceled", None, None)
@@ -191,6 +188,24 @@ class Records:
                 run.close_log_file()
                 if not run.ended.done():
                     run.ended.set_result(None)
+
+    async def _from_op(self, run):
+        e = await rundir.claim_dir(self.run_root, run, self.runs)
+        if e:
+            self._finish(run, "error", None, e)
+            return
+        async with self._lane(run):
+            run.state = "preparing"
+            try:
+                await asyncio.to_thread(self._prepare, run)
+                run.open_log_file()
+            except OSError as e:
+                self._finish(run, "error", None, f"cannot prepare run_dir: {e}")
+                return
+            run.state = "spawning"
+            await self._launch(run)
+        if not run.is_exited:
+            await self._launched(run)
 
     def _finish(self, run, status, exit_code, error):
         if run.is_exited:

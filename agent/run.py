@@ -1,9 +1,10 @@
-"""One run's record: what a simulation process reported, and its pipes as events.
+"""One run's record: what a simulation process reported, and its output as lines.
 
 A `Run` holds a run's state, progress, frames and log (`LogText`, the tail
 in memory and all of it in `LOG_FILE`), so a client that was disconnected can
 send what the supervisor missed. `Output` turns the process's stdout and
-stderr into whole lines for its `Run`: report lines (`protocol.REPORT_PREFIX`
+stderr (from its keeper's output file, or a Slurm job's files) into whole
+lines for its `Run`: report lines (`protocol.REPORT_PREFIX`
 and one JSON object) become progress and frames, everything else is log.
 
 No process control here: `agent.pool` spawns, times out and kills runs.
@@ -15,7 +16,7 @@ import itertools
 import json
 import sys
 
-from agent import protocol
+from agent import follow, protocol
 
 #: argv element replaced by the agent's own interpreter
 PYTHON_ARG = "{python}"
@@ -257,65 +258,22 @@ class Run:
         self._emit(self, "frame")
 
 
-class Output(asyncio.SubprocessProtocol):
-    """A run's pipes as events: whole lines to the `Run`, leader exit, pipes closed."""
+class Output:
+    """A run's stdout and stderr, in any pieces, as whole lines to its `Run`."""
 
     def __init__(self, run):
-        loop = asyncio.get_running_loop()
-        self.exited = loop.create_future()
-        self.closed = loop.create_future()
         self._run = run
-        self._transport = None
-        self._partial = {1: b"", 2: b""}
-        #: fd -> the pending bytes continue a line already logged in pieces
-        self._midline = {1: False, 2: False}
-
-    def connection_made(self, transport):
-        self._transport = transport
+        self._lines = {1: follow.Lines(MAX_LINE_BYTES), 2: follow.Lines(MAX_LINE_BYTES)}
 
     def pipe_data_received(self, fd, data):
-        b = self._partial[fd] + data
-        lines = []
-        s = 0
-        while True:
-            i = b.find(b"\n", s)
-            if i < 0:
-                break
-            lines.append((b[s : i + 1], not self._midline[fd]))
-            self._midline[fd] = False
-            s = i + 1
-        b = b[s:]
-        # a line this long is not a report: log it in pieces, keep memory bounded
-        while len(b) >= MAX_LINE_BYTES:
-            lines.append((b[:MAX_LINE_BYTES], False))
-            self._midline[fd] = True
-            b = b[MAX_LINE_BYTES:]
-        self._partial[fd] = b
-        self._lines(fd, lines)
-
-    def pipe_connection_lost(self, fd, exc):
-        self._flush_fd(fd)
-
-    def process_exited(self):
-        if not self.exited.done():
-            self.exited.set_result(self._transport.get_returncode())
-
-    def connection_lost(self, exc):
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._to_run(fd, self._lines[fd].feed(data))
 
     def flush(self):
         """Text still without a newline goes to the log (the run is ending)."""
-        for fd in self._partial:
-            self._flush_fd(fd)
+        for fd, x in self._lines.items():
+            self._to_run(fd, x.flush())
 
-    def _flush_fd(self, fd):
-        b = self._partial.get(fd)
-        if b:
-            self._partial[fd] = b""
-            self._lines(fd, [(b, False)])
-
-    def _lines(self, fd, lines):
+    def _to_run(self, fd, lines):
         if not lines:
             return
         if fd == 1:

@@ -71,6 +71,10 @@ class Agent:
         self.ops = {}
         #: its one deadline (start, reconnect or idle), a TimerHandle
         self.timer = None
+        #: times its process died holding runs and was started again
+        self.restarts = 0
+        #: why it is being started again (its runs wait for its hello), or None
+        self.restarting = None
 
     def transition(self, state):
         """Move to `state` or raise `IllegalTransition`."""

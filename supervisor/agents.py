@@ -8,8 +8,10 @@ one driver. `Agents.check_ready` is a dispatch prerequisite: it returns a
 connected agent or raises `Awaited` while one starts (or, for drivers that
 need a login, until its user signs in).
 
-Connection states and their table are in `agent_state`. What an agent holds
-is `Runs`' business: it tells `Agents` the load (`load_changed`) and hears of
+An agent whose driver restarts agents (local) and that dies holding runs is
+started again under the same id, with a new secret; its runs wait, lost,
+for its hello, which re-attaches them (`_restart`). Connection states and
+their table are in `agent_state`. What an agent holds is `Runs`' business: it tells `Agents` the load (`load_changed`) and hears of
 agents that come and go through the `Watcher` interface.
 """
 
@@ -18,11 +20,9 @@ import hmac
 import secrets
 import time
 
-import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
-from agent import protocol
-from supervisor import tasks, users
+from supervisor import agent_ops, tasks, users
 from supervisor.agent_state import (
     CONNECTED,
     DISCONNECTED,
@@ -41,12 +41,9 @@ class AgentStartFailed(Exception):
     """The agent did not call back; the message says why (shown to users)."""
 
 
-class AgentGone(Exception):
-    """The agent went away while an op waited for its reply."""
-
-
-class OpFailed(Exception):
-    """The agent answered an op with a failure; the message is the agent's."""
+#: an op's failures (`agent_ops`), re-exported: callers catch them from here
+AgentGone = agent_ops.AgentGone
+OpFailed = agent_ops.OpFailed
 
 
 class Watcher:
@@ -58,6 +55,9 @@ class Watcher:
 
     def agent_lost(self, agent):
         """Its connection closed; it may come back."""
+
+    def agent_restarting(self, agent, reason):
+        """Its process died holding runs; a new one is starting to re-attach them."""
 
     def agent_stopped(self, agent, reason, dead):
         """Gone for good. `dead`: its process surely ended (so did its runs)."""
@@ -71,7 +71,15 @@ class Agents:
         self._watchers = []
         self.by_id = {}
         self._by_key = {}
-        self._op_ids = iter(range(1, 2**62))
+        ops = agent_ops.Ops()
+        #: talking to an agent: frames out, ops and their replies (`agent_ops`)
+        self.send, self.new_op, self.reply, self.call = (
+            ops.send,
+            ops.new_op,
+            ops.reply,
+            ops.call,
+        )
+        self._fail_ops = ops.fail
         # (user, driver, host) -> future resolved when the user signs in
         self._sign_ins = {}
         self._tasks = tasks.Tasks("agents")
@@ -186,10 +194,17 @@ class Agents:
         self._store.save(f"agents/{a.id}.json", a.to_doc())
         return a, s
 
-    async def _start(self, agent, secret):
-        self._set_timer(
-            agent, self._cfg.agent_start_timeout_secs, self._start_expired, agent
-        )
+    async def _start(self, agent, secret, failed=None):
+        """Start the agent's process.
+
+        Args:
+            failed (callable): ``failed(error)``: the reason to stop a
+                restarted agent with if its start fails (None: a first start)
+        """
+        if failed is None:
+            self._set_timer(
+                agent, self._cfg.agent_start_timeout_secs, self._start_expired, agent
+            )
         try:
             d = self._drivers[agent.driver]
             await d.start(agent, secret, self._agent_exited)
@@ -200,7 +215,10 @@ class Agents:
             self._store.save(f"agents/{agent.id}.json", agent.to_doc())
         except Exception as e:
             pkdlog("{} start failed error={} stack={}", agent, e, pkdexc())
-            self.stop(agent, AgentStartFailed(f"agent failed to start: {e}"))
+            if failed is None:
+                self.stop(agent, AgentStartFailed(f"agent failed to start: {e}"))
+            else:
+                self.stop(agent, failed(e), dead=True)
 
     async def wait_ready(self, agent, timeout_secs):
         """Until `agent` says hello (raises TimeoutError)."""
@@ -213,14 +231,37 @@ class Agents:
         if f is not None and not f.done():
             f.set_result(None)
 
-    def _agent_exited(self, agent, message, dead=False):
+    def _agent_exited(self, agent, message, dead=False, crashed=False):
         """Driver callback: the agent's process ended.
 
+        An agent of a driver that restarts agents (`Driver.agent_restarts`)
+        that crashed holding runs is started again: the new process
+        re-attaches them (their trees wait for it). Otherwise, or once the
+        restarts are spent, it is stopped.
+
         Args:
-            dead (bool): its runs surely ended with it (a container is gone,
-                a local agent's keepers ended their runs)
+            dead (bool): its runs end with it unless it is restarted (a
+                container is gone, a local agent's keepers end their runs)
+            crashed (bool): it did not exit on purpose (a signal, an error)
         """
-        if agent.state == STARTING:
+        if agent.state == STOPPED:
+            return
+        d = self._drivers[agent.driver]
+        if (
+            crashed
+            and agent.state != STARTING
+            and (agent.run_ids or agent.restarting is not None)
+            and agent.restarts < d.agent_restarts
+            and not self._destroyed
+        ):
+            self._restart(agent, message)
+        elif agent.restarting is not None:
+            self.stop(
+                agent,
+                AgentGone(f"{agent.restarting}; the new agent exited too: {message}"),
+                dead=True,
+            )
+        elif agent.state == STARTING:
             self.stop(agent, AgentStartFailed(message), dead=True)
         elif dead:
             # its runs end now, with the reason (e.g. out of memory)
@@ -229,6 +270,46 @@ class Agents:
             # its runs stay lost for their grace period (DESIGN: lost, then
             # error with the reason): they may still be going
             self.stop(agent, AgentGone(message))
+
+    def _restart(self, agent, message):
+        """Start the process of `agent` again; its runs wait (lost) for its hello."""
+        agent.restarts += 1
+        if agent.restarting is None:
+            agent.restarting = message
+        message = agent.restarting
+        pkdlog("{} restart={} after: {}", agent, agent.restarts, message)
+        if agent.conn is not None:
+            # the process is gone: so is its connection, whatever TCP says
+            c = agent.conn
+            self.closed(agent, c)
+            c.close()
+        for w in self._watchers:
+            w.agent_restarting(agent, message)
+        self._set_timer(
+            agent, self._cfg.agent_start_timeout_secs, self._restart_expired, agent
+        )
+        # a new secret: the old one went with the old process
+        x = secrets.token_urlsafe(32)
+        agent.secret_hash = users.hash_token(x)
+        self._store.save(f"agents/{agent.id}.json", agent.to_doc())
+        self._tasks.spawn(
+            self._start(
+                agent,
+                x,
+                lambda e: AgentGone(f"{message}; a new agent could not start: {e}"),
+            )
+        )
+
+    def _restart_expired(self, agent):
+        if agent.restarting is not None and agent.state != STOPPED:
+            self.stop(
+                agent,
+                AgentGone(
+                    f"{agent.restarting}; no new agent called back within"
+                    f" {self._cfg.agent_start_timeout_secs} s"
+                ),
+                dead=True,
+            )
 
     def _start_expired(self, agent):
         if agent.state == STARTING:
@@ -319,6 +400,9 @@ class Agents:
         welcome = {}
         for w in self._watchers:
             welcome.update(w.agent_ready(agent, msg))
+        if agent.restarting is not None:
+            pkdlog("{} restarted: re-attached its runs", agent)
+            agent.restarting = None
         self.send(agent, "welcome", runs=welcome)
         if not agent.ready.done():
             agent.ready.set_result(None)
@@ -348,59 +432,6 @@ class Agents:
                 self._reconnect_expired,
                 agent,
             )
-
-    # --- ops -----------------------------------------------------------------
-
-    def send(self, agent, kind, **fields):
-        """Queue a frame to `agent`; False if it is not connected."""
-        if agent.conn is None:
-            return False
-        try:
-            agent.conn.write_message(protocol.make(protocol.TO_AGENT, kind, **fields))
-        except tornado.websocket.WebSocketClosedError:
-            return False
-        return True
-
-    def new_op(self, agent):
-        """An op id and the future its reply resolves (or `AgentGone` fails)."""
-        i = next(self._op_ids)
-        f = asyncio.get_running_loop().create_future()
-        agent.ops[i] = f
-        return i, f
-
-    def reply(self, agent, msg):
-        f = agent.ops.pop(msg["op_id"], None)
-        if f is None or f.done():
-            return
-        if msg["ok"]:
-            f.set_result(msg["result"])
-        else:
-            f.set_exception(OpFailed(msg["error"] or "agent op failed"))
-
-    async def call(self, agent, kind, timeout_secs, **fields):
-        """Send op `kind` and await its reply's result.
-
-        Raises:
-            AgentGone: not connected, or it went away before replying
-            OpFailed: it replied that the op failed
-            TimeoutError: no reply in time
-        """
-        i, f = self.new_op(agent)
-        if not self.send(agent, kind, op_id=i, **fields):
-            agent.ops.pop(i, None)
-            raise AgentGone(f"agent {agent.id} is not connected")
-        try:
-            return await asyncio.wait_for(asyncio.shield(f), timeout_secs)
-        finally:
-            agent.ops.pop(i, None)
-
-    def _fail_ops(self, agent, message):
-        for f in agent.ops.values():
-            if not f.done():
-                f.set_exception(AgentGone(message))
-                # retrieved by whoever awaits it; none may be waiting
-                f.exception()
-        agent.ops.clear()
 
     # --- load and idle reaping -----------------------------------------------
 

@@ -67,6 +67,16 @@ _cfg = pkconfig.init(
         int,
         "uid and gid of sandboxed local runs (if the agent runs as root)",
     ),
+    local_agent_restarts=(
+        3,
+        int,
+        "a local agent that dies holding runs is started again up to this often; the new one re-attaches them (0: its runs end with it)",
+    ),
+    local_orphan_secs=(
+        30.0,
+        float,
+        "how long the runs of a local agent that died wait for the new one before their trees are ended",
+    ),
     agent_socket=(
         "",
         str,

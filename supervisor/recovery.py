@@ -6,6 +6,8 @@ Pure decisions, no I/O: `Runs` asks and applies them.
   are adopted (and it is told where the supervisor's copy of their frames and
   log ends); runs sent to it that it no longer has end in error.
 - An agent's connection closed: its starting and running runs are `lost`.
+- An agent died holding runs and its driver starts it again (local): its
+  runs stay `lost` (`RESTARTING`) until the new process's hello adopts them.
 - An agent is gone for good: an admin's kill cancels its runs; a dead
   process ends them in error; runs that are only lost keep their grace.
 - After a supervisor restart: queued runs are queued again (under a new run
@@ -18,6 +20,9 @@ from supervisor import agent_state, agents, job
 #: what becomes of an active job after a restart
 REQUEUE = "requeue"
 LOST = "lost"
+
+#: the situation of a run whose agent died and is being started again
+RESTARTING = "its agent died: a new one is re-attaching the run"
 
 
 def may_adopt(run, agent, agent_id):

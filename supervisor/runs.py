@@ -357,9 +357,21 @@ class Runs(agents.Watcher):
                 j.transition(job.LOST)
                 self._lost(r, "agent disconnected", agent.host)
 
-    def _lost(self, run, situation, host):
-        run.sim.job.waiting(situation, {"reason": "agent_lost", "host": host})
-        run.arm_grace(self._grace_secs(run), self._grace_expired)
+    def agent_restarting(self, agent, reason):
+        """The agent died holding runs; a new one re-attaches them (or they end)."""
+        for r in self.held(agent):
+            j = r.sim.job
+            if recovery.on_lost(j.status):
+                j.transition(job.LOST)
+            if j.status == job.LOST:
+                # the restart decides (its hello, or its failure ends the
+                # run): the grace is only a backstop
+                g = self._grace_secs(r) + self._cfg.agent_start_timeout_secs
+                self._lost(r, recovery.RESTARTING, agent.host, "agent_restart", g)
+
+    def _lost(self, run, situation, host, reason="agent_lost", grace_secs=None):
+        run.sim.job.waiting(situation, {"reason": reason, "host": host})
+        run.arm_grace(grace_secs or self._grace_secs(run), self._grace_expired)
         self.changed(run.sim)
 
     def _grace_secs(self, run):

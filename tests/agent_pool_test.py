@@ -114,6 +114,31 @@ async def test_heat_completes_with_events_in_order(make_pool, events):
     assert p.forget("h1") and "h1" not in p.runs
 
 
+async def test_the_run_table_holds_a_run_until_it_is_forgotten(make_pool, tmp_path):
+    p = make_pool(work_dir=tmp_path / "work", owner="a1")
+    code = "import sys; print('out', flush=True); print('err', file=sys.stderr)"
+    r = p.start(_op("t1", [sys.executable, "-c", code]))
+    await r.ended
+    assert r.status == "completed" and r.log.text_from(0, 100)[1] == "out\nerr\n"
+    d = tmp_path / "work" / "runs" / "t1"
+    e = json.loads((d / "run.json").read_text())
+    assert (e["op"]["run_id"], e["keeper_pid"], e["owner"]) == ("t1", r.pid, "a1")
+    # outside the run root: neither the code nor a user's file ops see it
+    assert not d.is_relative_to(p.run_root)
+    assert p.forget("t1") and not d.exists()
+
+
+async def test_without_a_work_dir_the_table_is_temporary(make_pool):
+    p = make_pool()
+    d = p.table.dir
+    r = p.start(_op("t2", _code("sleep"), params={"secs": 0}))
+    await r.ended
+    assert (d / "t2" / "run.json").exists()
+    p.destroy()
+    await p.join()
+    assert not d.exists()
+
+
 async def test_crash_is_an_error_with_the_stderr_tail(make_pool):
     p = make_pool()
     r = p.start(_op("c1", _code("crash"), params={"message": "boom at step 7"}))

@@ -322,8 +322,9 @@ def _code_pid(run):
 
 
 def test_agent_sigkilled_under_a_forker_run_ends_it_at_once(server_factory):
-    # a long grace: ending quickly proves the driver's word, not the grace
-    server = server_factory(lost_grace_secs=300)
+    # a long grace: ending quickly proves the driver's word, not the grace;
+    # no restart: the keepers end their trees when their agent dies
+    server = server_factory(lost_grace_secs=300, local_agent_restarts=0)
     s = server.create("admin", "forker", children=3, secs=600)
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "running")

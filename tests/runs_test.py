@@ -265,9 +265,37 @@ def test_supervisor_killed_and_restarted_readopts(server):
     assert f[-1]["step"] == 400000
 
 
-def test_agent_killed_ends_its_runs_at_once(server_factory):
-    """The local driver sees its agent exit: no grace (keeper_test: no process left)."""
+def test_agent_killed_is_started_again_and_keeps_its_runs(server_factory):
+    """The local driver sees its agent exit: a new one re-attaches the run (reattach_test)."""
     server = server_factory(lost_grace_secs=300, agent_start_timeout_secs=60)
+    s = server.create("admin", "sleep", secs=600)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "running")
+    a = server.api("GET", "/admin/agents", expect=200).json()[0]
+    os.kill(a["pid"], signal.SIGKILL)
+    b = wait_for(
+        lambda: (x := server.api("GET", "/admin/agents", expect=200).json())
+        and x[0]["pid"] != a["pid"]
+        and x[0]["state"] == "connected"
+        and x[0],
+        30,
+        what="the agent started again",
+    )
+    assert b["runs"] and server.job("admin", s["id"])["status"] == "running"
+    j = server.api("POST", f"/simulations/{s['id']}/cancel", expect=200).json()
+    assert j["status"] == "canceled"
+    wait_for(
+        lambda: not procs_under(_run_dir(server, "admin", s["id"])),
+        5,
+        what="no process of the run",
+    )
+
+
+def test_agent_killed_without_restarts_ends_its_runs_at_once(server_factory):
+    """No new agent comes: no grace (keeper_test: no process left)."""
+    server = server_factory(
+        lost_grace_secs=300, agent_start_timeout_secs=60, local_agent_restarts=0
+    )
     s = server.create("admin", "sleep", secs=600)
     server.run("admin", s["id"])
     server.wait_status("admin", s["id"], "running")

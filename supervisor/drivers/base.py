@@ -9,7 +9,9 @@ interface, so callers never probe a driver with ``getattr``/``hasattr``:
 - ``async start(agent, secret, on_exit)``: start the agent process, giving it
   `secret` without putting it on a command line or in a log; record what is
   needed to find it again in ``agent.info``; call ``on_exit(agent, message,
-  dead=...)`` if the process ends (``dead``: its runs surely ended with it)
+  dead=..., crashed=...)`` if the process ends (``dead``: its runs end with
+  it unless it is restarted; ``crashed``: it did not exit on purpose, see
+  ``agent_restarts``)
 - ``async kill(agent)``: stop the agent process for good; idempotent
 - the rest have defaults: see each attribute and method below.
 """
@@ -44,6 +46,9 @@ class Driver:
         self.lost_grace_secs = cfg.lost_grace_secs
         #: how long a connected agent with no runs lives
         self.idle_secs = cfg.agent_idle_secs
+        #: how often an agent that died holding runs is started again, its
+        #: runs left going for the new one to re-attach (0: they end with it)
+        self.agent_restarts = 0
 
     def agent_argv(self, command, agent, run_root, url=None, extra=()):
         """The agent's command line: `command`, the common options, `extra`.

@@ -8,9 +8,14 @@ With ``local_sandbox`` (`agent.sandbox`) the agent runs each code under
 bubblewrap: ``on`` always (runs fail if it does not work), ``auto`` if a
 check at the first start says it works here.
 
-An agent that exits takes its runs with it (each run's keeper, see
-`agent.keeper`, ends the run's whole tree when its agent dies), so its runs
-end `error` at once with the exit code and the log's tail, not `lost`.
+An agent that dies holding runs does not take them with it: each run's
+keeper (`agent.keeper`) waits ``local_orphan_secs`` for a new agent, which
+`Agents` starts again under the same id (up to ``local_agent_restarts``
+times) and which re-attaches the runs from its run table in
+``DATA_DIR/agent/<user>`` (`agent.runtable`). If no new agent comes, its
+runs end `error` at once with the exit code and the log's tail, and `kill`
+ends their trees. With ``local_agent_restarts`` 0 the keepers end their
+trees as soon as their agent dies.
 """
 
 import asyncio
@@ -21,7 +26,7 @@ import sys
 
 from pykern.pkdebug import pkdlog
 
-from agent import sandbox
+from agent import runtable, sandbox
 from supervisor import resources
 from supervisor.drivers import base
 
@@ -40,6 +45,9 @@ class LocalDriver(base.Driver):
         self._waits = set()
         #: the agent's sandbox options, once decided (`_sandbox_argv`)
         self._sandbox = None
+        self.agent_restarts = max(0, cfg.local_agent_restarts)
+        # no restart: the runs need not wait for one
+        self._orphan_secs = cfg.local_orphan_secs if self.agent_restarts else 0.0
 
     def targets(self):
         return [self._target]
@@ -47,12 +55,22 @@ class LocalDriver(base.Driver):
     def log_path(self, agent):
         return self._data_dir / "log" / f"agent-{agent.id}.log"
 
+    def _work_dir(self, agent):
+        """The agents of a user share it (one at a time): the next finds the runs."""
+        return self._data_dir / "agent" / agent.user
+
     async def start(self, agent, secret, on_exit):
         r = self._data_dir / "run" / agent.user
         r.mkdir(parents=True, exist_ok=True)
         lp = self.log_path(agent)
         lp.parent.mkdir(parents=True, exist_ok=True)
-        x = await self._sandbox_argv()
+        x = [
+            *await self._sandbox_argv(),
+            "--work-dir",
+            str(self._work_dir(agent)),
+            "--orphan-secs",
+            str(self._orphan_secs),
+        ]
         with open(lp, "ab") as log:
             p = await asyncio.create_subprocess_exec(
                 *self.agent_argv([sys.executable, "-m", "agent"], agent, r, extra=x),
@@ -99,13 +117,16 @@ class LocalDriver(base.Driver):
 
     async def _wait(self, agent, proc, on_exit):
         rc = await proc.wait()
-        self._procs.pop(agent.id, None)
+        if self._procs.get(agent.id) is proc:
+            del self._procs[agent.id]
         pkdlog("{} exited returncode={}", agent, rc)
-        # its runs' keepers end their trees when it dies: nothing comes back
+        # its runs end with it, unless it is started again
         on_exit(
             agent,
             f"agent exited with code {rc}: {self._log_tail(agent)}",
             dead=True,
+            # 0: it stopped on purpose (a stop, a shutdown, nothing to do)
+            crashed=rc != 0,
         )
 
     def _log_tail(self, agent):
@@ -119,8 +140,16 @@ class LocalDriver(base.Driver):
     async def kill(self, agent):
         p = self._procs.pop(agent.id, None)
         pid = p.pid if p else agent.info.get("pid")
-        if not pid or not _is_agent(pid, agent.id):
-            return
+        if pid and _is_agent(pid, agent.id):
+            await self._stop_pid(pid)
+        # gone for good: what it left waiting for a new agent ends now
+        e = await asyncio.to_thread(
+            runtable.end_keepers, self._work_dir(agent), agent.id
+        )
+        if e:
+            pkdlog("{} its runs ended: {}", agent, e)
+
+    async def _stop_pid(self, pid):
         # SIGTERM (like "shutdown") makes the agent cancel its runs and exit;
         # give it a moment to, then make sure
         try:
