@@ -347,8 +347,10 @@ def test_run_time_grows_with_steps(tmp_path, code, params, small, large):
     (tmp_path / "b").mkdir()
     a = _ok(code, dict(params, steps=small), tmp_path / "a")
     b = _ok(code, dict(params, steps=large), tmp_path / "b")
-    # 4x the steps; interpreter startup keeps the ratio below 4
-    assert b.cpu_secs > 2 * a.cpu_secs, (a.cpu_secs, b.cpu_secs)
+    # 4x the steps; interpreter startup (and, on a loaded machine, cache
+    # misses of the small run) keep the ratio well below 4: a code that
+    # ignored its steps would stay near 1
+    assert b.cpu_secs > 1.3 * a.cpu_secs, (a.cpu_secs, b.cpu_secs)
     # however many steps, about 100 frames and progress reports
     assert len(b.frames) <= _MAX_REPORTS and len(b.progress) <= _MAX_REPORTS
     if code == "lorenz":
