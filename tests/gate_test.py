@@ -11,6 +11,8 @@ import pytest
 import requests
 
 from conftest import wait_for
+
+import raw_http
 from supervisor import gate
 
 
@@ -142,25 +144,11 @@ def _rss_bytes(pid):
 
 def _post_unread(port, path, length, headers=""):
     """Send headers announcing `length` bytes and a little of them; the reply."""
-    c = socket.create_connection(("127.0.0.1", port), 5)
-    try:
-        c.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n{headers}\r\n".encode() + b"x" * 65536
-        )
-        c.settimeout(10)
-        r = b""
-        while b"\r\n\r\n" not in r or not r.rstrip().endswith(b"}"):
-            try:
-                d = c.recv(65536)
-            except ConnectionResetError:
-                break
-            if not d:
-                break
-            r += d
-        return r
-    finally:
-        c.close()
+    return raw_http.reply(
+        port,
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n{headers}\r\n".encode() + b"x" * 65536,
+    )
 
 
 def test_no_memory_before_auth_and_json_413(server):
@@ -231,35 +219,11 @@ async def test_websockets_count_against_the_cap(server_factory):
     server.wait_status("admin", s["id"], "completed")
 
 
-def _reply_to(port, data):
-    """Send `data` (as far as the server takes it) and read the reply."""
-    c = socket.create_connection(("127.0.0.1", port), 5)
-    try:
-        c.settimeout(10)
-        try:
-            c.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            # refused before all was sent: the answer may be there still
-            pass
-        r = b""
-        while True:
-            try:
-                d = c.recv(65536)
-            except ConnectionResetError:
-                break
-            if not d:
-                break
-            r += d
-        return r
-    finally:
-        c.close()
-
-
 @pytest.mark.parametrize("header_bytes", [100_000, 1_000_000])
 def test_huge_headers_get_a_json_431(server, header_bytes):
     """A header block over 64 KiB: a JSON 431 and the connection closed."""
     t = server.tokens["admin"]
-    r = _reply_to(
+    r = raw_http.reply(
         server.port,
         f"GET /api/whoami HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n"
         f"X-Big: {'a' * header_bytes}\r\n\r\n".encode(),
@@ -353,7 +317,7 @@ def test_malformed_requests_get_a_json_400(server, head):
     t = server.tokens["admin"]
     sid = server.create("admin", "sleep", secs=0)["id"]
     body = b"zz\r\nhello\r\n0\r\n\r\n" if "chunked" in head else b"hello"
-    r = _reply_to(
+    r = raw_http.reply(
         server.port,
         f"POST /api/simulations/{sid}/files?name=m.txt HTTP/1.1\r\nHost: x\r\n"
         f"Authorization: Bearer {t}\r\n{head}\r\n\r\n".encode() + body,

@@ -1,10 +1,10 @@
 """Stored bytes per user by plan (issue 10): uploads, run outputs, a restart."""
 
-import socket
-
 import requests
 
 from conftest import wait_for
+
+import raw_http
 from supervisor import usage
 
 _CAP = 100_000
@@ -60,25 +60,11 @@ def _inputs_on_disk(server, user, sid):
 
 def _raw(server, user, sid, name, head, body):
     """Send a request's head and `body` (not necessarily all); the reply."""
-    c = socket.create_connection(("127.0.0.1", server.port), 5)
-    try:
-        c.sendall(
-            f"POST /api/simulations/{sid}/files?name={name} HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {server.tokens[user]}\r\n{head}\r\n".encode() + body
-        )
-        c.settimeout(10)
-        r = b""
-        while b"\r\n\r\n" not in r or not r.rstrip().endswith(b"}"):
-            try:
-                d = c.recv(65536)
-            except ConnectionResetError:
-                break
-            if not d:
-                break
-            r += d
-        return r
-    finally:
-        c.close()
+    return raw_http.reply(
+        server.port,
+        f"POST /api/simulations/{sid}/files?name={name} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {server.tokens[user]}\r\n{head}\r\n".encode() + body,
+    )
 
 
 def test_uploads_count_and_are_refused_past_the_cap(server_factory):

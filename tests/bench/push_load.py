@@ -223,10 +223,10 @@ def _say(**kwargs):
 
 
 async def _relay_main():
-    import tornado.httpserver
-    import tornado.netutil
     import tornado.web
     import tornado.websocket
+
+    from tests.bench import relay
 
     outs = {}
 
@@ -256,16 +256,12 @@ async def _relay_main():
         def get(self):
             self.write({"ok": True})
 
-    a = tornado.web.Application(
-        [(r"/in", In), (r"/out", Out), (r"/api/health", Health)],
-        websocket_ping_interval=15,
+    await relay.serve(
+        tornado.web.Application(
+            [(r"/in", In), (r"/out", Out), (r"/api/health", Health)],
+            websocket_ping_interval=15,
+        )
     )
-    s = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    h = tornado.httpserver.HTTPServer(a)
-    h.add_sockets(s)
-    print(s[0].getsockname()[1], flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    h.stop()
 
 
 if __name__ == "__main__":

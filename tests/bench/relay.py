@@ -42,9 +42,15 @@ class In(tornado.websocket.WebSocketHandler):
 
 async def main():
     outs = set()
-    a = tornado.web.Application(
-        [(r"/in", In, {"outs": outs}), (r"/out", Out, {"outs": outs})]
+    await serve(
+        tornado.web.Application(
+            [(r"/in", In, {"outs": outs}), (r"/out", Out, {"outs": outs})]
+        )
     )
+
+
+async def serve(a):
+    """Serve `a` on a free loopback port, printed, until stdin closes."""
     s = tornado.netutil.bind_sockets(0, "127.0.0.1")
     h = tornado.httpserver.HTTPServer(a)
     h.add_sockets(s)
