@@ -222,15 +222,16 @@ class Store:
                 self.failures += 1
                 self.last_error = f"{type(error).__name__}: {error}"
             now = len(self._dirty) + len(self._behind)
-        if error is not None and not was:
-            # once per bad spell, not once per document or attempt
-            pkdlog(
-                "store write failed key={} error={}; retrying with backoff",
-                key,
-                self.last_error,
-            )
-        elif was and not now:
-            pkdlog("store writes recovered failures={}", self.failures)
+            # logged under the lock: whoever sees dirty() at 0 sees the line
+            if error is not None and not was:
+                # once per bad spell, not once per document or attempt
+                pkdlog(
+                    "store write failed key={} error={}; retrying with backoff",
+                    key,
+                    self.last_error,
+                )
+            elif was and not now:
+                pkdlog("store writes recovered failures={}", self.failures)
 
     def _schedule_retry(self, loop):
         """On the loop: write the dirty documents again after a backoff."""
