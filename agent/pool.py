@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 
-from agent import follow, keeper, keeping, limits, records, rundir, runtable
+from agent import follow, keeper, keeping, limits, reap, records, rundir, runtable
 from agent import sandbox as agent_sandbox
 from agent.log import log, stack
 from agent.run import Run
@@ -172,7 +172,7 @@ class Pool(records.Records):
         """Kill every tree now (`join` waits until every process is reaped)."""
         for r in self.runs.values():
             if r.pid is not None and not r.is_exited:
-                _kill(r.pid, keeper.KILL_SIGNAL)
+                reap.kill(r.pid, keeper.KILL_SIGNAL)
 
     def _forgotten(self, run_id):
         self.table.remove(run_id)
@@ -307,7 +307,7 @@ class Pool(records.Records):
                 pass
             elif run.kill_start_secs is None:
                 # ended by itself: no child outlives its run
-                _killpg(run.pid, signal.SIGKILL)
+                reap.killpg(run.pid, signal.SIGKILL)
                 deadline = loop.time() + GROUP_EXIT_SLACK_SECS
             else:
                 # let the rest of the group heed SIGTERM until the grace ends
@@ -319,16 +319,16 @@ class Pool(records.Records):
             elif cg is not None:
                 # the keeper exits once the cgroup is empty: nothing to wait
                 # for, unless the keeper gave up or was killed
-                if not await _wait_cgroup_gone(cg, deadline):
+                if not await reap.wait_cgroup_gone(cg, deadline):
                     log("cgroup_not_gone", run_id=run.run_id, pids=cg.pids())
-            elif not await _wait_group_gone(run.pid, deadline):
-                _killpg(run.pid, signal.SIGKILL)
+            elif not await reap.wait_group_gone(run.pid, deadline):
+                reap.killpg(run.pid, signal.SIGKILL)
                 log("group_not_gone", run_id=run.run_id, pgid=run.pid)
             k.end_output()
             st = self._end_of(run, k, rc, entry, cg)
-            if cg is not None:
+            if cg is not None and not cg.remove(parents=True):
                 # gone before the run's end is told (busy: again afterwards)
-                cg.remove(parents=True)
+                self._run_cgroups.pop(run.run_id, None)
             self._finish(run, *st)
         finally:
             timeout_timer.cancel()
@@ -336,19 +336,19 @@ class Pool(records.Records):
                 run.kill_timer.cancel()
             if not run.is_exited:
                 # destroyed (or failed) while running: leave nothing behind
-                _kill(run.pid, keeper.KILL_SIGNAL)
+                reap.kill(run.pid, keeper.KILL_SIGNAL)
                 d = loop.time() + GROUP_EXIT_SLACK_SECS
                 try:
                     await asyncio.wait_for(asyncio.shield(k.exited), d - loop.time())
                     if cg is not None:
-                        gone = await _wait_cgroup_gone(cg, d)
+                        gone = await reap.wait_cgroup_gone(cg, d)
                     else:
-                        gone = await _wait_group_gone(run.pid, d)
+                        gone = await reap.wait_group_gone(run.pid, d)
                 except (TimeoutError, asyncio.CancelledError):
                     gone = False
                 if not gone:
                     # the keeper is stuck: the group (and the cgroup) at least
-                    _killpg(run.pid, signal.SIGKILL)
+                    reap.killpg(run.pid, signal.SIGKILL)
                     if cg is not None:
                         cg.kill()
             k.close()
@@ -379,14 +379,14 @@ class Pool(records.Records):
             return
         loop = asyncio.get_running_loop()
         run.kill_start_secs = loop.time()
-        _kill(run.pid, keeper.STOP_SIGNAL)
+        reap.kill(run.pid, keeper.STOP_SIGNAL)
         run.kill_timer = loop.call_later(
             self.kill_grace_secs + GROUP_EXIT_SLACK_SECS, self._kill_now, run
         )
 
     def _kill_now(self, run):
         """The keeper did not end the tree in time: its group and its cgroup."""
-        _killpg(run.pid, signal.SIGKILL)
+        reap.killpg(run.pid, signal.SIGKILL)
         cg = self._run_cgroups.get(run.run_id)
         if cg is not None:
             cg.kill()
@@ -420,76 +420,3 @@ def _environ(cores):
     rv["SIMVISOR_CORES"] = str(cores)
     rv["OMP_NUM_THREADS"] = str(cores)
     return rv
-
-
-def _group_pids(pgid):
-    """Pids of live (not zombie) processes in process group `pgid`."""
-    rv = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return rv
-    for n in names:
-        if not n.isdigit():
-            continue
-        try:
-            with open(f"/proc/{n}/stat", "rb") as f:
-                s = f.read()
-        except OSError:
-            continue
-        # comm (in parens) may hold anything; the fields after it are fixed
-        x = s[s.rfind(b")") + 2 :].split()
-        if len(x) > 2 and x[0] != b"Z" and int(x[2]) == pgid:
-            rv.append(int(n))
-    return rv
-
-
-def _kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _killpg(pgid, sig):
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def _wait_cgroup_gone(cg, deadline):
-    """Until the run's cgroup is empty (SIGKILLed again each round), or `deadline`.
-
-    Normally it is at once: the keeper exits only once it is. Else a poll.
-
-    Returns:
-        bool: False if it was not empty by `deadline` (loop time)
-    """
-    loop = asyncio.get_running_loop()
-    delay = 0.005
-    while cg.left():
-        r = deadline - loop.time()
-        if r <= 0:
-            return False
-        cg.kill()
-        await asyncio.sleep(min(delay, r))
-        delay = min(delay * 2, 0.1)
-    return True
-
-
-async def _wait_group_gone(pgid, deadline):
-    """Poll /proc until group `pgid` is empty: the kernel gives no event for it.
-
-    Returns:
-        bool: False if it was not empty by `deadline` (loop time)
-    """
-    loop = asyncio.get_running_loop()
-    delay = 0.005
-    while _group_pids(pgid):
-        r = deadline - loop.time()
-        if r <= 0:
-            return False
-        await asyncio.sleep(min(delay, r))
-        delay = min(delay * 2, 0.1)
-    return True

@@ -33,6 +33,8 @@ class Run:
         # (status, error) a cancel asked for, applied when the agent confirms
         self.end_as = None
         self.destroyed = False
+        #: resolved when the run has ended (`destroy`)
+        self.ended = asyncio.get_running_loop().create_future()
 
     # --- deadlines -----------------------------------------------------------
 
@@ -73,6 +75,8 @@ class Run:
         if self.destroyed:
             return
         self.destroyed = True
+        if not self.ended.done():
+            self.ended.set_result(None)
         if self.request is not None:
             resources_.remove(self.request)
             self.request = None

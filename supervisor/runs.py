@@ -128,14 +128,17 @@ class Runs(agents.Watcher):
         if sim.job.status in (job.STARTING, job.RUNNING) and a and a.is_ready():
             # the agent's exited (canceled) then ends it with our reason
             r.end_as = (status, error)
+            i, f = self._agents.new_op(a)
+            # the agent first: the stop is what the user waits for
+            self._agents.send(a, "cancel", op_id=i, run_id=r.run_id)
             sim.job.situation = "canceling"
             sim.job.canceling = True
             self.publish_job(sim)
-            i, f = self._agents.new_op(a)
-            self._agents.send(a, "cancel", op_id=i, run_id=r.run_id)
             try:
-                # the agent reports exited (canceled), then replies
-                await asyncio.wait_for(asyncio.shield(f), self._cfg.cancel_timeout_secs)
+                # the agent reports exited (canceled), then replies: the
+                # exited is the confirmation (the tree is gone), the reply
+                # only says more when there is no exited (a refusal)
+                await _first(f, r.ended, self._cfg.cancel_timeout_secs)
             except (TimeoutError, agents.AgentGone, agents.OpFailed) as e:
                 pkdlog("{} cancel not confirmed error={}", r, e)
         # a queued run, a lost one (its agent kills it when it reconnects: the
@@ -471,6 +474,20 @@ class Runs(agents.Watcher):
 
     async def destroy(self):
         await self._tasks.destroy()
+
+
+async def _first(reply, ended, timeout_secs):
+    """Until `ended` or `reply` (whose error is raised), at most `timeout_secs`."""
+    # the reply that comes after the end is not waited for: seen, not logged
+    reply.add_done_callback(lambda f: f.cancelled() or f.exception())
+    done, _ = await asyncio.wait(
+        (reply, ended), timeout=timeout_secs, return_when=asyncio.FIRST_COMPLETED
+    )
+    if ended in done:
+        return
+    if not done:
+        raise TimeoutError(f"no reply within {timeout_secs} s")
+    reply.result()
 
 
 def _done():

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agent import connection, pool, protocol, records, run, rundir
+from agent import connection, pool, protocol, reap, records, run, rundir
 from agent_ops import Events, run_op
 
 pytestmark = pytest.mark.timeout(30)
@@ -51,7 +51,7 @@ async def make_pool(tmp_path, events):
     try:
         for p in made:
             for r in p.runs.values():
-                if r.pid is not None and pool._group_pids(r.pid):
+                if r.pid is not None and reap.group_pids(r.pid):
                     left.append(r.run_id)
                     os.killpg(r.pid, signal.SIGKILL)
             p.destroy()
@@ -169,7 +169,7 @@ async def test_cancel_kills_the_whole_group(make_pool, events):
     assert time.monotonic() - t < GRACE_SECS + 1
     assert r.status == "canceled"
     assert events.of("f1")[-1] == ("exited", "canceled")
-    assert not pool._group_pids(r.pid)
+    assert not reap.group_pids(r.pid)
     assert not any(_alive(k) for k in [*kids, r.pid])
     # a second cancel, or of an unknown run, is fine
     await p.cancel("f1")
@@ -201,7 +201,7 @@ async def test_child_ignoring_sigterm_is_killed_after_the_grace(
     d = time.monotonic() - t
     assert GRACE_SECS * 0.9 <= d < GRACE_SECS + 2
     assert r.status == "canceled" and r.exit_code == -signal.SIGTERM
-    assert not pool._group_pids(r.pid)
+    assert not reap.group_pids(r.pid)
 
 
 async def test_max_run_secs_times_out(make_pool):
@@ -211,7 +211,7 @@ async def test_max_run_secs_times_out(make_pool):
     await r.ended
     assert 0.5 <= time.monotonic() - t < 0.5 + GRACE_SECS + 2
     assert r.status == "timed_out" and "max run time" in r.error
-    assert not pool._group_pids(r.pid)
+    assert not reap.group_pids(r.pid)
 
 
 async def test_orphaned_child_of_a_completed_run_is_killed(make_pool, tmp_path):
@@ -358,7 +358,7 @@ async def test_destroy_kills_everything(make_pool, events):
     kids = [int(x) for x in (r.dir / "children.txt").read_text().split()]
     p.destroy()
     await p.join()
-    assert not pool._group_pids(r.pid) and not any(_alive(k) for k in kids)
+    assert not reap.group_pids(r.pid) and not any(_alive(k) for k in kids)
     with pytest.raises(records.PoolError):
         p.start(_op("k2", _code("sleep")))
 

@@ -107,6 +107,21 @@ async def test_cancel_is_confirmed_by_the_agent(world):
     assert j["status"] == "canceled" and not j["canceling"]
 
 
+async def test_cancel_ends_at_the_agents_exited_not_its_reply(world):
+    """The exited (canceled) is the confirmation: the reply is not waited for."""
+    w = world
+    s = await w.sim(secs=1)
+    a, c, op = await w.running(s)
+    t = asyncio.create_task(w.sv.sims.cancel(w.user, s))
+    await c.next("cancel")
+    w.send(
+        a, "exited", run_id=op["run_id"], status="canceled", exit_code=None, error=None
+    )
+    # well inside cancel_timeout_secs (0.3), with no reply at all
+    j = await asyncio.wait_for(t, 0.2)
+    assert j["status"] == "canceled" and not j["canceling"] and j["error"] is None
+
+
 async def test_lost_grace_then_error(world):
     w = world
     s = await w.sim(secs=1)

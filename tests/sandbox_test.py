@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from agent import pool, sandbox
+from agent import pool, reap, sandbox
 from conftest import ROOT
 from agent_ops import run_op
 
@@ -123,7 +123,7 @@ async def sandboxed_pool(tmp_path):
     )
     assert isinstance(p.sandbox, sandbox.Sandbox), getattr(p.sandbox, "reason", "")
     yield p
-    left = [r.run_id for r in p.runs.values() if r.pid and pool._group_pids(r.pid)]
+    left = [r.run_id for r in p.runs.values() if r.pid and reap.group_pids(r.pid)]
     p.destroy()
     await p.join()
     assert not left, f"processes left behind by runs={left}"
@@ -172,7 +172,7 @@ async def test_cancel_gives_the_code_its_grace(sandboxed_pool):
     await p.cancel("t1")
     # the code saw SIGTERM itself (bwrap did not die of it first)
     assert r.status == "canceled" and r.exit_code == 7
-    assert not pool._group_pids(r.pid)
+    assert not reap.group_pids(r.pid)
 
 
 async def test_cancel_kills_children_and_one_ignoring_sigterm(sandboxed_pool):
@@ -196,7 +196,7 @@ async def test_cancel_kills_children_and_one_ignoring_sigterm(sandboxed_pool):
     # that ignores SIGTERM does not get the grace it gets outside the sandbox
     assert time.monotonic() - t < GRACE_SECS + 2
     assert r.status == "canceled" and r.exit_code == -signal.SIGTERM
-    assert not pool._group_pids(r.pid)
+    assert not reap.group_pids(r.pid)
 
 
 async def test_timeout_and_the_forker(sandboxed_pool):
@@ -214,7 +214,7 @@ async def test_timeout_and_the_forker(sandboxed_pool):
     await a.ended
     assert a.status == "timed_out" and "max run time" in a.error
     assert b.status == "canceled"
-    assert not pool._group_pids(a.pid) and not pool._group_pids(b.pid)
+    assert not reap.group_pids(a.pid) and not reap.group_pids(b.pid)
 
 
 async def test_broken_sandbox_refuses_runs(tmp_path):
@@ -333,4 +333,4 @@ async def test_leader_ignoring_sigterm_is_killed_after_the_grace(sandboxed_pool)
     await p.cancel("g1")
     assert GRACE_SECS * 0.9 <= time.monotonic() - t < GRACE_SECS + 2
     assert r.status == "canceled" and r.exit_code == -signal.SIGKILL
-    assert not pool._group_pids(r.pid)
+    assert not reap.group_pids(r.pid)

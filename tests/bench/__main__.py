@@ -39,10 +39,8 @@ THROUGHPUT_CORES = 8
 #: row 6: runs through the fake agent, and the policy limits lifted for them
 DISPATCH_RUNS = 200
 
-#: row 5: progress messages
-PUSHES = 200
-
-STORE_WRITES = 200
+#: row 5: progress messages; row 7: store writes
+PUSHES = STORE_WRITES = 200
 
 #: row 12: authenticated requests, with and without the rate limiter
 RATE_REQUESTS = 400
@@ -72,6 +70,12 @@ class Bench:
             "returning (fork+exec done), in the bench: own session, pipes, the "
             "agent's env, a cwd with params.json",
         )
+        self.start.note = (
+            "POST /api/simulations/{id}/run of `sleep` (local, sandbox auto; HTTP "
+            "connection kept open) until the `running` push: dispatch, run op, "
+            "fresh run dir, cgroup, exec of the keeper (it starts the code in the "
+            "sandbox), the agent's started"
+        )
         self.end = Row(
             "2 run request -> completed (sleep 0)",
             MS,
@@ -85,13 +89,13 @@ class Bench:
             "heartbeat) until it is reaped",
         )
         self.cancel.note = (
-            "POST /api/simulations/{id}/cancel of a running `forever` (local driver, "
-            "sandbox auto) until its reply, which comes once the agent has seen the "
-            "run's keeper exit: the keeper SIGTERMs every process in the run's "
-            "cgroup and exits once cgroup.events says populated 0 (poll(POLLPRI), "
-            "no /proc walk; on a host without writable cgroups, the /proc walk). "
-            "Includes the supervisor's cancel op, the agent's exited message, and "
-            "the durable write of the ended job"
+            "POST /api/simulations/{id}/cancel of a running `forever` (local, "
+            "sandbox auto; HTTP connection kept open) until its reply, which comes "
+            "at the agent's exited: the keeper SIGTERMs the run's cgroup, sees "
+            "populated 0 (poll(POLLPRI); without cgroups, a /proc walk), writes its "
+            "status and exits; the agent sees the exit (pidfd) and reports. "
+            "Includes the cancel op and the push of the canceled job, not its "
+            "durable write (the agent reports the end again after a crash)"
         )
         self.tput = Row(
             f"4 throughput, {THROUGHPUT_RUNS} sleep-0 runs at once",

@@ -10,7 +10,9 @@ import importlib.util
 import json
 import os
 import pathlib
+import socket
 import time
+import urllib.parse
 
 import tornado.httpclient
 import tornado.websocket
@@ -131,6 +133,68 @@ class Api:
 
     def close(self):
         self._client.close()
+
+
+class KeptAlive:
+    """One HTTP/1.1 connection kept open, one request at a time, as one user.
+
+    What a browser's request costs: its connection is open already. Tornado's
+    simple client opens a new connection for each request and resolves the
+    host in a thread first, which is the client's cost, not the service's.
+    """
+
+    def __init__(self, base_url, token):
+        u = urllib.parse.urlsplit(base_url)
+        self._host, self._port = u.hostname, u.port
+        self._auth = "Bearer " + token
+        self._reader = self._writer = None
+
+    async def call(self, method, path, body=None, expect=None, timeout=WAIT_SECS):
+        """``method /api<path>``; the decoded reply, checked against `expect`."""
+        return await asyncio.wait_for(self._call(method, path, body, expect), timeout)
+
+    async def _call(self, method, path, body, expect):
+        if self._writer is None or self._writer.is_closing():
+            self._reader, self._writer = await asyncio.open_connection(
+                self._host, self._port
+            )
+            self._writer.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
+        b = json.dumps({} if body is None else body).encode()
+        self._writer.write(
+            (
+                f"{method} /api{path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+                f"Authorization: {self._auth}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(b)}\r\n\r\n"
+            ).encode()
+            + b
+        )
+        status = (await self._reader.readline()).split(None, 2)
+        if len(status) < 2:
+            self.close()
+            raise BenchError(f"{method} {path}: the connection ended without a reply")
+        n = None
+        while True:
+            h = await self._reader.readline()
+            if h in (b"\r\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            if k.strip().lower() == "content-length":
+                n = int(v)
+            elif k.strip().lower() == "transfer-encoding":
+                self.close()
+                raise BenchError(f"{method} {path}: a chunked reply (not read here)")
+        r = await self._reader.readexactly(n or 0)
+        code = int(status[1])
+        if expect is not None and code != expect:
+            raise BenchError(f"{method} {path}: {code} {r[:300]!r}")
+        return json.loads(r) if r else None
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def is_job(m, sim_id, statuses=None):

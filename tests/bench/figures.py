@@ -15,7 +15,7 @@ import sys
 import time
 
 from tests.bench import clients, floors
-from tests.bench.clients import Api, Events, FakeAgent, is_job
+from tests.bench.clients import Api, Events, FakeAgent, KeptAlive, is_job
 from tests.bench.report import BenchError
 
 
@@ -31,12 +31,15 @@ class _Bench:
         self.server = conftest.Server(data_dir, **cfg)
         self.conftest = conftest
         self.api = None
+        #: the timed requests (run, cancel), over a connection kept open
+        self.kept = None
         self.events = None
         self.agent = None
 
     async def start(self):
         await asyncio.to_thread(self.server.start)
         self.api = Api(self.server.url, self.server.tokens["admin"])
+        self.kept = KeptAlive(self.server.url, self.server.tokens["admin"])
         self.events = await Events.connect(self.server.url, self.server.tokens["admin"])
         return self
 
@@ -44,7 +47,7 @@ class _Bench:
         """POST run; (seconds until the first push in `statuses`, that job)."""
         m0 = self.events.mark()
         t0 = time.perf_counter()
-        await self.api.call("POST", f"/simulations/{sim_id}/run", expect=202)
+        await self.kept.call("POST", f"/simulations/{sim_id}/run", expect=202)
         t, m = await self.events.wait_for(
             lambda m: is_job(m, sim_id, statuses), m0, what
         )
@@ -61,6 +64,7 @@ class _Bench:
                     print(f"bench: closing {c!r} failed: {e}", file=sys.stderr)
         if self.api is not None:
             self.api.close()
+            self.kept.close()
         return await asyncio.to_thread(self.server.cleanup)
 
 
@@ -121,7 +125,7 @@ class RealAgentBench(_Bench):
         if len(p) != 1:
             raise BenchError(f"expected one group leader under {d}, found {p}")
         t0 = time.perf_counter()
-        j = await self.api.call("POST", f"/simulations/{sim_id}/cancel", expect=200)
+        j = await self.kept.call("POST", f"/simulations/{sim_id}/cancel", expect=200)
         t1 = time.perf_counter()
         if j["status"] != "canceled":
             raise BenchError(f"cancel replied status={j['status']}")
