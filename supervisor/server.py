@@ -29,6 +29,7 @@ from supervisor import (
     gate,
     http,
     job,
+    memory,
     metrics,
     rate,
     resources,
@@ -54,6 +55,7 @@ class Supervisor:
         self.store = store.Store(self.data_dir)
         self.catalog = catalog.Catalog(cfg.catalog, cfg.test_codes)
         self.hub = events.Hub()
+        self.memory = memory.Trimmer()
         self.users = users.Users(self.store, users.build_plans(cfg), drivers.names(cfg))
         self.drivers = drivers.build(cfg, self._agent_url, self.users.plan_of)
         self.resources = resources.Resources(
@@ -234,6 +236,7 @@ class Supervisor:
         for d in self.drivers.values():
             await d.destroy()
         self.sim_store.destroy()
+        self.memory.destroy()
         # the final writes must land even if we are being canceled
         await asyncio.shield(self.store.flush())
         self.store.destroy()

@@ -166,6 +166,7 @@ class Events(_Socket):
         pass
 
     def on_close(self):
+        self.sv.memory.closed()
         if self.sub:
             self.sub.closed = True
             self.sv.hub.unsubscribe(self.sub)
@@ -234,5 +235,6 @@ class Agent(_Socket):
             pass
 
     def on_close(self):
+        self.sv.memory.closed()
         if self.agent is not None:
             self.sv.agents.closed(self.agent, self)
