@@ -175,7 +175,11 @@ class Layout:
                 x = os.path.join(p, n)
                 # v2 controllers share the unified directory
                 d[c] = d[""] if v == 2 else _mkdir(x)
-            rv = RunCgroup(sorted(set(d.values())), memory_limit_bytes=memory_bytes)
+            rv = RunCgroup(
+                sorted(set(d.values())),
+                memory_limit_bytes=memory_bytes,
+                pids_limit=pids if "pids" in self.parents else None,
+            )
             for c, f, value in limit_writes(2, cores, memory_bytes, pids):
                 if c in self.parents and self.parents[c][0] == 2:
                     write(os.path.join(d[c], f), value)

@@ -44,11 +44,13 @@ class RunCgroup:
     Args:
         dirs (list): absolute directories
         memory_limit_bytes (int): for the OOM message (None: unknown)
+        pids_limit (int): for the message of refused process starts
     """
 
-    def __init__(self, dirs, memory_limit_bytes=None):
+    def __init__(self, dirs, memory_limit_bytes=None, pids_limit=None):
         self.dirs = list(dirs)
         self.memory_limit_bytes = memory_limit_bytes
+        self.pids_limit = pids_limit
         self.unified = next(
             (d for d in self.dirs if os.path.exists(os.path.join(d, "cgroup.kill"))),
             None,
@@ -200,6 +202,16 @@ class RunCgroup:
                         return parse_keys(f.read()).get("oom_kill")
                 except OSError:
                     continue
+        return None
+
+    def pids_refused(self):
+        """Process starts refused at the pids limit (``pids.events`` max), or None."""
+        for d in self.dirs:
+            try:
+                with open(os.path.join(d, "pids.events")) as f:
+                    return parse_keys(f.read()).get("max")
+            except OSError:
+                continue
         return None
 
     def remove(self, parents=False):

@@ -94,5 +94,16 @@ def out_of_memory_error(kills_before, run_cgroup=None):
     )
 
 
+def pids_note(run_cgroup):
+    """What to tell of process starts refused at the run's pids limit, or None."""
+    n = run_cgroup.pids_refused() if run_cgroup else None
+    if not n:
+        return None
+    m = run_cgroup.pids_limit
+    return f"{n} process start(s) refused at the run's limit" + (
+        f" of {m} processes" if m else ""
+    )
+
+
 def _mib(n):
     return f"{n // (1024 * 1024)} MiB"

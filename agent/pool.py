@@ -400,6 +400,10 @@ class Pool(records.Records):
 
 
 def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
+    p = limits.pids_note(run_cgroup)
+    if p:
+        # whatever the end, the log says it (a code may cope, or fail later)
+        run.append_log(f"[simvisor agent: {p}]\n")
     if run.canceled:
         return "canceled", rc, None
     if run.timed_out:
@@ -409,6 +413,8 @@ def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
     e = limits.out_of_memory_error(oom_kills_before, run_cgroup)
     if e:
         return "error", rc, f"{e} ({run.end_error(rc)})"
+    if p:
+        return "error", rc, f"{run.end_error(rc)} ({p})"
     return "error", rc, run.end_error(rc)
 
 

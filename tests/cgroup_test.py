@@ -351,6 +351,8 @@ async def test_a_fork_bomb_is_bounded_by_its_pids_limit(pool_in):
     n = int(out.split("spawner: started=")[1].split()[0])
     # the code itself and its interpreter count too
     assert 0 < n < 30 and "refused=Resource temporarily unavailable" in out, out
+    # and the run's log names the limit (the code coped: it completed)
+    assert "process start(s) refused at the run's limit of 30 processes" in out, out
 
 
 async def test_cores_are_the_cpu_quota_and_the_cgroup_goes_with_the_run(pool_in):
