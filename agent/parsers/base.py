@@ -15,17 +15,8 @@ makes its row or block be skipped.
 Pure: no I/O, no asyncio, the standard library only, Python 3.8 and later.
 """
 
-import re
-
 #: the longest line a parser keeps, in bytes without its newline
 MAX_LINE_BYTES = 64 * 1024
-
-#: a number as the codes write them (no underscores, no unicode digits);
-#: "nan", "-nan", "inf" are numbers too, given as None
-_NUMBER = re.compile(
-    rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf|infinity)", re.I
-)
-_INT = re.compile(rb"[-+]?\d+")
 
 #: a longer token is no number (a 17-digit float with exponent is ~25)
 _MAX_NUMBER_BYTES = 40
@@ -41,11 +32,16 @@ def number(token):
     Raises:
         NotANumber: for anything else
     """
-    if len(token) > _MAX_NUMBER_BYTES or not _NUMBER.fullmatch(token):
+    if len(token) > _MAX_NUMBER_BYTES or b"_" in token:
+        # float() and int() take "1_000"; the codes never write it
         raise NotANumber(token)
-    if _INT.fullmatch(token):
+    if token.isdigit() or (token[:1] in (b"-", b"+") and token[1:].isdigit()):
         return int(token)
-    v = float(token)
+    try:
+        # on bytes, float() takes ASCII digits only, no hex, no blanks inside
+        v = float(token)
+    except ValueError:
+        raise NotANumber(token) from None
     # JSON has no NaN or Infinity: a gap in a plot
     return v if v - v == 0 else None
 
