@@ -25,6 +25,10 @@ declare -A want=(
     # the sandbox of local runs (agent/sandbox.py); setpriv and env are in
     # util-linux and coreutils, which every Debian has
     [bwrap]=bubblewrap
+    # real third-party codes (agent/parsers, tests/data/lammps, tests/data/gromacs)
+    [lmp]=lammps
+    [mpirun]=openmpi-bin
+    [gmx]=gromacs
 )
 # Debian packages of the test HPC site (checked with dpkg)
 hpc_pkgs=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server
