@@ -39,10 +39,16 @@ import subprocess
 import tempfile
 import time
 
-from agent import follow, keeper, keeping, limits, reap, records, rundir, runtable
+from agent import follow, keeper, keeping, limits, outputs, reap, records, rundir
+from agent import runtable
 from agent import sandbox as agent_sandbox
 from agent.log import log, stack
 from agent.run import Run
+
+#: after mpirun: how a local or container run starts its `cores` ranks (as
+#: many as asked, whatever the cores the machine shows: the run's cgroup
+#: holds it to its cores; no pinning, which would fight the cgroup)
+MPI_LAUNCHER = ("-np", "{cores}", "--oversubscribe", "--bind-to", "none")
 
 #: after SIGKILL (or after the grace), how long a process group may take to
 #: disappear before we give up waiting (a process stuck in the kernel)
@@ -255,7 +261,7 @@ class Pool(records.Records):
                 # the keeper's own errors before it has its files: our log
                 stderr=None,
                 cwd=run.dir,
-                env=self.sandbox.environ(_environ(run.cores)),
+                env=self.sandbox.environ(_environ(run.cores, run.launch)),
                 start_new_session=True,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
@@ -295,6 +301,7 @@ class Pool(records.Records):
         """
         loop = asyncio.get_running_loop()
         cg = self._run_cgroups.get(run.run_id)
+        self._follow_outputs(run)
         left = run.max_run_secs - (time.time() - entry["started_at"])
         timeout_timer = loop.call_later(max(0.0, left), self._time_out, run)
         try:
@@ -325,6 +332,8 @@ class Pool(records.Records):
                 reap.killpg(run.pid, signal.SIGKILL)
                 log("group_not_gone", run_id=run.run_id, pgid=run.pid)
             k.end_output()
+            if run.outputs is not None:
+                run.outputs.end()
             st = self._end_of(run, k, rc, entry, cg)
             if cg is not None and not cg.remove(parents=True):
                 # gone before the run's end is told (busy: again afterwards)
@@ -352,6 +361,26 @@ class Pool(records.Records):
                     if cg is not None:
                         cg.kill()
             k.close()
+            if run.outputs is not None:
+                run.outputs.close()
+
+    def _new_run(self, op):
+        r = super()._new_run(op)
+        r.mpi_launcher = [shutil.which("mpirun") or "mpirun", *MPI_LAUNCHER]
+        return r
+
+    def _follow_outputs(self, run):
+        """Follow the run's declared output files (`agent.outputs`), from their start."""
+        if not run.follow or run.dir is None:
+            return
+        try:
+            run.outputs = outputs.Outputs(run, self._inotify)
+        except (TypeError, ValueError) as e:
+            run.append_log(
+                f"[simvisor agent: its output files are not followed: {e}]\n"
+            )
+            return
+        run.outputs.start()
 
     def _end_of(self, run, k, rc, entry, cg=None):
         """(status, exit code, error) of a run whose keeper has ended."""
@@ -418,11 +447,18 @@ def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
     return "error", rc, run.end_error(rc)
 
 
-def _environ(cores):
+def _environ(cores, launch="process"):
     """The simulation sees only these: nothing of the agent (its secret) leaks."""
     rv = {k: os.environ[k] for k in _ENV_PASSED if k in os.environ}
     rv.setdefault("PATH", os.defpath)
     rv.setdefault("LANG", "C.UTF-8")
     rv["SIMVISOR_CORES"] = str(cores)
-    rv["OMP_NUM_THREADS"] = str(cores)
+    # `cores` ranks of one thread each, or one process of `cores` threads
+    rv["OMP_NUM_THREADS"] = "1" if launch == "mpi" else str(cores)
+    if launch == "mpi":
+        # hwloc finds no /sys in the sandbox and says so once per rank
+        rv["HWLOC_HIDE_ERRORS"] = "2"
+    if launch == "mpi" and os.geteuid() == 0:
+        # mpirun refuses root unless told (the sandbox runs codes as nobody)
+        rv["OMPI_ALLOW_RUN_AS_ROOT"] = rv["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     return rv

@@ -9,6 +9,8 @@ supervisor call `parse` on what they receive and `make` on what they send.
 import json
 import re
 
+from agent import parsers
+
 #: bumped when a message changes incompatibly
 VERSION = 1
 
@@ -124,6 +126,17 @@ def _is_batch(v):
     )
 
 
+def _is_follow(v):
+    """Output files to follow (`agent.outputs`): plain names, known parsers."""
+    return _is_list(v) and all(
+        _is_dict(x)
+        and _is_str(x.get("file"))
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", x["file"]) is not None
+        and x.get("parser") in parsers.PARSERS
+        for x in v
+    )
+
+
 # kind -> {field: check}; every field listed is required (those whose name
 # ends in "?" may be left out), others are refused
 _RUN_FIELDS = {
@@ -140,6 +153,10 @@ _RUN_FIELDS = {
     "max_memory_bytes?": lambda v: _is_int(v) and v >= 0,
     "max_pids?": lambda v: _is_int(v) and v >= 0,
     "batch?": _is_batch,
+    # a code adapter's (`supervisor.adapter`): launcher, files, steps
+    "launch?": lambda v: v in ("process", "mpi"),
+    "follow?": _is_follow,
+    "steps?": lambda v: _is_int(v) and v >= 1,
 }
 
 #: messages the agent sends

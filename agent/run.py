@@ -135,6 +135,16 @@ class Run:
         self.max_run_secs = op["max_run_secs"]
         #: batch job options (partition, account, qos, cores_as) for Slurm
         self.batch_options = op.get("batch") or {}
+        #: "mpi": the pool starts `cores` ranks of the command
+        self.launch = op.get("launch", "process")
+        #: the output files to follow (`agent.outputs`), and the steps of a run
+        self.follow = op.get("follow") or []
+        self.steps = op.get("steps")
+        #: the followers of `follow` (`agent.outputs.Outputs`), set by the pool
+        self.outputs = None
+        #: the pool's launcher of `cores` ranks (``{cores}`` filled), for
+        #: an ``mpi`` launch
+        self.mpi_launcher = None
         #: queued, preparing, spawning, running, exited
         self.state = "queued"
         self.pid = None
@@ -172,8 +182,13 @@ class Run:
         return {}
 
     def command(self):
-        """The argv to execute: `PYTHON_ARG` is the agent's own interpreter."""
-        return [sys.executable if a == PYTHON_ARG else a for a in self.argv]
+        """The argv to execute: `PYTHON_ARG` is the agent's own interpreter,
+        behind `mpi_launcher` for an ``mpi`` launch."""
+        rv = [sys.executable if a == PYTHON_ARG else a for a in self.argv]
+        if self.launch == "mpi" and self.mpi_launcher:
+            m = [a.replace("{cores}", str(self.cores)) for a in self.mpi_launcher]
+            rv = m + rv
+        return rv
 
     def append_log(self, text):
         """Add text to the log (memory, `LOG_FILE`) and emit ``log``."""
@@ -197,7 +212,10 @@ class Run:
         return "\n".join(self._stderr_tail).strip()[-MAX_ERROR_CHARS:]
 
     def end_error(self, rc):
-        """The error text of a failed run: the stderr tail, else the exit code."""
+        """The error text of a failed run: the code's own error lines (from
+        its output files), else the stderr tail, else the exit code."""
+        if self.outputs is not None and self.outputs.errors:
+            return "\n".join(self.outputs.errors)[-MAX_ERROR_CHARS:]
         t = self.stderr_tail()
         if t:
             return t
@@ -240,12 +258,20 @@ class Run:
             self._log_file.close()
             self._log_file = None
 
-    def _on_report(self, raw, kind, value):
-        if kind == "progress":
-            self.progress = value
-            self._emit(self, "progress")
-            return
-        self._frame_bytes += len(raw)
+    def set_progress(self, value):
+        """Progress (0 to 1) from a report or a followed file."""
+        self.progress = value
+        self._emit(self, "progress")
+
+    def add_frame(self, frame, size=None):
+        """A frame (a dict) from a report line or a followed file, within the limits.
+
+        Args:
+            size (int): its size as JSON, if known
+        """
+        if size is None:
+            size = len(json.dumps(frame, separators=(",", ":")))
+        self._frame_bytes += size
         if len(self.frames) >= MAX_FRAMES or self._frame_bytes > MAX_FRAME_BYTES_HELD:
             if not self._frames_dropped:
                 self._frames_dropped = True
@@ -254,8 +280,14 @@ class Run:
                     f" or {MAX_FRAME_BYTES_HELD} bytes); dropping the rest]\n"
                 )
             return
-        self.frames.append(value)
+        self.frames.append(frame)
         self._emit(self, "frame")
+
+    def _on_report(self, raw, kind, value):
+        if kind == "progress":
+            self.set_progress(value)
+            return
+        self.add_frame(value, len(raw))
 
 
 class Output:

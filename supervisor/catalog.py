@@ -4,7 +4,7 @@ import json
 import math
 import pathlib
 
-from supervisor import errors
+from supervisor import adapter, errors
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[1] / "etc" / "codes.json"
 TYPES = ("int", "float", "str", "simulation")
@@ -26,6 +26,8 @@ class Code:
         self.batch = dict(doc.get("batch", {}))
         for p in self.params:
             assert p["type"] in TYPES, f"code={self.name} param={p['name']}"
+        #: deck, launch, followed files, plots (`supervisor.adapter`)
+        self.adapter = adapter.Adapter(self.name, doc, self.params)
 
     def to_dict(self):
         return {
@@ -42,6 +44,7 @@ class Code:
             ],
             "max_cores": self.max_cores,
             "frames": self.frames,
+            "plots": self.adapter.plots,
         }
 
     def check_params(self, params, base=None):

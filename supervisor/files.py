@@ -236,6 +236,14 @@ class Files:
     def run_inputs_of(self, user, sim, code, uploads):
         """`run_inputs`, given the uploads already read."""
         res = dict(uploads)
+        for n, t in code.adapter.inputs(sim.params).items():
+            if n in res:
+                raise errors.Conflict(
+                    "input_conflict",
+                    f"the input {n} is the deck code {code.name} makes from the "
+                    "parameters: delete the upload or rename it",
+                )
+            res[n] = t
         for p in code.params:
             if p["type"] == "simulation":
                 src = self._sims.get(user, sim.params.get(p["name"]))

@@ -1,0 +1,114 @@
+"""A run's declared output files, followed as they grow: its frames, progress, error.
+
+A code that knows nothing of simvisor writes its results into files. Its
+run op lists them (``follow``: the file in the run directory, the parser of
+its format from `agent.parsers`, and the parser's options); `Outputs`
+follows each (`agent.follow`: inotify events where the filesystem gives
+them, a backing-off poll where it does not, as on a shared filesystem under
+Slurm), feeds what is appended to its parser, and turns the records into
+the run's:
+
+- frames: ``rows`` of a table become ``{"plot": "rows", "file", "table",
+  "run", "columns", "rows", "step"}``; a ``snapshot`` becomes ``{"plot":
+  "snapshot", "file", "step", "box", "columns", "atoms"}``;
+- progress: the last ``step`` over the op's ``steps``;
+- error: the code's own ``error`` lines, which name a failed run's error;
+- log: ``warning`` and ``note`` lines, marked as the agent's.
+
+Memory is bounded by the parsers (a partial line, one block) and by the
+run's frame limits; a file that never appears gives no frame and is said so
+in the log at the end.
+"""
+
+import collections
+
+from agent import follow, parsers
+
+#: the code's error lines kept for the error text
+MAX_CODE_ERRORS = 5
+
+
+class Outputs:
+    """The followers of one run's declared files.
+
+    Args:
+        run (agent.run.Run): its ``dir`` is set, ``follow`` and ``steps`` from its op
+        inotify (agent.follow.Inotify): None: poll (a shared filesystem)
+    """
+
+    def __init__(self, run, inotify):
+        self._run = run
+        #: the code's own error lines, the last `MAX_CODE_ERRORS`
+        self.errors = collections.deque(maxlen=MAX_CODE_ERRORS)
+        self._files = []
+        for s in run.follow:
+            o = {k: v for k, v in s.items() if k not in ("file", "parser")}
+            p = parsers.PARSERS[s["parser"]](**o)
+            f = follow.Follower(
+                run.dir / s["file"],
+                lambda data, n=s["file"], p=p: self._records(n, p.feed(data)),
+                inotify,
+                on_truncated=p.reset,
+            )
+            self._files.append((s["file"], p, f))
+
+    def start(self):
+        for _, _, f in self._files:
+            f.start()
+
+    def end(self):
+        """The code has ended: what is left in each file, and the parsers' last records."""
+        for n, p, f in self._files:
+            f.read_all()
+            f.close()
+            self._records(n, p.finish())
+            if f.offset == 0:
+                self._run.append_log(f"[simvisor agent: {n} was not written]\n")
+
+    def close(self):
+        for _, _, f in self._files:
+            f.close()
+
+    def _records(self, name, records):
+        r = self._run
+        for x in records:
+            k = x.get("kind")
+            if k == "rows":
+                r.add_frame(
+                    {
+                        "plot": "rows",
+                        "file": name,
+                        "table": x["table"],
+                        "run": x.get("run"),
+                        "columns": x["columns"],
+                        "rows": x["rows"],
+                        "step": _step(x),
+                    }
+                )
+            elif k == "snapshot":
+                r.add_frame(
+                    {
+                        "plot": "snapshot",
+                        "file": name,
+                        "step": x["step"],
+                        "natoms": x["natoms"],
+                        "box": x["box"],
+                        "columns": x["columns"],
+                        "atoms": x["atoms"],
+                    }
+                )
+            elif k == "step":
+                if r.steps and isinstance(x.get("step"), int):
+                    r.set_progress(min(1.0, max(0.0, x["step"] / r.steps)))
+            elif k == "error":
+                self.errors.append(x["message"])
+            elif k in ("warning", "note"):
+                r.append_log(f"[simvisor agent: {name}: {x['message']}]\n")
+
+
+def _step(rows):
+    """The step of a rows record's last row (its ``Step`` column), or None."""
+    c = rows["columns"]
+    if "Step" not in c or not rows["rows"]:
+        return None
+    return rows["rows"][-1][c.index("Step")]

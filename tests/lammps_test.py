@@ -1,0 +1,123 @@
+"""LAMMPS end to end on the local driver: Debian's ``lmp`` under ``mpirun``, for real.
+
+The catalog's ``lammps`` entry (etc/codes.json, etc/codes/lammps/melt.in)
+knows nothing of simvisor's report lines: its frames come from the agent
+following ``log.lammps`` and the dump file as LAMMPS writes them.
+"""
+
+import os
+import pathlib
+import shutil
+
+import pytest
+
+from conftest import procs_under, wait_for
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("lmp") and shutil.which("mpirun")),
+    reason="Debian's lammps and openmpi-bin are not installed (etc/setup-test-host.sh)",
+)
+
+
+def _lmp_ranks(run_dir):
+    """Pids of the ``lmp`` processes working in `run_dir`."""
+    rv = []
+    for p in procs_under(run_dir):
+        try:
+            if pathlib.Path(f"/proc/{p}/comm").read_text().strip() == "lmp":
+                rv.append(p)
+        except OSError:
+            pass
+    return rv
+
+
+def _run_dir(server, sim_id):
+    return server.data_dir / "run" / "admin" / sim_id
+
+
+def _frames(server, sim_id):
+    return server.api("GET", f"/simulations/{sim_id}/frames", expect=200).json()[
+        "frames"
+    ]
+
+
+def test_two_ranks_complete_with_live_thermo_and_atoms(server):
+    s = server.create(
+        "admin",
+        "lammps",
+        temperature=2.5,
+        box=8,
+        steps=4000,
+        thermo_every=100,
+        dump_every=1000,
+    )
+    server.run("admin", s["id"], cores=2)
+    d = _run_dir(server, s["id"])
+    seen = {"ranks": 0, "frames_while_running": []}
+
+    def watch():
+        j = server.job("admin", s["id"])
+        if j["status"] == "running":
+            seen["ranks"] = max(seen["ranks"], len(_lmp_ranks(d)))
+            if j["frames"]:
+                seen["frames_while_running"].append(j["frames"])
+        return j["status"] not in ("queued", "starting", "running") and j
+
+    j = wait_for(watch, 120, 0.05, "lammps ended")
+    assert j["status"] == "completed", j["error"]
+    assert j["progress"] == 1.0 and j["exit_code"] == 0
+    # two MPI ranks ran, and frames came while it ran, not all at the end
+    assert seen["ranks"] == 2, seen
+    assert min(seen["frames_while_running"], default=0) < j["frames"], seen
+    f = _frames(server, s["id"])
+    rows = [x for x in f if x["plot"] == "rows"]
+    snaps = [x for x in f if x["plot"] == "snapshot"]
+    assert rows and rows[0]["table"] == "thermo" and rows[0]["file"] == "log.lammps"
+    c = rows[0]["columns"]
+    first = rows[0]["rows"][0]
+    # the temperature asked for is the first thermo row's
+    assert first[c.index("Step")] == 0 and first[c.index("Temp")] == 2.5
+    steps = [r[c.index("Step")] for x in rows for r in x["rows"]]
+    assert steps == list(range(0, 4001, 100))
+    # 8x8x8 fcc cells, subsampled to the catalog's 2,000 for the browser
+    assert [x["step"] for x in snaps] == [0, 1000, 2000, 3000, 4000]
+    assert all(x["natoms"] == 2048 and len(x["atoms"]) == 2000 for x in snaps)
+    assert not _lmp_ranks(d)
+    # the deck the run used is in its directory, rendered from the parameters
+    deck = (d / "in.melt").read_text()
+    assert "velocity        all create 2.5 " in deck and "run             4000" in deck
+
+
+def test_cancel_stops_every_rank(server):
+    s = server.create("admin", "lammps", box=20, steps=10000, thermo_every=100)
+    server.run("admin", s["id"], cores=2)
+    d = _run_dir(server, s["id"])
+    wait_for(lambda: len(_lmp_ranks(d)) == 2, 60, what="two lmp ranks")
+    j = server.api("POST", f"/simulations/{s['id']}/cancel", expect=200).json()
+    assert j["status"] == "canceled"
+    # confirmed gone when the reply comes: no rank, no mpirun
+    assert not procs_under(d)
+
+
+def test_a_run_past_its_time_ends_timed_out(server_factory):
+    sv = server_factory(basic_max_run_secs=2)
+    sv.add_user("dave")
+    s = sv.create("dave", "lammps", box=20, steps=10000)
+    sv.run("dave", s["id"], cores=1)
+    j = sv.wait_status("dave", s["id"], ("timed_out", "completed", "error"), 60)
+    assert j["status"] == "timed_out", j
+    assert not procs_under(sv.data_dir / "run" / "dave" / s["id"])
+
+
+def test_a_deck_upload_of_the_same_name_is_refused(server):
+    s = server.create("admin", "lammps", steps=100)
+    server.api(
+        "POST",
+        f"/simulations/{s['id']}/files?name=in.melt",
+        data=b"shell rm -rf /\n",
+        expect=201,
+    )
+    r = server.api("POST", f"/simulations/{s['id']}/run", json={}, expect=409)
+    assert r.json()["error"] == "input_conflict"
+    assert server.job("admin", s["id"])["status"] == "missing"
+    assert os.path.exists(server.data_dir)
