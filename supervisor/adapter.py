@@ -12,6 +12,9 @@ the whole contract):
   parameter as ``{name}``; ``{{`` and ``}}`` are literal braces. Only numbers
   and parameters with ``choices`` may appear in a deck: free text never
   does (a LAMMPS deck can run shell commands).
+  Or ``{"upload": F}``: the deck is the user's own upload named ``F``,
+  executed as it is (the untrusted case: only the driver's isolation holds
+  it); a run without that upload is refused.
 - ``command``: the argv, where ``{cores}`` is the run's cores, ``{input}`` the
   deck's file name and ``{python}`` the agent's interpreter.
 - ``launch``: ``"mpi"``: the agent starts ``{cores}`` ranks of the command
@@ -70,11 +73,19 @@ class Adapter:
         self._need(self.launch in LAUNCHES, f"launch must be one of {LAUNCHES}")
         #: file name -> template pieces; the first file is ``{input}``
         self._deck = {}
+        #: the deck is the user's own upload of this name (run as it is)
+        self.upload = None
         d = doc.get("deck")
-        if d is not None:
+        if isinstance(d, dict) and set(d) == {"upload"}:
+            self._need(
+                _FILE_NAME.fullmatch(str(d["upload"])) is not None,
+                f"deck upload {d['upload']!r} is not a plain name",
+            )
+            self.upload = d["upload"]
+        elif d is not None:
             for x in d if isinstance(d, list) else [d]:
                 self._deck_file(x, byname)
-        self.deck_file = next(iter(self._deck), None)
+        self.deck_file = self.upload or next(iter(self._deck), None)
         for a in doc["command"]:
             for n in _names(a):
                 self._need(

@@ -236,6 +236,12 @@ class Files:
     def run_inputs_of(self, user, sim, code, uploads):
         """`run_inputs`, given the uploads already read."""
         res = dict(uploads)
+        u = code.adapter.upload
+        if u is not None and u not in res:
+            raise errors.Conflict(
+                "input_missing",
+                f"code {code.name} runs your own deck: upload it as {u} first",
+            )
         for n, t in code.adapter.inputs(sim.params).items():
             if n in res:
                 raise errors.Conflict(

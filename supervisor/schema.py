@@ -151,6 +151,10 @@ class Code(_Doc):
     kind: typing.Literal["run", "analysis"]
     params: list[dict[str, typing.Any]]
     max_cores: int
+    #: its runs make frames (a plot card)
+    frames: bool
+    #: what the GUI draws of them (`supervisor.adapter.check_plots`)
+    plots: list[dict[str, typing.Any]]
 
 
 class Batch(_Doc):

@@ -198,7 +198,13 @@ def _wait_for(predicate, secs, what):
 
 
 def test_catalog():
-    c = json.loads(_CATALOG.read_text())["codes"]
+    # simvisor's own codes (agent/codes); the real ones (LAMMPS...) have
+    # their own tests
+    c = [
+        x
+        for x in json.loads(_CATALOG.read_text())["codes"]
+        if x["command"][0] == "{python}"
+    ]
     names = [x["name"] for x in c]
     assert sorted(names) == sorted(_ALL_CODES)
     on_disk = {p.stem for p in (_ROOT / "agent" / "codes").glob("*.py")} - {

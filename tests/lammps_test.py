@@ -121,3 +121,52 @@ def test_a_deck_upload_of_the_same_name_is_refused(server):
     assert r.json()["error"] == "input_conflict"
     assert server.job("admin", s["id"])["status"] == "missing"
     assert os.path.exists(server.data_dir)
+
+
+_DATA = pathlib.Path(__file__).parent / "data" / "lammps"
+
+
+def _upload_deck(server, sim_id, text, user="admin"):
+    server.api(
+        "POST",
+        f"/simulations/{sim_id}/files?name=in.lammps",
+        user,
+        data=text.encode(),
+        expect=201,
+    )
+
+
+def test_your_own_deck_fails_with_lammps_own_words(server):
+    s = server.create("admin", "lammps-deck")
+    # no deck yet: refused, nothing queued
+    r = server.api("POST", f"/simulations/{s['id']}/run", json={}, expect=409)
+    assert r.json()["error"] == "input_missing"
+    _upload_deck(server, s["id"], (_DATA / "unknown_command.in").read_text())
+    server.run("admin", s["id"], cores=2)
+    j = server.wait_status("admin", s["id"], ("completed", "error", "canceled"), 60)
+    assert j["status"] == "error"
+    # the code's own message from log.lammps, not mpirun's abort text
+    assert (
+        j["error"]
+        == "ERROR: Unknown command: frobnicate      all 1.0 (src/input.cpp:274)"
+    )
+    assert not procs_under(_run_dir(server, s["id"]))
+
+
+def test_your_own_deck_cannot_read_the_data_dir(server_factory):
+    sv = server_factory()
+    sv.add_user("eve")
+    s = sv.create("eve", "lammps-deck")
+    secret = sv.data_dir / "admin-token"
+    # a LAMMPS deck runs shell commands: the sandbox must hold them
+    _upload_deck(
+        sv,
+        s["id"],
+        f"shell cat {secret}\nshell ls {sv.data_dir}/db\nprint done-with-shell\n",
+        "eve",
+    )
+    sv.run("eve", s["id"], cores=1)
+    j = sv.wait_status("eve", s["id"], ("completed", "error", "canceled"), 60)
+    log = sv.api("GET", f"/simulations/{s['id']}/log", "eve", expect=200).text
+    assert "done-with-shell" in log, (j, log)
+    assert sv.tokens["admin"] not in log and "users" not in log, log
