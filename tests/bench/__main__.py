@@ -21,6 +21,7 @@ from tests.bench import (
     containers,
     figures,
     floors,
+    lammps,
     push_bench,
     push_load,
     report,
@@ -44,13 +45,6 @@ PUSHES = STORE_WRITES = 200
 
 #: row 12: authenticated requests, with and without the rate limiter
 RATE_REQUESTS = 400
-
-#: rows 8 and 9: container starts (each cold one makes a new container)
-DOCKER_COLD_RUNS = 8
-DOCKER_WARM_RUNS = 15
-
-#: rows 10 and 11: Slurm jobs, one at a time (each a run and its cancel)
-SLURM_RUNS = 10
 
 
 class Bench:
@@ -149,6 +143,9 @@ class Bench:
             self.rate,
             self.push_load,
         ]
+        self.lammps_skipped = lammps.unavailable()
+        self.lammps = [] if self.lammps_skipped else lammps.rows()
+        self.rows += self.lammps
         self.docker_skipped = containers.unavailable()
         if not self.docker_skipped:
             f = (
@@ -242,7 +239,7 @@ class Bench:
             await self._measure([self.store], self._store())
         if self._wanted(self.rate):
             await self._measure([self.rate], self._rate())
-        if self._wanted(self.start, self.end, self.cancel, self.tput):
+        if self._wanted(self.start, self.end, self.cancel, self.tput, *self.lammps):
             await self._real_agent()
         if self._wanted(self.push, self.dispatch):
             await self._fake_agent()
@@ -281,7 +278,7 @@ class Bench:
         self.store.figure, self.store.floor = a, p
 
     async def _real_agent(self):
-        rows = [self.start, self.end, self.cancel, self.tput]
+        rows = [self.start, self.end, self.cancel, self.tput, *self.lammps]
         b = figures.RealAgentBench(self.conftest, self.tmp / "real", THROUGHPUT_CORES)
         try:
             if await self._measure(rows, b.start()) is None:
@@ -292,6 +289,9 @@ class Bench:
                 await self._measure([self.cancel], self._cancel(b))
             if self._wanted(self.tput):
                 await self._measure([self.tput], self._throughput(b))
+            for n, r in enumerate(self.lammps, 1):
+                if self._wanted(r):
+                    await self._measure([r], lammps.measure(b, self.tmp, r, n))
         finally:
             self.leftovers += await b.cleanup()
 
@@ -402,21 +402,9 @@ class Bench:
         try:
             if await self._measure(rows, b.start()) is None:
                 return
-            await self._measure(rows, self._docker_rows(b))
+            await self._measure(rows, containers.rows(b, self.cold, self.warm))
         finally:
             self.leftovers += await b.cleanup()
-
-    async def _docker_rows(self, b):
-        (sid,) = await b.api.create_sims(1, "sleep", {"secs": 0})
-        # warm-up: the image's layers in the page cache
-        await b.bare_run()
-        await b.run_start(sid, cold=True)
-        self.cold.floor, self.cold.figure = await report.paired(
-            b.bare_run, lambda: b.run_start(sid, cold=True), DOCKER_COLD_RUNS, 30
-        )
-        self.warm.floor, self.warm.figure = await report.paired(
-            b.bare_run, lambda: b.run_start(sid, cold=False), DOCKER_WARM_RUNS, 20
-        )
 
     async def _slurm(self):
         rows = [self.batch_run, self.batch_cancel]
@@ -428,22 +416,9 @@ class Bench:
         try:
             if await self._measure(rows, b.start()) is None:
                 return
-            await self._measure(rows, self._slurm_rows(b))
+            await self._measure(rows, slurm.rows(b, self.batch_run, self.batch_cancel))
         finally:
             self.leftovers += await b.cleanup()
-
-    async def _slurm_rows(self, b):
-        (sid,) = await b.api.create_sims(1, "forever", {})
-        # warm-up: the agent's first submission, Slurm's first job of the site
-        await b.bare_job()
-        await b.run_cancel(sid)
-        fl, fi = await report.paired(
-            b.bare_job, lambda: b.run_cancel(sid), SLURM_RUNS, 35
-        )
-        self.batch_run.floor = [x[0] for x in fl]
-        self.batch_cancel.floor = [x[1] for x in fl]
-        self.batch_run.figure = [x[0] for x in fi]
-        self.batch_cancel.figure = [x[1] for x in fi]
 
 
 async def _main(tmp, only):
@@ -482,6 +457,8 @@ def main():
         ),
         flush=True,
     )
+    if b.lammps_skipped:
+        print(f"\nlammps rows skipped: {b.lammps_skipped}", flush=True)
     if b.docker_skipped:
         print(f"\ndocker rows skipped: {b.docker_skipped}", flush=True)
     if b.slurm_skipped:

@@ -18,7 +18,11 @@ import time
 
 from tests import docker_engine
 from tests.bench import clients, figures
-from tests.bench.report import BenchError
+from tests.bench.report import BenchError, paired
+
+#: rows 8 and 9: container starts (each cold one makes a new container)
+COLD_RUNS = 8
+WARM_RUNS = 15
 
 
 def unavailable():
@@ -117,3 +121,17 @@ class DockerBench(figures._Bench):
         finally:
             await asyncio.to_thread(self.engine.stop)
             shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+
+async def rows(b, cold, warm):
+    """Rows 8 and 9 (`cold`, `warm`) through `b` (a started `DockerBench`)."""
+    (sid,) = await b.api.create_sims(1, "sleep", {"secs": 0})
+    # warm-up: the image's layers in the page cache
+    await b.bare_run()
+    await b.run_start(sid, cold=True)
+    cold.floor, cold.figure = await paired(
+        b.bare_run, lambda: b.run_start(sid, cold=True), COLD_RUNS, 30
+    )
+    warm.floor, warm.figure = await paired(
+        b.bare_run, lambda: b.run_start(sid, cold=False), WARM_RUNS, 20
+    )

@@ -53,6 +53,21 @@ class _Bench:
         )
         return t - t0, m["job"], m0, t0
 
+    async def run_to_end(self, sim_id, cores=1):
+        """POST run with `cores`; (seconds until the run's end push, that job)."""
+        m0 = self.events.mark()
+        t0 = time.perf_counter()
+        j = await self.kept.call(
+            "POST", f"/simulations/{sim_id}/run", {"cores": cores}, expect=202
+        )
+        t, m = await self.events.wait_for(
+            lambda m: is_job(m, sim_id, clients.ENDED)
+            and m["job"]["run_id"] == j["run_id"],
+            m0,
+            "the run's end",
+        )
+        return t - t0, m["job"]
+
     async def cleanup(self):
         """Close the bench's clients, then `Server.cleanup`; returns leftovers."""
         for c in (self.events, self.agent):

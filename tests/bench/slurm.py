@@ -30,7 +30,10 @@ import time
 
 from tests import hpc_site
 from tests.bench import clients, figures
-from tests.bench.report import BenchError
+from tests.bench.report import BenchError, paired
+
+#: rows 10 and 11: Slurm jobs, one at a time (each a run and its cancel)
+RUNS = 10
 
 #: the floor's squeue poll interval
 POLL_SECS = 0.02
@@ -297,3 +300,16 @@ class SlurmBench(figures._Bench):
         finally:
             left += await asyncio.to_thread(self._site_cleanup)
         return left
+
+
+async def rows(b, run_row, cancel_row):
+    """Rows 10 and 11 through `b` (a started `SlurmBench`)."""
+    (sid,) = await b.api.create_sims(1, "forever", {})
+    # warm-up: the agent's first submission, Slurm's first job of the site
+    await b.bare_job()
+    await b.run_cancel(sid)
+    fl, fi = await paired(b.bare_job, lambda: b.run_cancel(sid), RUNS, 35)
+    run_row.floor = [x[0] for x in fl]
+    cancel_row.floor = [x[1] for x in fl]
+    run_row.figure = [x[0] for x in fi]
+    cancel_row.figure = [x[1] for x in fi]

@@ -1,0 +1,119 @@
+"""Rows 14 and 15: LAMMPS through simvisor beside ``mpirun`` of the same deck by hand.
+
+The figure: POST run of the catalog's ``lammps`` code (local driver, sandbox
+auto, its cgroup; HTTP connection kept open) until the ``completed`` push:
+the deck rendered by the supervisor, ``mpirun -np N`` under the run's
+keeper, ``log.lammps`` and the dump followed into frames. The floor: the
+same deck (rendered by the same adapter) run by ``mpirun -np N ... lmp`` in
+a directory of the bench, with the environment the agent gives an MPI
+run, until it exits. Both sides read nothing else; the machine's two cores
+bound the speed-up of 2 ranks.
+"""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+
+from agent import pool
+from supervisor import catalog
+from tests.bench import floors
+from tests.bench.report import BenchError, Row, paired, MS
+
+#: a melt of 2,048 atoms for 1,000 steps: about a second on one core
+PARAMS = {"box": 8, "steps": 1000, "thermo_every": 100, "dump_every": 500}
+
+#: pairs of (floor, figure) per row, and the seconds they may take
+PAIRS = 3
+BUDGET_SECS = 40
+
+
+def unavailable():
+    """Why the rows cannot run here, or None."""
+    if not (shutil.which("lmp") and shutil.which("mpirun")):
+        return "Debian's lammps and openmpi-bin are not installed"
+    return None
+
+
+def rows():
+    f = (
+        "mpirun -np {n} --oversubscribe --bind-to none lmp -in in.melt -log "
+        "log.lammps of the same deck (rendered by the catalog's adapter) in a "
+        "directory of the bench, the agent's environment for an MPI run, "
+        "from its start until it exits"
+    )
+    rv = [
+        Row(
+            f"14 lammps melt ({n} rank{'s' * (n > 1)}): run -> completed",
+            MS,
+            f.format(n=n),
+        )
+        for n in (1, 2)
+    ]
+    for r in rv:
+        r.note = (
+            f"the catalog's lammps, {PARAMS}, local driver, sandbox auto: POST run "
+            "(HTTP connection kept open) until the completed push, with the deck "
+            "rendered, mpirun under the run's keeper in its cgroup, log.lammps "
+            "and the dump followed into frames"
+        )
+    rv[1].name = rv[1].name.replace("14 ", "15 ", 1)
+    return rv
+
+
+def _deck_dir(parent, ranks):
+    c = catalog.Catalog().get("lammps")
+    d = parent / f"lammps-floor-{ranks}"
+    d.mkdir(parents=True, exist_ok=True)
+    for n, t in c.adapter.inputs(c.check_params(PARAMS)).items():
+        (d / n).write_text(t)
+    return d, c.adapter.argv(c.command, ranks)
+
+
+async def _bare(d, argv, ranks):
+    for n in ("log.lammps", "dump.melt"):
+        (d / n).unlink(missing_ok=True)
+    e = floors.environ()
+    e.update(pool._environ(ranks, "mpi"))
+    m = [
+        shutil.which("mpirun"),
+        *(x.replace("{cores}", str(ranks)) for x in pool.MPI_LAUNCHER),
+    ]
+    t = time.perf_counter()
+    p = await asyncio.create_subprocess_exec(
+        *m,
+        *argv,
+        cwd=d,
+        env=e,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    _, err = await p.communicate()
+    t = time.perf_counter() - t
+    if p.returncode != 0:
+        raise BenchError(f"bare lammps exited {p.returncode}: {err[-500:]!r}")
+    return t
+
+
+async def measure(b, tmp, row, ranks):
+    """`row` (of `rows`) with `ranks` ranks, through `b` (a `figures.RealAgentBench`)."""
+    d, argv = _deck_dir(tmp, ranks)
+    (sid,) = await b.api.create_sims(1, "lammps", PARAMS)
+
+    async def figure():
+        s, j = await b.run_to_end(sid, cores=ranks)
+        if j["status"] != "completed":
+            raise BenchError(f"lammps ended {j['status']}: {j['error']}")
+        return s
+
+    # warm-up: the page cache, the agent
+    await _bare(d, argv, ranks)
+    await figure()
+    row.floor, row.figure = await paired(
+        lambda: _bare(d, argv, ranks), figure, PAIRS, BUDGET_SECS
+    )
+    if os.cpu_count() < ranks:
+        row.note += f"; only {os.cpu_count()} cores here"
