@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import protocol
+from agent import parsers, protocol
 from supervisor import job
 
 settings.register_profile("bounded", max_examples=200, deadline=None, database=None)
@@ -113,6 +113,19 @@ _FIELDS = {
     "max_memory_bytes": st.integers(0, 2**62),
     "max_pids": st.integers(0, 2**31),
     "batch": _BATCH,
+    "launch": st.sampled_from(["process", "mpi"]),
+    "follow": st.lists(
+        st.fixed_dictionaries(
+            {
+                "file": st.from_regex(
+                    r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True
+                ),
+                "parser": st.sampled_from(sorted(parsers.PARSERS)),
+            }
+        ),
+        max_size=3,
+    ),
+    "steps": st.integers(1, 2**31),
 }
 
 

@@ -24,6 +24,9 @@ _RUN = {
     "max_memory_bytes": 4 * 1024**3,
     "max_pids": 1024,
     "batch": {"partition": "debug"},
+    "launch": "mpi",
+    "follow": [{"file": "log.lammps", "parser": "lammps_log"}],
+    "steps": 1000,
 }
 
 #: a valid example of every kind, by table
@@ -245,6 +248,10 @@ _BAD_FIELDS = [
     _bad("run", "max_run_secs", -1, table="TO_AGENT"),
     _bad("run", "max_memory_bytes", -1, table="TO_AGENT"),
     _bad("run", "max_pids", 1.5, table="TO_AGENT"),
+    _bad("run", "launch", "ssh", table="TO_AGENT"),
+    _bad("run", "follow", [{"file": "../x", "parser": "lammps_log"}], table="TO_AGENT"),
+    _bad("run", "follow", [{"file": "x", "parser": "nosuch"}], table="TO_AGENT"),
+    _bad("run", "steps", 0, table="TO_AGENT"),
     _bad("run", "code", "../evil", table="TO_AGENT"),
     _bad("run", "inputs", {"a": 1}, table="TO_AGENT"),
     _bad("run", "params", [], table="TO_AGENT"),
