@@ -145,7 +145,10 @@ class Bench:
         ]
         self.lammps_skipped = lammps.unavailable()
         self.lammps = [] if self.lammps_skipped else lammps.rows()
-        self.rows += self.lammps
+        self.append = None if self.lammps_skipped else lammps.append_row()
+        #: the real-agent rows of issue 11
+        self.codes = [*self.lammps, *([self.append] if self.append else [])]
+        self.rows += self.codes
         self.docker_skipped = containers.unavailable()
         if not self.docker_skipped:
             f = (
@@ -239,7 +242,7 @@ class Bench:
             await self._measure([self.store], self._store())
         if self._wanted(self.rate):
             await self._measure([self.rate], self._rate())
-        if self._wanted(self.start, self.end, self.cancel, self.tput, *self.lammps):
+        if self._wanted(self.start, self.end, self.cancel, self.tput, *self.codes):
             await self._real_agent()
         if self._wanted(self.push, self.dispatch):
             await self._fake_agent()
@@ -278,7 +281,7 @@ class Bench:
         self.store.figure, self.store.floor = a, p
 
     async def _real_agent(self):
-        rows = [self.start, self.end, self.cancel, self.tput, *self.lammps]
+        rows = [self.start, self.end, self.cancel, self.tput, *self.codes]
         b = figures.RealAgentBench(self.conftest, self.tmp / "real", THROUGHPUT_CORES)
         try:
             if await self._measure(rows, b.start()) is None:
@@ -292,6 +295,9 @@ class Bench:
             for n, r in enumerate(self.lammps, 1):
                 if self._wanted(r):
                     await self._measure([r], lammps.measure(b, self.tmp, r, n))
+            if self.append and self._wanted(self.append):
+                a = self.append
+                await self._measure([a], lammps.measure_append(b, self.tmp, a))
         finally:
             self.leftovers += await b.cleanup()
 

@@ -106,6 +106,19 @@ class Api:
             raise BenchError(f"{method} {path}: {r.code} {r.body[:300]!r}")
         return json.loads(r.body) if r.body else None
 
+    async def upload(self, path, data, timeout=WAIT_SECS):
+        """POST the bytes `data` to ``/api<path>`` (an input file); 201 expected."""
+        r = await self._client.fetch(
+            self.base_url + "/api" + path,
+            method="POST",
+            headers=dict(self._headers, **{"Content-Type": "application/octet-stream"}),
+            body=data,
+            raise_error=False,
+            request_timeout=timeout,
+        )
+        if r.code != 201:
+            raise BenchError(f"POST {path}: {r.code} {r.body[:300]!r}")
+
     async def call_text(self, method, path, root=False, timeout=WAIT_SECS):
         """``method path`` (under /api unless `root`); the body as text."""
         r = await self._client.fetch(

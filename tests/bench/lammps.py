@@ -16,9 +16,9 @@ import shutil
 import subprocess
 import time
 
-from agent import pool
+from agent import follow, pool
 from supervisor import catalog
-from tests.bench import floors
+from tests.bench import clients, floors
 from tests.bench.report import BenchError, Row, paired, MS
 
 #: a melt of 2,048 atoms for 1,000 steps: about a second on one core
@@ -117,3 +117,92 @@ async def measure(b, tmp, row, ranks):
     )
     if os.cpu_count() < ranks:
         row.note += f"; only {os.cpu_count()} cores here"
+
+
+#: row 16: appends timed, one line each, and the pause before each
+APPENDS = 30
+APPEND_PAUSE_SECS = 0.05
+
+
+def append_row():
+    r = Row(
+        "16 file append -> frame on /api/events",
+        MS,
+        "the same one-line append to a file in a directory of the bench, seen "
+        "by a bare inotify watcher in the bench process (agent.follow: watch, "
+        "event, read of what was appended)",
+    )
+    r.note = (
+        "a running lammps-deck run (its own deck: `shell sleep 600`, so LAMMPS "
+        "is up and writes nothing more): the bench appends one thermo row to "
+        "its log.lammps (after a `Step Temp` header) and times until the "
+        "frame with that row arrives on the admin /api/events websocket: the "
+        "agent's inotify event, its read, the lammps_log parser, the frame "
+        "to the supervisor, the push"
+    )
+    return r
+
+
+async def _bare_append(path, follower_data):
+    follower_data.clear()
+    t = time.perf_counter()
+    with open(path, "ab") as f:
+        f.write(b"x\n")
+    while not follower_data:
+        await asyncio.sleep(0)
+    return time.perf_counter() - t
+
+
+async def measure_append(b, tmp, row):
+    """Row 16 through `b` (a `figures.RealAgentBench`)."""
+    ino = follow.Inotify.open()
+    got = []
+    p = tmp / "append-floor" / "f.log"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"")
+    fo = follow.Follower(p, got.append, ino)
+    fo.start()
+    (sid,) = await b.api.create_sims(1, "lammps-deck", {})
+    await b.api.upload(f"/simulations/{sid}/files?name=in.lammps", b"shell sleep 600\n")
+    try:
+        _, j, _, _ = await b.run_and_wait(sid, ("running", *clients.ENDED), "running")
+        if j["status"] != "running":
+            raise BenchError(f"the sleeping deck went {j['status']}: {j['error']}")
+        log = b.server.data_dir / "run" / "admin" / sid / "log.lammps"
+        # LAMMPS makes its log (as the sandbox's user): not the bench
+        t = time.monotonic() + clients.WAIT_SECS
+        while not log.exists():
+            if time.monotonic() > t:
+                raise BenchError(f"LAMMPS made no {log}")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        with open(log, "ab") as f:
+            f.write(b"Step Temp \n")
+        n = [0]
+
+        async def figure():
+            n[0] += 1
+            m0 = b.events.mark()
+            await asyncio.sleep(APPEND_PAUSE_SECS)
+            t = time.perf_counter()
+            with open(log, "ab") as f:
+                f.write(f"{n[0]} 1.5 \n".encode())
+            t1, _ = await b.events.wait_for(
+                lambda m: m.get("type") == "frame"
+                and m.get("simulation") == sid
+                and any(r[0] == n[0] for r in (m.get("frame") or {}).get("rows", [])),
+                m0,
+                f"the frame of row {n[0]}",
+            )
+            return t1 - t
+
+        async def floor():
+            await asyncio.sleep(APPEND_PAUSE_SECS)
+            return await _bare_append(p, got)
+
+        await figure()
+        row.floor, row.figure = await paired(floor, figure, APPENDS, 20)
+    finally:
+        fo.close()
+        ino.close()
+        await b.api.call("POST", f"/simulations/{sid}/cancel", expect=200)
