@@ -93,6 +93,8 @@ class Outputs:
                         "step": x["step"],
                         "natoms": x["natoms"],
                         "box": x["box"],
+                        # a triclinic box's xy, xz, yz (None: orthogonal)
+                        "tilt": x.get("tilt"),
                         "columns": x["columns"],
                         "atoms": x["atoms"],
                     }

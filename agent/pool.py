@@ -36,25 +36,21 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
-from agent import follow, keeper, keeping, limits, outputs, reap, records, rundir
-from agent import runtable
+from agent import analysis_worker, follow, keeper, keeping, limits, outputs, reap
+from agent import launch, records, rundir, runtable
 from agent import sandbox as agent_sandbox
+from agent.codes.stats import SOURCE_FILE
 from agent.log import log, stack
 from agent.run import Run
 
-#: after mpirun: how a local or container run starts its `cores` ranks (as
-#: many as asked, whatever the cores the machine shows: the run's cgroup
-#: holds it to its cores; no pinning, which would fight the cgroup)
-MPI_LAUNCHER = ("-np", "{cores}", "--oversubscribe", "--bind-to", "none")
 
 #: after SIGKILL (or after the grace), how long a process group may take to
 #: disappear before we give up waiting (a process stuck in the kernel)
 GROUP_EXIT_SLACK_SECS = 5.0
-
-_ENV_PASSED = ("PATH", "HOME", "LANG", "TMPDIR")
 
 
 class Pool(records.Records):
@@ -110,6 +106,8 @@ class Pool(records.Records):
             "analysis": asyncio.Semaphore(max_analyses),
         }
         self._inotify = follow.Inotify.open()
+        #: the warm analysis worker, started with the first analysis it serves
+        self._worker = None
 
     def reattach(self):
         """Re-attach the runs of the table (an agent before us started them).
@@ -170,7 +168,10 @@ class Pool(records.Records):
 
     def _kill(self, run):
         """Kill a run's process group; `cancel` is done when no process of it remains."""
-        if run.state == "running":
+        if run.op.get("worker"):
+            # the worker is killed with the request (its next one starts anew)
+            run.task.cancel()
+        elif run.state == "running":
             self._terminate(run)
         # spawning: _launch sees the flag once the process exists
 
@@ -185,6 +186,8 @@ class Pool(records.Records):
 
     async def join(self):
         await super().join()
+        if self._worker is not None:
+            await self._worker.kill()
         if self._inotify is not None:
             self._inotify.close()
         if self._temp_dir:
@@ -192,6 +195,9 @@ class Pool(records.Records):
 
     async def _launch(self, run):
         """Spawn the run's keeper, record it, and wait until it and its group have ended."""
+        if run.op.get("worker"):
+            await self._analyse(run)
+            return
         oom_kills = limits.oom_kills()
         try:
             cg = self._run_cgroups[run.run_id] = self._new_cgroup(run)
@@ -261,7 +267,7 @@ class Pool(records.Records):
                 # the keeper's own errors before it has its files: our log
                 stderr=None,
                 cwd=run.dir,
-                env=self.sandbox.environ(_environ(run.cores, run.launch)),
+                env=self.sandbox.environ(launch.environ(run.cores, run.launch)),
                 start_new_session=True,
             )
         except (OSError, ValueError, subprocess.SubprocessError) as e:
@@ -364,9 +370,45 @@ class Pool(records.Records):
             if run.outputs is not None:
                 run.outputs.close()
 
+    async def _analyse(self, run):
+        """An analysis the warm worker serves: no process of its own."""
+        if self._worker is None:
+            self._worker = analysis_worker.Worker(
+                self.sandbox.worker_command(
+                    str(self.run_root), [sys.executable, "-m", "agent.analysis_worker"]
+                ),
+                self.sandbox.environ(launch.environ(1)),
+                self.run_root,
+            )
+        p = {k: v for k, v in run.params.items() if k != "source"}
+        run.state = "running"
+        run.pid = self._worker.pid or 0
+        self._emit(run, "started")
+        try:
+            f = await self._worker.request(
+                run.op["worker"], p, run.dir / SOURCE_FILE, run.max_run_secs
+            )
+        except analysis_worker.Failed as e:
+            self._finish(run, "error", None, str(e))
+            return
+        except asyncio.TimeoutError:
+            run.timed_out = True
+            self._finish(
+                run,
+                "timed_out",
+                None,
+                f"max run time of {run.max_run_secs} secs exceeded",
+            )
+            return
+        except OSError as e:
+            self._finish(run, "error", None, f"cannot start the analysis worker: {e}")
+            return
+        run.add_frame(f)
+        self._finish(run, "completed", 0, None)
+
     def _new_run(self, op):
         r = super()._new_run(op)
-        r.mpi_launcher = [shutil.which("mpirun") or "mpirun", *MPI_LAUNCHER]
+        r.mpi_launcher = [shutil.which("mpirun") or "mpirun", *launch.MPI_LAUNCHER]
         return r
 
     def _follow_outputs(self, run):
@@ -445,20 +487,3 @@ def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
     if p:
         return "error", rc, f"{run.end_error(rc)} ({p})"
     return "error", rc, run.end_error(rc)
-
-
-def _environ(cores, launch="process"):
-    """The simulation sees only these: nothing of the agent (its secret) leaks."""
-    rv = {k: os.environ[k] for k in _ENV_PASSED if k in os.environ}
-    rv.setdefault("PATH", os.defpath)
-    rv.setdefault("LANG", "C.UTF-8")
-    rv["SIMVISOR_CORES"] = str(cores)
-    # `cores` ranks of one thread each, or one process of `cores` threads
-    rv["OMP_NUM_THREADS"] = "1" if launch == "mpi" else str(cores)
-    if launch == "mpi":
-        # hwloc finds no /sys in the sandbox and says so once per rank
-        rv["HWLOC_HIDE_ERRORS"] = "2"
-    if launch == "mpi" and os.geteuid() == 0:
-        # mpirun refuses root unless told (the sandbox runs codes as nobody)
-        rv["OMPI_ALLOW_RUN_AS_ROOT"] = rv["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-    return rv

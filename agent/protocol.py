@@ -9,7 +9,7 @@ supervisor call `parse` on what they receive and `make` on what they send.
 import json
 import re
 
-from agent import parsers
+from agent import analyses, parsers
 
 #: bumped when a message changes incompatibly
 VERSION = 1
@@ -132,7 +132,8 @@ def _is_follow(v):
         _is_dict(x)
         and _is_str(x.get("file"))
         and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", x["file"]) is not None
-        and x.get("parser") in parsers.PARSERS
+        and _is_str(x.get("parser"))
+        and x["parser"] in parsers.PARSERS
         for x in v
     )
 
@@ -157,6 +158,8 @@ _RUN_FIELDS = {
     "launch?": lambda v: v in ("process", "mpi"),
     "follow?": _is_follow,
     "steps?": lambda v: _is_int(v) and v >= 1,
+    # an analysis the warm worker serves (`agent.analysis_worker`)
+    "worker?": lambda v: _is_str(v) and v in analyses.ANALYSES,
 }
 
 #: messages the agent sends

@@ -81,6 +81,10 @@ class Bare:
         """The environment of the code, given the pool's clean one."""
         return env
 
+    def worker_command(self, cwd, argv):
+        """The argv of a process of ours (the analysis worker) working in `cwd`."""
+        return argv
+
     def exit_code(self, rc):
         """The code's exit code (negative: killed by that signal)."""
         return rc
@@ -94,6 +98,9 @@ class Broken(Bare):
 
     def command(self, run):
         # the pool reports an OSError at spawn as the run's error
+        raise OSError(f"the sandbox is on and does not work: {self.reason}")
+
+    def worker_command(self, cwd, argv):
         raise OSError(f"the sandbox is on and does not work: {self.reason}")
 
 
@@ -169,6 +176,10 @@ class Sandbox(Bare):
                 "--",
             ]
         return [*rv, "/usr/bin/env", "--default-signal=TERM", "--", *argv]
+
+    def worker_command(self, cwd, argv):
+        # `cwd` (the user's run directories) is all it sees of the host's files
+        return self.argv(cwd, argv)
 
     def command(self, run):
         """`argv` of the run's command; as root, the run directory becomes the code's."""

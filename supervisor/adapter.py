@@ -26,6 +26,8 @@ the whole contract):
 - ``progress``: ``{"steps": NAME}``: progress is the last step a parser saw
   over the value of parameter NAME.
 - ``plots``: what the GUI draws from those frames (`check_plots`).
+- ``worker``: (an analysis) the name of an analysis of `agent.analyses` that
+  the agent's warm worker serves, instead of a process per request.
 
 Everything is checked when the catalog is loaded: a template naming a
 parameter that does not exist, or one with free text, stops the supervisor
@@ -35,7 +37,7 @@ with the code and the name in the message.
 import pathlib
 import re
 
-from agent import parsers
+from agent import analyses, parsers
 
 _CODES_DIR = pathlib.Path(__file__).resolve().parents[1] / "etc" / "codes"
 
@@ -110,6 +112,15 @@ class Adapter:
             )
             self.steps_param = pr["steps"]
         self.plots = check_plots(code, doc.get("plots", []))
+        #: an analysis the agent's warm worker serves (`agent.analyses`)
+        self.worker = doc.get("worker")
+        if self.worker is not None:
+            self._need(doc.get("kind") == "analysis", "only an analysis has a worker")
+            self._need(
+                self.worker in analyses.ANALYSES,
+                f"worker analysis {self.worker!r} is unknown (known: "
+                f"{', '.join(sorted(analyses.ANALYSES))})",
+            )
 
     def argv(self, command, cores):
         """`command` with ``{cores}`` and ``{input}`` filled in."""
@@ -152,6 +163,8 @@ class Adapter:
             rv["follow"] = self.follow
         if self.steps_param is not None:
             rv["steps"] = int(params[self.steps_param])
+        if self.worker is not None:
+            rv["worker"] = self.worker
         return rv
 
     def _follow(self, x):

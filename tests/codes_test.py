@@ -203,7 +203,8 @@ def test_catalog():
     c = [
         x
         for x in json.loads(_CATALOG.read_text())["codes"]
-        if x["command"][0] == "{python}"
+        if x["command"][:2] == ["{python}", "-m"]
+        and x["command"][2].startswith("agent.codes.")
     ]
     names = [x["name"] for x in c]
     assert sorted(names) == sorted(_ALL_CODES)

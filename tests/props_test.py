@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import parsers, protocol
+from agent import analyses, parsers, protocol
 from supervisor import job
 
 settings.register_profile("bounded", max_examples=200, deadline=None, database=None)
@@ -126,6 +126,7 @@ _FIELDS = {
         max_size=3,
     ),
     "steps": st.integers(1, 2**31),
+    "worker": st.sampled_from(sorted(analyses.ANALYSES)),
 }
 
 

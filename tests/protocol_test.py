@@ -27,6 +27,7 @@ _RUN = {
     "launch": "mpi",
     "follow": [{"file": "log.lammps", "parser": "lammps_log"}],
     "steps": 1000,
+    "worker": "rdf",
 }
 
 #: a valid example of every kind, by table
@@ -252,6 +253,7 @@ _BAD_FIELDS = [
     _bad("run", "follow", [{"file": "../x", "parser": "lammps_log"}], table="TO_AGENT"),
     _bad("run", "follow", [{"file": "x", "parser": "nosuch"}], table="TO_AGENT"),
     _bad("run", "steps", 0, table="TO_AGENT"),
+    _bad("run", "worker", "nosuch", table="TO_AGENT"),
     _bad("run", "code", "../evil", table="TO_AGENT"),
     _bad("run", "inputs", {"a": 1}, table="TO_AGENT"),
     _bad("run", "params", [], table="TO_AGENT"),

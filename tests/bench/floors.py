@@ -21,7 +21,7 @@ from supervisor import store
 from tests.bench import clients
 from tests.bench.report import BenchError
 
-#: the variables the agent passes to a simulation (agent.pool._environ)
+#: the variables the agent passes to a simulation (agent.launch.environ)
 _ENV_PASSED = ("PATH", "HOME", "LANG", "TMPDIR")
 
 

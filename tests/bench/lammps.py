@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 
-from agent import follow, pool
+from agent import follow, launch
 from supervisor import catalog
 from tests.bench import clients, floors
 from tests.bench.report import BenchError, Row, paired, MS
@@ -75,10 +75,10 @@ async def _bare(d, argv, ranks):
     for n in ("log.lammps", "dump.melt"):
         (d / n).unlink(missing_ok=True)
     e = floors.environ()
-    e.update(pool._environ(ranks, "mpi"))
+    e.update(launch.environ(ranks, "mpi"))
     m = [
         shutil.which("mpirun"),
-        *(x.replace("{cores}", str(ranks)) for x in pool.MPI_LAUNCHER),
+        *(x.replace("{cores}", str(ranks)) for x in launch.MPI_LAUNCHER),
     ]
     t = time.perf_counter()
     p = await asyncio.create_subprocess_exec(
