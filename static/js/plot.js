@@ -30,16 +30,17 @@ export function loadPlotly() {
     return plotlyPromise;
 }
 
-const FONT = {
+export const FONT = {
     family: 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif',
     size: 12,
     color: "#334155",
 };
 const LINE = "#2563eb";
 const FAINT = "#94a3b8";
-const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+export const CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
-function layout(extra) {
+/** The layout every plot shares, with `extra` over it. */
+export function layout(extra) {
     return {
         font: FONT,
         margin: { l: 56, r: 16, t: 12, b: 44 },

@@ -1,10 +1,13 @@
 // The plot card of a simulation's page (codes that make frames): the live
-// plot of the current run's in situ frames, or an analysis's result.
+// plot of the current run's in situ frames, or an analysis's result. A code
+// that declares `plots` gets them (specplots.js); the others the plot their
+// frames say (plot.js).
 
 import { h } from "../../dom.js";
 import { FeedCard } from "./feedcard.js";
 import { FrameFeed } from "../../feeds.js";
 import { FramePlot } from "../../plot.js";
+import { SpecPlots } from "../../specplots.js";
 
 export class PlotCard extends FeedCard {
     /**
@@ -16,7 +19,7 @@ export class PlotCard extends FeedCard {
         super(job);
         const plotEl = h("div.plot", { id: "plot" });
         this.caption = h("p.plot-caption.muted", { id: "plot-caption" });
-        this.plot = new FramePlot(plotEl, this.caption);
+        this.plot = code.plots?.length ? new SpecPlots(plotEl, this.caption, code.plots) : new FramePlot(plotEl, this.caption);
         this.el = h(
             "section.card.plot-card",
             { "aria-labelledby": "plot-heading" },
