@@ -30,12 +30,18 @@ def read_file(root, path, max_bytes, offset=0):
     p = rundir.resolve_inside(root, path)
     if p is None:
         raise FileError(f"path={path!r} is not inside run_root")
-    # O_NONBLOCK: a FIFO left by a simulation must not hang the thread
-    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    # O_NONBLOCK: a FIFO left by a simulation must not hang the thread;
+    # O_NOFOLLOW and the check of what was opened: a symlink swapped in
+    # after resolve_inside must not reach outside the run root
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         s = os.fstat(fd)
         if not stat.S_ISREG(s.st_mode):
             raise FileError(f"path={path!r} is not a regular file")
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        r = os.path.realpath(root)
+        if real == r or os.path.commonpath([real, r]) != r:
+            raise FileError(f"path={path!r} is not inside run_root")
         n = min(max_bytes, MAX_FETCH_BYTES)
         if offset:
             os.lseek(fd, offset, os.SEEK_SET)

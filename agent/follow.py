@@ -20,6 +20,7 @@ import asyncio
 import ctypes
 import errno
 import os
+import stat
 import struct
 
 from agent.log import log
@@ -238,6 +239,7 @@ class Follower:
         self._timer = None
         self._poll_secs = POLL_SECS[0]
         self._closed = False
+        self._said_open_failed = False
         self._release = release and _libc is not None
         #: the file's space before this offset was given back
         self._released = 0
@@ -331,19 +333,33 @@ class Follower:
         try:
             # punching holes needs a file open for writing
             m = os.O_RDWR if self._release else os.O_RDONLY
-            self._fd = os.open(self.path, m | os.O_CLOEXEC)
+            # a run's code owns its directory: never through a symlink it put
+            # there (the agent may be root), nor a FIFO or a device
+            fd = os.open(self.path, m | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return False
         except OSError as e:
-            log("follow_open_failed", path=self.path, error=str(e))
+            self._open_failed(str(e))
             return False
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            self._open_failed("not a regular file")
+            return False
+        os.set_blocking(fd, True)
+        self._fd = fd
         self.offset = 0
         self._released = 0
         return True
 
+    def _open_failed(self, why):
+        if not self._said_open_failed:
+            # once: a file left as it is would say it at every event
+            self._said_open_failed = True
+            log("follow_open_failed", path=self.path, error=why)
+
     def _replaced(self):
         try:
-            return os.stat(self.path).st_ino != os.fstat(self._fd).st_ino
+            return os.lstat(self.path).st_ino != os.fstat(self._fd).st_ino
         except OSError:
             return True
 

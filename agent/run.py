@@ -16,7 +16,7 @@ import itertools
 import json
 import sys
 
-from agent import follow, protocol
+from agent import follow, protocol, rundir
 
 #: argv element replaced by the agent's own interpreter
 PYTHON_ARG = "{python}"
@@ -251,7 +251,10 @@ class Run:
 
     def open_log_file(self):
         # open for the whole run; close_log_file closes it
-        self._log_file = open(self.dir / LOG_FILE, "w", encoding="utf-8")
+        # never through what the code may have put there (a symlink: the
+        # agent is often root)
+        fd = rundir.open_for_writing(self.dir / LOG_FILE)
+        self._log_file = open(fd, "w", encoding="utf-8")
 
     def close_log_file(self):
         if self._log_file:

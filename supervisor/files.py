@@ -105,12 +105,11 @@ class Files:
         names.output_path(path)
         a = self._remote_agent(sim)
         if a is None:
-            p = self._output_path(sim, path)
-            with open(p, "rb") as f:
+            with self._open_output(sim, path) as f:
                 # off the event loop, and no faster than the client reads
                 while c := await asyncio.to_thread(f.read, 256 * 1024):
                     await write(c)
-            return p.name
+            return pathlib.PurePosixPath(path).name
         o = 0
         while True:
             r = await self._agent_op(
@@ -173,12 +172,34 @@ class Files:
                 return None
         return d
 
-    def _output_path(self, sim, path):
+    def _open_output(self, sim, path):
+        """The output file `path` of `sim`'s run directory, open for reading.
+
+        The run's code owns its directory and may swap a symlink in at any
+        moment: the file is opened without following a last symlink (nor
+        blocking on a FIFO), and what was opened is checked, by its real
+        path and its type, not the name beforehand.
+        """
         d = self._run_dir(sim)
-        p = (d / path).resolve() if d else None
-        if p is None or not p.is_relative_to(d) or not p.is_file():
-            raise errors.NotFound("unknown_file", f"no file {path}")
-        return p
+        try:
+            if d is None:
+                raise FileNotFoundError(path)
+            fd = os.open(
+                d / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+        except (OSError, ValueError) as e:
+            raise errors.NotFound("unknown_file", f"no file {path}") from e
+        try:
+            real = pathlib.Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or not real.is_relative_to(
+                d.resolve()
+            ):
+                raise errors.NotFound("unknown_file", f"no file {path}")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     # --- inputs --------------------------------------------------------------
 
@@ -284,7 +305,11 @@ def _list_files(run_dir, inputs_dir):
             dirs.sort()
             for f in sorted(files):
                 p = pathlib.Path(top) / f
-                st = p.lstat()
+                try:
+                    st = p.lstat()
+                except OSError:
+                    # removed (or replaced) by the run meanwhile
+                    continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 res.append(

@@ -20,6 +20,7 @@ a partial file: the temp file is removed, the old document stays.
 import asyncio
 import concurrent.futures
 import json
+import hashlib
 import os
 import pathlib
 import threading
@@ -34,6 +35,15 @@ _RETRY_FIRST_SECS = 0.1
 _RETRY_MAX_SECS = 5.0
 
 
+def _tmp_name(name):
+    """The temporary file's name of document `name`: within the 255 bytes of
+    a file name, however long `name` is (an upload's may have 255 itself)."""
+    b = os.fsencode(name)
+    if len(b) + len(_TMP_SUFFIX) > 255:
+        name = "." + hashlib.sha256(b).hexdigest()
+    return name + _TMP_SUFFIX
+
+
 def write_atomic(path, data, before_rename=None):
     """Write `data` (bytes) to `path` atomically and durably.
 
@@ -44,7 +54,7 @@ def write_atomic(path, data, before_rename=None):
             durable and before it replaces the document
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    t = path.with_name(path.name + _TMP_SUFFIX)
+    t = path.with_name(_tmp_name(path.name))
     fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         try:
