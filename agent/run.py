@@ -16,7 +16,7 @@ import itertools
 import json
 import sys
 
-from agent import follow, protocol, rundir
+from agent import follow, owned, protocol
 
 #: argv element replaced by the agent's own interpreter
 PYTHON_ARG = "{python}"
@@ -253,7 +253,7 @@ class Run:
         # open for the whole run; close_log_file closes it
         # never through what the code may have put there (a symlink: the
         # agent is often root)
-        fd = rundir.open_for_writing(self.dir / LOG_FILE)
+        fd = owned.open_for_writing(self.dir / LOG_FILE)
         self._log_file = open(fd, "w", encoding="utf-8")
 
     def close_log_file(self):

@@ -8,7 +8,7 @@ download of an output, the agent's own run.log, a followed output file.
 import asyncio
 import os
 
-from agent import follow, rundir
+from agent import follow, owned
 
 
 def _ran(server, user="admin"):
@@ -48,7 +48,7 @@ def test_the_agents_own_file_is_never_written_through_a_symlink(tmp_path):
     (d / "run.log").symlink_to(secret)
     os.mkfifo(d / "other.log")
     for n in ("run.log", "other.log"):
-        fd = rundir.open_for_writing(d / n)
+        fd = owned.open_for_writing(d / n)
         os.write(fd, b"the run's log\n")
         os.close(fd)
         assert not (d / n).is_symlink() and (d / n).read_text() == "the run's log\n"
