@@ -305,7 +305,8 @@ class Metrics(Base):
 
 
 class NotFoundApi(Base):
-    def prepare(self):
+    def _prepare(self):
+        # through Base.prepare: a small body is read first, the connection kept
         raise errors.NotFound("not_found", f"no such API: {self.request.path}")
 
 

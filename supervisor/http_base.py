@@ -55,6 +55,8 @@ class Base(tornado.web.RequestHandler):
         self._quota = None
         # the refusal sent once a small body is read (`_refuse`)
         self._refusal = None
+        # the reply goes before the body is read: the connection then closes
+        self._unread = False
 
     def prepare(self):
         """Everything the headers tell, before the body is read."""
@@ -74,11 +76,14 @@ class Base(tornado.web.RequestHandler):
         over the quota) is sent at once, unread, as the API promises.
         """
         n = self.request.headers.get("Content-Length", "")
+        # no body at all (no length, not chunked) is read at once too
+        none = not n and "Transfer-Encoding" not in self.request.headers
         if (
-            not (n.isdigit() and 0 < int(n) <= _DRAIN_BYTES)
+            not (none or (n.isdigit() and int(n) <= _DRAIN_BYTES))
             or getattr(error, "status", None) == 413
         ):
             # a body over a limit is refused before it is read, whatever its size
+            self._unread = True
             raise error
         self._refusal = error
 
@@ -127,10 +132,16 @@ class Base(tornado.web.RequestHandler):
         if self._quota and self._body_bytes > self._quota[0]:
             # now, not at the end: nothing more of it is read
             self._chunks = []
+            self._unread = True
             self._handle_request_exception(self._quota[1])
             return
-        if self._body_bytes <= self._max_body_bytes:
-            self._chunks.append(chunk)
+        if self._body_bytes > self._max_body_bytes:
+            # a chunked body past the limit: refused now, not at its end
+            self._chunks = []
+            self._unread = True
+            self._handle_request_exception(self._too_large())
+            return
+        self._chunks.append(chunk)
 
     def raw_body(self):
         """The request body (bytes), at most the operation's limit."""
@@ -219,6 +230,9 @@ class Base(tornado.web.RequestHandler):
             # a full disk: the client is told, without a stack per request
             # (the store logs its own failures once, /api/health shows them)
             e = x
+        if self._unread and not self._finished:
+            # Tornado closes a connection whose body it did not read: say so
+            self.set_header("Connection", "close")
         if isinstance(e, errors.Error):
             if not self._finished:
                 if isinstance(e, errors.TooMany) and e.retry_after_secs:

@@ -92,7 +92,10 @@ class Events(_Socket):
             _refuse(
                 self,
                 errors.TooMany(
-                    "too_many_sockets", f"at most {n} event streams open at once"
+                    "too_many_sockets",
+                    f"at most {n} event streams open at once",
+                    # a guess: streams close when their pages do
+                    retry_after_secs=5,
                 ),
             )
             return

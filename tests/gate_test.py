@@ -4,6 +4,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import socket
 import time
 
@@ -328,3 +329,67 @@ def test_malformed_requests_get_a_json_400(server, head):
     assert json.loads(b)["error"] == "malformed_request"
     f = server.api("GET", f"/simulations/{sid}/files", expect=200).json()
     assert "m.txt" not in json.dumps(f)
+
+
+def _kept_alive_exchange(port, requests_):
+    """Send each request on one connection; the replies' status lines and heads."""
+    c = socket.create_connection(("127.0.0.1", port), 5)
+    c.settimeout(10)
+    out = []
+    try:
+        for r in requests_:
+            c.sendall(r)
+            b = b""
+            while b"\r\n\r\n" not in b:
+                d = c.recv(65536)
+                if not d:
+                    out.append(None)
+                    return out
+                b += d
+            head, _, rest = b.partition(b"\r\n\r\n")
+            n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(rest) < n:
+                rest += c.recv(65536)
+            out.append(head.decode())
+    finally:
+        c.close()
+    return out
+
+
+def test_a_refusal_without_a_body_keeps_the_connection(server):
+    bad = b"GET /api/simulations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n"
+    none = b"GET /api/nonexistent HTTP/1.1\r\nHost: x\r\n\r\n"
+    ok = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    h = _kept_alive_exchange(server.port, [bad, none, ok])
+    assert h[0].startswith("HTTP/1.1 401") and h[1].startswith("HTTP/1.1 404")
+    # the same connection still answers
+    assert h[2] is not None and h[2].startswith("HTTP/1.1 200"), h
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_its_end(server_factory):
+    server = server_factory(max_body_bytes=64 * 1024)
+    c = socket.create_connection(("127.0.0.1", server.port), 5)
+    c.settimeout(10)
+    try:
+        c.sendall(
+            b"POST /api/simulations HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer " + server.tokens["admin"].encode() + b"\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        piece = b"%x\r\n%s\r\n" % (16 * 1024, b"x" * 16 * 1024)
+        r = b""
+        # twice the limit, and no last chunk: the reply must not wait for it
+        for _ in range(8):
+            try:
+                c.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        while b"}" not in r:
+            d = c.recv(65536)
+            if not d:
+                break
+            r += d
+    finally:
+        c.close()
+    assert r.startswith(b"HTTP/1.1 413"), r[:200]
+    assert b"connection: close" in r.lower() and b'"body_too_large"' in r

@@ -80,6 +80,8 @@ async def test_event_sockets_capped_by_plan(server_factory):
         with pytest.raises(httpclient.HTTPClientError) as e:
             await websocket.websocket_connect(req)
         assert e.value.code == 429
+        # when to try again, as every 429 says
+        assert int(e.value.response.headers["Retry-After"]) > 0
     finally:
         for c in open_:
             c.close()
