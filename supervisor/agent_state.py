@@ -73,6 +73,8 @@ class Agent:
         self.timer = None
         #: times its process died holding runs and was started again
         self.restarts = 0
+        #: when (monotonic) each of those restarts was, the recent ones
+        self.restart_times = []
         #: why it is being started again (its runs wait for its hello), or None
         self.restarting = None
 

@@ -36,6 +36,10 @@ from supervisor.dispatch import Awaited
 #: the reason given when an admin kills an agent (its runs end canceled)
 KILLED_BY_ADMIN = "killed by an admin"
 
+#: an agent's restarts count against `Driver.agent_restarts` within this
+#: window: crashes days apart do not use up its budget
+RESTART_WINDOW_SECS = 600.0
+
 
 class AgentStartFailed(Exception):
     """The agent did not call back; the message says why (shown to users)."""
@@ -251,7 +255,7 @@ class Agents:
             crashed
             and agent.state != STARTING
             and (agent.run_ids or agent.restarting is not None)
-            and agent.restarts < d.agent_restarts
+            and _recent(agent.restart_times) < d.agent_restarts
             and not self._destroyed
         ):
             self._restart(agent, message)
@@ -274,6 +278,7 @@ class Agents:
     def _restart(self, agent, message):
         """Start the process of `agent` again; its runs wait (lost) for its hello."""
         agent.restarts += 1
+        agent.restart_times.append(time.monotonic())
         if agent.restarting is None:
             agent.restarting = message
         message = agent.restarting
@@ -482,3 +487,10 @@ class Agents:
             if a.conn is not None:
                 a.conn.close()
         await self._tasks.destroy()
+
+
+def _recent(times):
+    """How many of `times` (monotonic) are within `RESTART_WINDOW_SECS`; drops the rest."""
+    t = time.monotonic() - RESTART_WINDOW_SECS
+    times[:] = [x for x in times if x > t]
+    return len(times)

@@ -218,3 +218,14 @@ async def test_restart_lost_then_grace(tmp_path):
         assert "did not return within 0.2 s" in e["error"]
     finally:
         await w.stop()
+
+
+def test_restarts_count_only_within_their_window(monkeypatch):
+    from supervisor import agents
+
+    now = 10_000.0
+    monkeypatch.setattr(agents.time, "monotonic", lambda: now)
+    w = agents.RESTART_WINDOW_SECS
+    times = [now - w - 1, now - w / 2, now - 1]
+    # the crash of long ago no longer counts against the budget
+    assert agents._recent(times) == 2 and times == [now - w / 2, now - 1]
