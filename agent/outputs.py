@@ -4,9 +4,10 @@ A code that knows nothing of simvisor writes its results into files. Its
 run op lists them (``follow``: the file in the run directory, the parser of
 its format from `agent.parsers`, and the parser's options); `Outputs`
 follows each (`agent.follow`: inotify events where the filesystem gives
-them, a backing-off poll where it does not, as on a shared filesystem under
-Slurm), feeds what is appended to its parser, and turns the records into
-the run's:
+them, a backing-off poll where it does not), or is fed what a caller read
+(`feed`: the Slurm pool's journaled reads of a shared filesystem,
+`agent.slurm_jobs`), feeds what is appended to its parser, and turns the
+records into the run's:
 
 - frames: ``rows`` of a table become ``{"plot": "rows", "file", "table",
   "run", "columns", "rows", "step"}``; a ``snapshot`` becomes ``{"plot":
@@ -61,13 +62,35 @@ class Outputs:
         for n, p, f in self._files:
             f.read_all()
             f.close()
-            self._records(n, p.finish())
-            if f.offset == 0:
-                self._run.append_log(f"[simvisor agent: {n} was not written]\n")
+            self._finish(n, p, f.offset > 0)
+
+    def feed(self, index, data):
+        """Bytes appended to file `index` (in ``follow`` order), for a caller
+        that reads the files itself instead of `start` (`agent.slurm`)."""
+        n, p, _ = self._files[index]
+        self._records(n, p.feed(data))
+
+    def reset(self, index):
+        """File `index` was truncated: its parser starts over (with `feed`)."""
+        self._files[index][1].reset()
+
+    def finish(self, written):
+        """The code has ended, for a caller that read the files (`feed`).
+
+        Args:
+            written (list): for each file, whether any of it was read
+        """
+        for (n, p, _), w in zip(self._files, written, strict=True):
+            self._finish(n, p, w)
 
     def close(self):
         for _, _, f in self._files:
             f.close()
+
+    def _finish(self, name, parser, written):
+        self._records(name, parser.finish())
+        if not written:
+            self._run.append_log(f"[simvisor agent: {name} was not written]\n")
 
     def _records(self, name, records):
         r = self._run

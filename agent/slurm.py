@@ -7,13 +7,21 @@ filesystem, a script is submitted with ``sbatch --parsable``, and the job is
 followed with ``squeue`` (and ``sacct`` once it has left the queue). Slurm gives no events, so this is the one place the
 system polls, with backoff: quickly after a change, slower while nothing
 changes. A query that fails means the state is unknown, never that the job
-died. Progress, frames and log come from the job's output files, read as
-they grow (a shared filesystem has no inotify).
+died. Progress, frames and log come from the job's files on the shared
+filesystem, which gives no inotify events either: its stdout and stderr,
+and the output files a code adapter declares (``follow``: LAMMPS's log and
+dump, through `agent.outputs`), read at least every `TAIL_SECS` from its
+submission to its end, and to their end before the run's ``exited``.
+
+An ``mpi`` launch asks Slurm for one task per core and starts its ranks in
+the allocation (`agent.slurm_text.MPI_LAUNCHER`), with the environment the
+local pool gives MPI codes.
 
 Every submitted job is written to a job table in the work directory, so an
 agent restarted on the login node re-attaches to its jobs: it rebuilds each
-run's record from the job's output files, which gives the same frames and
-log offsets the supervisor already has.
+run's record from the job's files, read again as the journal of the agent
+before it says they were read (`agent.slurm_jobs.JobReads`), which gives
+the same frames and log offsets the supervisor already has.
 
 The command lines, parsing and the state mapping are pure functions in
 `agent.slurm_text`, tested without Slurm; a run's record and the job table
@@ -24,12 +32,11 @@ are `agent.slurm_jobs`. The way of a run up to its submission is
 import asyncio
 import time
 
-from agent import records, rundir
+from agent import outputs, records, rundir
 from agent.log import log
-from agent.slurm_jobs import JobTable, SlurmRun
+from agent.slurm_jobs import READS_DIR, JobReads, JobTable, SlurmRun
 from agent.slurm_text import (
-    ERR_FILE,
-    OUT_FILE,
+    MPI_LAUNCHER,
     SCRIPT_FILE,
     SQUEUE_FORMAT,
     TERMINAL,
@@ -59,9 +66,6 @@ TAIL_SECS = 0.25
 #: a job neither squeue nor sacct knows for this long has vanished
 VANISHED_SECS = 600.0
 
-#: most read from one output file per tick: the log stays bounded per step
-READ_BYTES = 4 * 1024 * 1024
-
 _MAX_ERROR_CHARS = 2000
 
 
@@ -70,7 +74,7 @@ class SlurmPool(records.Records):
 
     Args:
         run_root (str or Path): every run directory is inside it (shared filesystem)
-        work_dir (str or Path): the job table
+        work_dir (str or Path): the job table and the journals of the jobs' reads
         on_event (callable): like `agent.pool.Pool`, plus kind ``batch``
             (the job id, state or reason changed: ``run.batch``)
         kill_grace_secs (float): scancel's confirmation is awaited this long
@@ -90,6 +94,7 @@ class SlurmPool(records.Records):
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
         self.table = JobTable(work_dir)
+        self._reads_dir = self.table.path.parent / READS_DIR
         self._poll_min, self._poll_max = poll_secs
         self._slots = asyncio.Semaphore(max_procs)
         self._wake = asyncio.Event()
@@ -99,7 +104,10 @@ class SlurmPool(records.Records):
     # --- the hooks of records.Records ----------------------------------------
 
     def _new_run(self, op):
-        return SlurmRun(op, self._emit)
+        r = SlurmRun(op, self._emit)
+        # mpirun of the job's node, in the job's PATH
+        r.mpi_launcher = list(MPI_LAUNCHER)
+        return r
 
     def _lane(self, run):
         return self._slots
@@ -116,15 +124,28 @@ class SlurmPool(records.Records):
     def _forgotten(self, run_id):
         if self.table.jobs.pop(run_id, None) is not None:
             self.table.save()
+        (self._reads_dir / run_id).unlink(missing_ok=True)
+
+    async def join(self):
+        await super().join()
+        for r in self.runs.values():
+            # a job that goes on: a successor appends to its journal
+            if r.reads is not None:
+                r.reads.close()
 
     def _prepare(self, run):
         super()._prepare(run)
         p = run.dir / SCRIPT_FILE
-        p.write_text(job_script(run.run_id, run.command(), run.cores))
+        p.write_text(job_script(run.run_id, run.command(), run.cores, run.launch))
         p.chmod(0o700)
 
     async def _launch(self, run):
         """Submit the job (its id, or the run ends with Slurm's refusal)."""
+        try:
+            self._new_reads(run).create()
+        except OSError as e:
+            self._finish(run, "error", None, f"cannot journal the job's reads: {e}")
+            return
         try:
             out = await _command(
                 sbatch_argv(
@@ -133,11 +154,18 @@ class SlurmPool(records.Records):
                     run.cores,
                     run.max_run_secs,
                     run.batch_options,
+                    run.launch,
                 )
             )
             run.job_id = parse_sbatch(out)
+            # before any read of its files: a successor's log starts the same
+            self._log_submitted(run)
         except SlurmError as x:
             self._finish(run, "error", None, f"Slurm refused the job: {x}")
+        finally:
+            if run.job_id is None:
+                # no job: nothing to read, now or by a successor
+                run.reads.remove()
 
     async def _launched(self, run):
         """Record the job (durably) and follow it."""
@@ -153,7 +181,6 @@ class SlurmPool(records.Records):
         await asyncio.to_thread(self.table.save)
         run.submitted = asyncio.get_running_loop().time()
         log("submitted", run_id=run.run_id, job_id=run.job_id)
-        self._log_submitted(run)
         self._set_batch(run, "PENDING", "submitted")
         self._emit(run, "started")
         if run.canceled:
@@ -182,13 +209,30 @@ class SlurmPool(records.Records):
             except OSError as x:
                 self._finish(r, "error", None, f"cannot open the run's log: {x}")
                 continue
+            # in the order of the submission: the log's offsets must not move
+            reads = self._new_reads(r)
             self._log_submitted(r)
-            self._read_output(r)
+            n = reads.replay()
+            log("reattach_replayed", run_id=i, reads=n, frames=len(r.frames))
             if e.get("end"):
-                self._read_output(r, final=True)
+                r.reads.end()
                 self._finish(r, **e["end"])
         if self.running():
             self._poke()
+
+    def _new_reads(self, run):
+        """The run's parsers of its declared files (`agent.outputs`) and its `JobReads`."""
+        run.outputs = None
+        if run.follow:
+            try:
+                # fed by the reads (`Outputs.feed`), never started: no inotify
+                run.outputs = outputs.Outputs(run, None)
+            except (TypeError, ValueError) as e:
+                run.append_log(
+                    f"[simvisor agent: its output files are not followed: {e}]\n"
+                )
+        run.reads = JobReads(run, self._reads_dir / run.run_id)
+        return run.reads
 
     def _log_submitted(self, run):
         # the same text when re-attached: the log's offsets must not move
@@ -250,7 +294,7 @@ class SlurmPool(records.Records):
                 next_query = loop.time() + delay
             for r in live:
                 if not r.is_exited:
-                    self._read_output(r)
+                    r.reads.read()
             try:
                 await asyncio.wait_for(
                     self._wake.wait(), min(TAIL_SECS, next_query - loop.time())
@@ -333,7 +377,10 @@ class SlurmPool(records.Records):
                 # squeue has no exit code; sacct does (later round)
                 self._tasks.spawn(self._exit_code(run))
                 return changed
-            self._read_output(run, final=True)
+            if state == "COMPLETED" and exit_code is None:
+                # squeue's COMPLETED: the script exited 0 (Slurm's meaning)
+                exit_code = 0
+            run.reads.end()
             st, e = end_of(
                 state,
                 exit_code,
@@ -342,7 +389,7 @@ class SlurmPool(records.Records):
                 run.timed_out,
                 time_limit_minutes(run.max_run_secs),
             )
-            t = run.stderr_tail()
+            t = _code_error(run)
             if st == "error" and t:
                 e = f"{e}: {t}"[-_MAX_ERROR_CHARS:]
             self._end(run, st, exit_code, e)
@@ -367,33 +414,25 @@ class SlurmPool(records.Records):
             run.asking_exit = False
         if not run.is_exited and run.batch["state"] == "FAILED":
             # sacct is not there (or has no record yet): end without it
-            self._read_output(run, final=True)
+            run.reads.end()
             self._end(run, "error", None, f"FAILED: {run.end_error(1)}")
 
     def _end(self, run, status, exit_code, error):
+        # what the job wrote is the run's before it ends (idempotent)
+        run.reads.end()
         e = self.table.jobs.get(run.run_id)
         if e is not None:
             e["end"] = dict(status=status, exit_code=exit_code, error=error)
             self.table.save()
         self._finish(run, status, exit_code, error)
 
-    def _read_output(self, run, final=False):
-        """New bytes of the job's stdout and stderr go to the run's record."""
-        for n, fd in ((OUT_FILE, 1), (ERR_FILE, 2)):
-            try:
-                with open(run.dir / n, "rb") as f:
-                    f.seek(run.offsets[n])
-                    b = f.read(READ_BYTES)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                log("output_unreadable", run_id=run.run_id, file=n, error=str(e))
-                continue
-            if b:
-                run.offsets[n] += len(b)
-                run.out.pipe_data_received(fd, b)
-        if final:
-            run.out.flush()
+
+def _code_error(run):
+    """What a failed job said of its error: the code's own lines (its
+    declared files), else the tail of its stderr."""
+    if run.outputs is not None and run.outputs.errors:
+        return "\n".join(run.outputs.errors)
+    return run.stderr_tail()
 
 
 async def _command(argv):

@@ -1,6 +1,14 @@
 """Slurm without I/O: command lines, the batch script, parsing, state mapping.
 
 Pure functions for `agent.slurm`, tested without Slurm.
+
+An ``mpi`` launch runs its ranks inside the job's allocation: the job asks
+for ``--ntasks`` (whatever ``cores_as`` says: a rank is a task) and its
+script starts them with Open MPI's ``mpirun``, which reads the allocation
+from the job's environment. Not ``srun``: Debian 12's Open MPI 4.1 has no
+PMI support for a direct launch (under ``srun --mpi=pmi2`` its ranks fail
+in MPI_Init) and the pmix plugin of its Slurm 22.05 cannot load libpmix. A
+site whose MPI only ``srun`` starts (Cray MPICH) needs another launcher.
 """
 
 import math
@@ -10,6 +18,11 @@ import shlex
 OUT_FILE = "run.out"
 ERR_FILE = "run.err"
 SCRIPT_FILE = "job.sh"
+
+#: how a job's script starts the ranks of an ``mpi`` launch (`agent.run.Run`
+#: fills ``{cores}``): the allocation has one slot per task, so no
+#: oversubscription, and the site's binding policy
+MPI_LAUNCHER = ("mpirun", "-np", "{cores}")
 
 #: Slurm states after which a job does nothing more
 TERMINAL = {
@@ -43,13 +56,15 @@ def time_limit_minutes(max_run_secs):
     return max(1, math.ceil(max_run_secs / 60))
 
 
-def sbatch_argv(run_id, run_dir, cores, max_run_secs, batch):
+def sbatch_argv(run_id, run_dir, cores, max_run_secs, batch, launch="process"):
     """The sbatch command line for one run (pure).
 
     Args:
         run_dir (Path): the run directory (absolute)
         cores (int): tasks, or cpus of one task if batch["cores_as"] == "cpus"
+            (never for an ``mpi`` launch: each rank is a task)
         batch (dict): partition, account, qos, cores_as, extra (list)
+        launch (str): "process" or "mpi"
     Returns:
         list: argv
     """
@@ -63,7 +78,7 @@ def sbatch_argv(run_id, run_dir, cores, max_run_secs, batch):
         f"--error={run_dir / ERR_FILE}",
         f"--time={time_limit_minutes(max_run_secs)}",
     ]
-    if b.get("cores_as") == "cpus":
+    if b.get("cores_as") == "cpus" and launch != "mpi":
         rv += ["--ntasks=1", f"--cpus-per-task={cores}"]
     else:
         rv += [f"--ntasks={cores}"]
@@ -75,13 +90,24 @@ def sbatch_argv(run_id, run_dir, cores, max_run_secs, batch):
     return rv
 
 
-def job_script(run_id, argv, cores):
-    """The batch script: the code's command in its run directory (pure)."""
+def job_script(run_id, argv, cores, launch="process"):
+    """The batch script: the code's command in its run directory (pure).
+
+    Args:
+        argv (list): the command (an ``mpi`` launch's starts with `MPI_LAUNCHER`)
+        launch (str): "mpi": `cores` ranks of one thread each (and hwloc
+            quiet about what it cannot see); else one process of `cores` threads
+    """
+    e = [f"SIMVISOR_CORES={int(cores)}"]
+    if launch == "mpi":
+        e += ["OMP_NUM_THREADS=1", "HWLOC_HIDE_ERRORS=2"]
+    else:
+        e += [f"OMP_NUM_THREADS={int(cores)}"]
     return "\n".join(
         [
             "#!/bin/bash",
             f"# simvisor run {run_id}",
-            f"export SIMVISOR_CORES={int(cores)} OMP_NUM_THREADS={int(cores)}",
+            "export " + " ".join(e),
             "exec " + shlex.join(argv),
             "",
         ]
