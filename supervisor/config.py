@@ -207,6 +207,11 @@ _cfg = pkconfig.init(
     ),
     kill_grace_secs=(2.0, float, "agent: SIGTERM, then SIGKILL after this long"),
     max_body_bytes=(16 * 1024 * 1024, int, "largest HTTP request body"),
+    max_user_body_bytes=(
+        64 * 1024 * 1024,
+        int,
+        "request body bytes one user may have on their way in at once (429 past it)",
+    ),
     trusted_proxies=(
         [],
         _json_list,

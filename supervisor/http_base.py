@@ -50,6 +50,8 @@ class Base(tornado.web.RequestHandler):
         self._t0 = time.perf_counter()
         self._chunks = []
         self._body_bytes = 0
+        # of this body, counted in its user's bytes on their way in
+        self._held = 0
         self._max_body_bytes = sv.cfg.max_body_bytes
         # (bytes, errors.Error) of `body_quota`, once known
         self._quota = None
@@ -141,7 +143,52 @@ class Base(tornado.web.RequestHandler):
             self._unread = True
             self._handle_request_exception(self._too_large())
             return
+        if not self._hold(len(chunk)):
+            return
         self._chunks.append(chunk)
+
+    def _hold(self, n):
+        """Count `n` more body bytes of this request's user; False if refused.
+
+        A user's bodies on their way in at once are bounded
+        (``max_user_body_bytes``): many slow uploads cannot pin the
+        supervisor's memory. Unauthenticated bodies are small by their
+        handlers' limits.
+        """
+        if self.user is None:
+            return True
+        h = self.sv.body_bytes
+        u = self.user.name
+        if h.get(u, 0) + n > self.sv.cfg.max_user_body_bytes:
+            self._chunks = []
+            self._unread = True
+            self._release_held()
+            self._handle_request_exception(
+                errors.TooMany(
+                    "too_many_uploads",
+                    "your requests' bodies on their way in are over "
+                    f"{self.sv.cfg.max_user_body_bytes} bytes: wait for them",
+                    retry_after_secs=1,
+                )
+            )
+            return False
+        h[u] = h.get(u, 0) + n
+        self._held += n
+        return True
+
+    def _release_held(self):
+        if self._held:
+            u = self.user.name
+            n = self.sv.body_bytes.get(u, 0) - self._held
+            if n > 0:
+                self.sv.body_bytes[u] = n
+            else:
+                self.sv.body_bytes.pop(u, None)
+            self._held = 0
+
+    def on_connection_close(self):
+        self._release_held()
+        super().on_connection_close()
 
     def raw_body(self):
         """The request body (bytes), at most the operation's limit."""
@@ -257,6 +304,7 @@ class Base(tornado.web.RequestHandler):
             )
 
     def on_finish(self):
+        self._release_held()
         self.sv.metrics.observe_request(
             self.request.method, self.get_status(), time.perf_counter() - self._t0
         )

@@ -393,3 +393,53 @@ def test_a_chunked_body_over_the_limit_is_refused_before_its_end(server_factory)
         c.close()
     assert r.startswith(b"HTTP/1.1 413"), r[:200]
     assert b"connection: close" in r.lower() and b'"body_too_large"' in r
+
+
+def test_one_users_bodies_on_their_way_in_are_bounded(server_factory):
+    server = server_factory(max_user_body_bytes=350 * 1024)
+    s = server.create("admin", "sleep", secs=0)
+    t = server.tokens["admin"].encode()
+
+    def start(name, n):
+        c = socket.create_connection(("127.0.0.1", server.port), 5)
+        c.settimeout(10)
+        c.sendall(
+            b"POST /api/simulations/%s/files?name=%s HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n"
+            % (s["id"].encode(), name, t, n)
+        )
+        return c
+
+    def reply(c):
+        r = b""
+        while b"}" not in r:
+            d = c.recv(65536)
+            if not d:
+                break
+            r += d
+        return r
+
+    a = start(b"a.txt", 300 * 1024)
+    b = start(b"b.txt", 300 * 1024)
+    try:
+        a.sendall(b"x" * 200 * 1024)
+        time.sleep(0.3)
+        try:
+            b.sendall(b"y" * 200 * 1024)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = reply(b)
+        assert r.startswith(b"HTTP/1.1 429") and b"too_many_uploads" in r, r[:300]
+        assert b"retry-after" in r.lower()
+        # the first goes on, and its bytes are given back when it is done
+        a.sendall(b"x" * 100 * 1024)
+        assert reply(a).startswith(b"HTTP/1.1 201")
+    finally:
+        a.close()
+        b.close()
+    server.api(
+        "POST",
+        f"/simulations/{s['id']}/files?name=c.txt",
+        data=b"z" * 200 * 1024,
+        expect=201,
+    )
