@@ -56,8 +56,7 @@ class Supervisor:
         self.catalog = catalog.Catalog(cfg.catalog, cfg.test_codes)
         self.hub = events.Hub()
         self.memory = memory.Trimmer()
-        #: user -> request body bytes on their way in (`http_base.Base._hold`)
-        self.body_bytes = {}
+        self.body_bytes = {}  # user -> body bytes on their way in (http_base)
         self.users = users.Users(self.store, users.build_plans(cfg), drivers.names(cfg))
         self.drivers = drivers.build(cfg, self._agent_url, self.users.plan_of)
         self.resources = resources.Resources(

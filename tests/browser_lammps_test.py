@@ -94,7 +94,7 @@ def test_lammps_thermo_grows_and_atoms_in_3d(server, pages):
     page = pages.new()
     bt.sign_in(page, server, "lena")
     page.get_by_role("link", name="New simulation").first.click()
-    page.get_by_role("radio", name=re.compile("^LAMMPS")).check()
+    page.get_by_role("radio", name=re.compile("^LAMMPS: Lennard-Jones")).check()
     page.get_by_label("Name").fill("lj melt")
     for name, v in (
         ("box", BOX),
