@@ -24,9 +24,8 @@ def environ(cores, launch="process"):
     rv["SIMVISOR_CORES"] = str(cores)
     # `cores` ranks of one thread each, or one process of `cores` threads
     rv["OMP_NUM_THREADS"] = "1" if launch == "mpi" else str(cores)
-    if launch == "mpi":
-        # hwloc finds no /sys in the sandbox and says so once per rank
-        rv["HWLOC_HIDE_ERRORS"] = "2"
+    # hwloc (Open MPI, GROMACS) finds no /sys in the sandbox and says so
+    rv["HWLOC_HIDE_ERRORS"] = "2"
     if launch == "mpi" and os.geteuid() == 0:
         # mpirun refuses root unless told (the sandbox runs codes as nobody)
         rv["OMPI_ALLOW_RUN_AS_ROOT"] = rv["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"

@@ -161,6 +161,9 @@ class Sandbox(Bare):
             rv += [*_parents(p, made, binds), "--ro-bind", p, p]
             binds.append(p)
         for link, target in _links(argv[0], [*binds, "/usr"]):
+            if link in made:
+                # a system link already made (/bin on merged-/usr Debian)
+                continue
             rv += [*_parents(link, made, binds), "--symlink", target, link]
             made.add(link)
         rv += [*_parents(d, made, binds), "--bind", d, d, "--chdir", d, "--"]

@@ -7,6 +7,7 @@ fail without it (no skip: a local run that is not sandboxed is a hole).
 import asyncio
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -100,6 +101,22 @@ def test_argv_as_a_user_and_the_rest(monkeypatch, tmp_path):
     assert sandbox.Bare().exit_code(137) == 137
     assert "not installed" in sandbox.Sandbox(bwrap="no-such-bwrap-x").check()
     assert isinstance(sandbox.for_agent(False), sandbox.Bare)
+
+
+def test_a_program_under_a_system_link_runs(tmp_path):
+    # /bin is a link on merged-/usr Debian: made once, not twice
+    d = tmp_path / "run"
+    d.mkdir()
+    b = sandbox.Sandbox()
+    if b.is_root:
+        os.chown(d, b.uid, b.uid)
+    r = subprocess.run(
+        b.argv(d, ["/bin/sh", "-c", "echo from-bin-sh"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0 and r.stdout == "from-bin-sh\n", r.stderr
 
 
 def test_bwrap_works_here():
