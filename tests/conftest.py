@@ -75,6 +75,19 @@ def procs_under(path, exclude=()):
     return res
 
 
+def procs_named(path, comm):
+    """{pid: (uid, threads)} of the processes called `comm` working under `path`."""
+    rv = {}
+    for p in procs_under(path):
+        d = pathlib.Path(f"/proc/{p}")
+        try:
+            if (d / "comm").read_text().strip() == comm:
+                rv[p] = (d.stat().st_uid, len(list((d / "task").iterdir())))
+        except OSError:
+            pass
+    return rv
+
+
 class Server:
     """A supervisor process and a requests session per user."""
 
@@ -174,6 +187,11 @@ class Server:
         return self.api(
             "POST", f"/simulations/{sim_id}/run", user, json=body, expect=202
         ).json()
+
+    def frames(self, user, sim_id):
+        return self.api(
+            "GET", f"/simulations/{sim_id}/frames", user, expect=200
+        ).json()["frames"]
 
     def job(self, user, sim_id):
         return self.api("GET", f"/simulations/{sim_id}/job", user, expect=200).json()

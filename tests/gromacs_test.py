@@ -5,12 +5,11 @@ box of 348 SPC waters; its frames come from the agent following ``md.log``
 as mdrun writes it, and grompp's refusals from ``grompp.log``.
 """
 
-import pathlib
 import shutil
 
 import pytest
 
-from conftest import procs_under, wait_for
+from conftest import procs_named, procs_under, wait_for
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("gmx"),
@@ -20,24 +19,11 @@ pytestmark = pytest.mark.skipif(
 
 def _gmx(run_dir):
     """{pid: threads} of the ``gmx`` processes working in `run_dir`."""
-    rv = {}
-    for p in procs_under(run_dir):
-        try:
-            if pathlib.Path(f"/proc/{p}/comm").read_text().strip() == "gmx":
-                rv[p] = len(list(pathlib.Path(f"/proc/{p}/task").iterdir()))
-        except OSError:
-            pass
-    return rv
+    return {p: t for p, (_, t) in procs_named(run_dir, "gmx").items()}
 
 
 def _run_dir(server, sim_id):
     return server.data_dir / "run" / "admin" / sim_id
-
-
-def _frames(server, sim_id):
-    return server.api("GET", f"/simulations/{sim_id}/frames", expect=200).json()[
-        "frames"
-    ]
 
 
 def _first_block(md_log):
@@ -75,7 +61,7 @@ def test_two_threads_complete_with_live_energies(server):
     # one mdrun of the run's two cores as OpenMP threads, no more
     assert seen["threads"] == 2, seen
     assert min(seen["frames_while_running"], default=j["frames"]) < j["frames"], seen
-    rows = [x for x in _frames(server, s["id"]) if x["plot"] == "rows"]
+    rows = [x for x in server.frames("admin", s["id"]) if x["plot"] == "rows"]
     assert rows and {(x["file"], x["table"]) for x in rows} == {("md.log", "energies")}
     c = rows[0]["columns"]
     steps = [r[c.index("Step")] for x in rows for r in x["rows"]]
@@ -130,4 +116,4 @@ def test_a_refused_combination_is_gromacs_own_error(server):
     assert "For proper integration of the Nose-Hoover thermostat" in log
     d = _run_dir(server, s["id"])
     assert not (d / "md.log").exists() and not procs_under(d)
-    assert not _frames(server, s["id"])
+    assert not server.frames("admin", s["id"])

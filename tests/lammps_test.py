@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import procs_under, wait_for
+from conftest import procs_named, procs_under, wait_for
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("lmp") and shutil.which("mpirun")),
@@ -19,26 +19,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _lmp_ranks(run_dir):
-    """Pids of the ``lmp`` processes working in `run_dir`."""
-    rv = []
-    for p in procs_under(run_dir):
-        try:
-            if pathlib.Path(f"/proc/{p}/comm").read_text().strip() == "lmp":
-                rv.append(p)
-        except OSError:
-            pass
-    return rv
-
-
 def _run_dir(server, sim_id):
     return server.data_dir / "run" / "admin" / sim_id
-
-
-def _frames(server, sim_id):
-    return server.api("GET", f"/simulations/{sim_id}/frames", expect=200).json()[
-        "frames"
-    ]
 
 
 def test_two_ranks_complete_with_live_thermo_and_atoms(server):
@@ -58,7 +40,7 @@ def test_two_ranks_complete_with_live_thermo_and_atoms(server):
     def watch():
         j = server.job("admin", s["id"])
         if j["status"] == "running":
-            seen["ranks"] = max(seen["ranks"], len(_lmp_ranks(d)))
+            seen["ranks"] = max(seen["ranks"], len(procs_named(d, "lmp")))
             if j["frames"]:
                 seen["frames_while_running"].append(j["frames"])
         return j["status"] not in ("queued", "starting", "running") and j
@@ -69,7 +51,7 @@ def test_two_ranks_complete_with_live_thermo_and_atoms(server):
     # two MPI ranks ran, and frames came while it ran, not all at the end
     assert seen["ranks"] == 2, seen
     assert min(seen["frames_while_running"], default=0) < j["frames"], seen
-    f = _frames(server, s["id"])
+    f = server.frames("admin", s["id"])
     rows = [x for x in f if x["plot"] == "rows"]
     snaps = [x for x in f if x["plot"] == "snapshot"]
     assert rows and rows[0]["table"] == "thermo" and rows[0]["file"] == "log.lammps"
@@ -82,7 +64,7 @@ def test_two_ranks_complete_with_live_thermo_and_atoms(server):
     # 8x8x8 fcc cells, subsampled to the catalog's 2,000 for the browser
     assert [x["step"] for x in snaps] == [0, 1000, 2000, 3000, 4000]
     assert all(x["natoms"] == 2048 and len(x["atoms"]) == 2000 for x in snaps)
-    assert not _lmp_ranks(d)
+    assert not procs_named(d, "lmp")
     # the deck the run used is in its directory, rendered from the parameters
     deck = (d / "in.melt").read_text()
     assert "velocity        all create 2.5 " in deck and "run             4000" in deck
@@ -92,7 +74,7 @@ def test_cancel_stops_every_rank(server):
     s = server.create("admin", "lammps", box=20, steps=10000, thermo_every=100)
     server.run("admin", s["id"], cores=2)
     d = _run_dir(server, s["id"])
-    wait_for(lambda: len(_lmp_ranks(d)) == 2, 60, what="two lmp ranks")
+    wait_for(lambda: len(procs_named(d, "lmp")) == 2, 60, what="two lmp ranks")
     j = server.api("POST", f"/simulations/{s['id']}/cancel", expect=200).json()
     assert j["status"] == "canceled"
     # confirmed gone when the reply comes: no rank, no mpirun

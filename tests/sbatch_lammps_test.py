@@ -8,14 +8,12 @@ inotify, into frames. The ranks run as the site's user, on its one node
 (this machine, so ``lmp`` is the same program as for the local driver).
 """
 
-import os
-import pathlib
 import pwd
 import shutil
 
 import pytest
 
-from tests.conftest import procs_under, wait_for
+from tests.conftest import procs_named, procs_under, wait_for
 from tests.hpc_site import Site
 
 pytestmark = [
@@ -29,24 +27,11 @@ pytestmark = [
 
 def _lmp_ranks(run_dir):
     """{pid: uid} of the ``lmp`` processes working in `run_dir`."""
-    rv = {}
-    for p in procs_under(run_dir):
-        try:
-            if pathlib.Path(f"/proc/{p}/comm").read_text().strip() == "lmp":
-                rv[p] = os.stat(f"/proc/{p}").st_uid
-        except OSError:
-            pass
-    return rv
+    return {p: u for p, (u, _) in procs_named(run_dir, "lmp").items()}
 
 
 def _run_dir(sb, sim_id):
     return sb.site.home / sb.work_dir / "run" / sim_id
-
-
-def _frames(sb, user, sim_id):
-    return sb.server.api(
-        "GET", f"/simulations/{sim_id}/frames", user, expect=200
-    ).json()["frames"]
 
 
 def _active_jobs(site):
@@ -124,7 +109,7 @@ def test_two_ranks_in_the_allocation_complete_with_live_frames(
     assert " on 2 procs for 4000 steps with 4000 atoms" in out
     script = (d / "job.sh").read_text()
     assert "exec mpirun -np 2 lmp -in in.melt -log log.lammps\n" in script
-    f = _frames(sb, "lena", s["id"])
+    f = sb.server.frames("lena", s["id"])
     assert len(f) == j["frames"]
     rows = [x for x in f if x["plot"] == "rows"]
     c = rows[0]["columns"]
@@ -190,7 +175,7 @@ def test_an_agent_killed_mid_run_is_followed_again_with_no_frame_lost_or_twice(
     j = sb.server.wait_status("nils", s["id"], {"completed", "error"}, 120)
     assert j["status"] == "completed", j
     assert j["batch"]["job_id"] == jid
-    f = _frames(sb, "nils", s["id"])
+    f = sb.server.frames("nils", s["id"])
     assert len(f) == j["frames"]
     # each thermo row and each snapshot once, in order: the new agent made
     # the frames the supervisor had the same way (the journal of reads)
