@@ -12,6 +12,7 @@ import socket
 import time
 
 import tornado.iostream
+import tornado.web
 import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
 
@@ -78,6 +79,7 @@ class Events(_Socket):
     def initialize(self, sv):
         self.sv = sv
         self.sub = None
+        self._simulation = None
 
     async def get(self, *args, **kwargs):
         u = auth.user(self, self.sv.users)
@@ -97,6 +99,17 @@ class Events(_Socket):
                     # a guess: streams close when their pages do
                     retry_after_secs=5,
                 ),
+            )
+            return
+        try:
+            # read before the upgrade: a bad one is an HTTP error, not a
+            # stream that opens and closes without a word
+            # an empty ?simulation= is none (the snapshot of all is sent then)
+            self._simulation = self.get_query_argument("simulation", None) or None
+        except tornado.web.HTTPError:
+            _refuse(
+                self,
+                errors.BadInput("bad_argument", "simulation must be UTF-8 text"),
             )
             return
         self.user = u
@@ -119,8 +132,7 @@ class Events(_Socket):
         self.ws_connection.stream.socket.setsockopt(
             socket.SOL_SOCKET, socket.SO_SNDBUF, EVENTS_SEND_BUFFER_BYTES
         )
-        # an empty ?simulation= is none (the snapshot of all is sent then)
-        s = self.get_query_argument("simulation", None) or None
+        s = self._simulation
         self.sub = events.Subscriber(
             self.user,
             s,

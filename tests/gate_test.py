@@ -443,3 +443,15 @@ def test_one_users_bodies_on_their_way_in_are_bounded(server_factory):
         data=b"z" * 200 * 1024,
         expect=201,
     )
+
+
+def test_an_events_filter_that_is_not_utf8_gets_a_json_400(server):
+    r = raw_http.reply(
+        server.port,
+        b"GET /api/events?simulation=%ff HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + server.tokens["admin"].encode() + b"\r\n"
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    assert r.startswith(b"HTTP/1.1 400"), r[:200]
+    assert json.loads(r.split(b"\r\n\r\n", 1)[1])["error"] == "bad_argument"
