@@ -27,6 +27,9 @@ import sys
 #: the longest reply line (a result frame)
 MAX_REPLY_BYTES = 16 * 1024 * 1024
 
+#: the end of the worker's stderr kept for the message of its crash
+STDERR_TAIL_BYTES = 8192
+
 
 class Failed(Exception):
     """The request failed: the analysis's own error, or the worker's end."""
@@ -46,6 +49,10 @@ class Worker:
         self._env = env
         self._cwd = cwd
         self._proc = None
+        #: the worker's stderr, drained as it comes (a full pipe would stop
+        #: it), its last `STDERR_TAIL_BYTES` kept for a crash's message
+        self._stderr = b""
+        self._drain = None
         self._lock = asyncio.Lock()
         self._ids = iter(range(1, 2**62))
         #: workers started so far (a crash or a kill makes the next one)
@@ -112,6 +119,9 @@ class Worker:
             except (ProcessLookupError, PermissionError):
                 pass
         await p.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
 
     async def _start(self):
         self._proc = await asyncio.create_subprocess_exec(
@@ -125,13 +135,22 @@ class Worker:
             limit=MAX_REPLY_BYTES,
         )
         self.starts += 1
+        self._stderr = b""
+        self._drain = asyncio.get_running_loop().create_task(
+            self._drain_stderr(self._proc.stderr)
+        )
+
+    async def _drain_stderr(self, stream):
+        while b := await stream.read(65536):
+            self._stderr = (self._stderr + b)[-STDERR_TAIL_BYTES:]
 
     async def _stderr_tail(self):
+        # what a dying worker said last: its end of the pipe comes soon
         try:
-            b = await asyncio.wait_for(self._proc.stderr.read(65536), 1)
+            await asyncio.wait_for(asyncio.shield(self._drain), 1)
         except (asyncio.TimeoutError, OSError, ValueError):
-            return ""
-        return b.decode(errors="replace").strip()[-2000:]
+            pass
+        return self._stderr.decode(errors="replace").strip()[-2000:]
 
 
 def serve(stdin, stdout):

@@ -126,12 +126,16 @@ def _is_batch(v):
     )
 
 
+#: a file a code adapter names in its run directory (a deck, a followed output)
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def _is_follow(v):
     """Output files to follow (`agent.outputs`): plain names, known parsers."""
     return _is_list(v) and all(
         _is_dict(x)
         and _is_str(x.get("file"))
-        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", x["file"]) is not None
+        and FILE_NAME.fullmatch(x["file"]) is not None
         and _is_str(x.get("parser"))
         and x["parser"] in parsers.PARSERS
         for x in v

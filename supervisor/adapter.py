@@ -37,7 +37,7 @@ with the code and the name in the message.
 import pathlib
 import re
 
-from agent import analyses, parsers
+from agent import analyses, parsers, protocol
 
 _CODES_DIR = pathlib.Path(__file__).resolve().parents[1] / "etc" / "codes"
 
@@ -51,8 +51,8 @@ _FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 #: argv placeholders the supervisor fills (``{python}`` is the agent's)
 _ARGV_FIELDS = ("cores", "input")
 
-#: a deck file name: plain, and not one the agent writes
-_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: a deck or followed file's name: plain (what the agent accepts)
+_FILE_NAME = protocol.FILE_NAME
 
 
 class AdapterError(ValueError):
