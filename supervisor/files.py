@@ -15,7 +15,6 @@ it may start no run (409 ``quota_exceeded``) until they delete some.
 
 import asyncio
 import base64
-import json
 import os
 import pathlib
 import stat
@@ -274,9 +273,7 @@ class Files:
         for p in code.params:
             if p["type"] == "simulation":
                 src = self._sims.get(user, sim.params.get(p["name"]))
-                res[stats.SOURCE_FILE] = "".join(
-                    json.dumps(f, separators=(",", ":")) + "\n" for f in src.frames
-                )
+                res[stats.SOURCE_FILE] = self._sims.frames_text(src)
         n = sum(len(v) for v in res.values())
         if n > self._cfg.max_inputs_chars:
             raise errors.TooLarge(

@@ -175,9 +175,9 @@ class Frames(Base):
         )
     )
 
-    def get(self, sim_id):
+    async def get(self, sim_id):
         s = self.sv.sims.get(self.require_user(), sim_id)
-        self.reply(self.sv.sims.frames(s, int_arg(self, "since", 0)))
+        self.reply_json(await self.sv.sims.frames(s, int_arg(self, "since", 0)))
 
 
 class Log(Base):

@@ -267,10 +267,14 @@ class Base(tornado.web.RequestHandler):
         return dict(self.sv.users.whoami(user, n), xsrf=self.xsrf_token.decode())
 
     def reply(self, obj, status=200):
+        self.reply_json(json.dumps(obj), status)
+
+    def reply_json(self, text, status=200):
+        """Reply with `text` (str or bytes), JSON already."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(obj))
+        self.finish(text)
 
     def _handle_request_exception(self, e):
         if isinstance(e, OSError) and (x := errors.from_os_error(e)) is not None:

@@ -346,7 +346,7 @@ class Runs(agents.Watcher):
                 self.running(r)
             self.changed(r.sim)
             res[r.run_id] = {
-                "frames_next": len(r.sim.frames),
+                "frames_next": r.sim.job.frames,
                 "log_next": r.sim.log_chars,
             }
         for r in orphans:

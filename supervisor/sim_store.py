@@ -4,7 +4,10 @@ A simulation belongs to one user: a code, its parameters and its job. Its
 document (with the job) is ``db/jobs/<user>/<id>.json``; the current run's
 frames and log, as they arrive, are appended to ``<id>.<run_id>.frames.jsonl``
 and ``<id>.<run_id>.log`` beside it (a torn last line after a crash is dropped on load, and
-the agent sends what is missing when it reconnects). Outputs live in the run
+the agent sends what is missing when it reconnects). The frames of an active
+run are also held in memory, as the JSON lines written; once a run has ended
+and its file is on disk, they are read from the file when asked for, so the
+supervisor's memory does not grow with what its users store. Outputs live in the run
 directory ``run/<user>/<id>/``, written by the agent; its uploaded inputs in
 ``inputs/<user>/<id>/`` (`files.Files`). What each user stores of all that
 is `usage` (counted here as it changes). What may be done to a simulation
@@ -40,6 +43,8 @@ class Simulation:
         self.job = job.Job(doc.get("job"))
         # the agent the current run was sent to (re-adoption after a restart)
         self.agent_id = doc.get("agent_id")
+        #: the current run's frames as JSON lines (bytes, with the newline);
+        #: None: only on disk (an ended run), `job.frames` of them
         self.frames = []
         self.log_chars = 0
         self.log_tail = ""
@@ -98,23 +103,19 @@ class SimStore:
     def _load_outputs(self, sim):
         if not sim.job.run_id:
             return
-        try:
-            with open(self._path(sim, ".frames.jsonl"), "rb") as f:
-                for line in f:
-                    try:
-                        sim.frames.append(json.loads(line))
-                    except ValueError:
-                        # torn by a crash: the agent resends it
-                        break
-        except FileNotFoundError:
-            pass
+        p = self._path(sim, ".frames.jsonl")
+        if sim.job.status in job.ENDED:
+            sim.frames = None
+            sim.job.frames = _count_lines(p)
+        else:
+            sim.frames = _load_lines(p)
+            sim.job.frames = len(sim.frames)
         try:
             t = self._path(sim, ".log").read_text(errors="replace")
             sim.log_chars = len(t)
             sim.log_tail = t[-self._cfg.log_tail_chars :]
         except FileNotFoundError:
             pass
-        sim.job.frames = len(sim.frames)
 
     def _path(self, sim, suffix, run_id=None):
         """A file of the current run (or of `run_id`)."""
@@ -199,16 +200,17 @@ class SimStore:
 
     def add_frame(self, sim, seq, data):
         """Append frame `seq` if it is the next one; False if a duplicate."""
-        n = len(sim.frames)
-        if seq < n:
+        n = sim.job.frames
+        if seq < n or sim.frames is None:
+            # None: the run has ended (a late repeat of its agent)
             return False
         if seq > n:
             pkdlog("{} frame gap seq={} expected={}", sim, seq, n)
         if n >= self._cfg.max_frames:
             return False
-        sim.frames.append(data)
-        sim.job.frames = len(sim.frames)
         b = json.dumps(data, separators=(",", ":")).encode() + b"\n"
+        sim.frames.append(b)
+        sim.job.frames = len(sim.frames)
         self._file(sim, 0).append(b)
         self.usage.add(sim.user, sim.id, usage.FRAMES, len(b))
         return True
@@ -227,9 +229,26 @@ class SimStore:
         return text
 
     def end_run(self, sim):
-        """The run ended: its files closed, its run directory measured."""
-        self._close(sim)
+        """The run ended: its files closed, its run directory measured.
+
+        Its frames leave memory once their file is whole on disk.
+        """
         run_id = sim.job.run_id
+        c = self._close(sim)
+
+        def _closed(f):
+            if (
+                not f.cancelled()
+                and f.exception() is None
+                and f.result()
+                and sim.job.run_id == run_id
+                and sim.frames is not None
+                and len(sim.frames) == sim.job.frames
+            ):
+                sim.frames = None
+
+        if c is not None:
+            c.add_done_callback(_closed)
         f = asyncio.get_running_loop().run_in_executor(
             None, usage.dir_bytes, self.run_dir(sim)
         )
@@ -259,10 +278,37 @@ class SimStore:
         return f"jobs/{sim.user}/{sim.id}.{sim.job.run_id}{suffix}"
 
     def _close(self, sim):
+        """Close the run's files; the future of that (True: nothing was lost), or None."""
         f = self._files.pop(sim.id, None)
         if f:
             # in order with the documents, before the job that ends the run
-            self._store.call(_fsync_close, f)
+            return self._store.call(_fsync_close, f)
+        return None
+
+    async def frames_since(self, sim, since):
+        """The current run's frames from `since` on, as JSON lines.
+
+        Returns:
+            tuple: (lines, how many frames the run has, run id)
+        """
+        while True:
+            run_id, held = sim.job.run_id, sim.frames
+            if held is not None or not run_id:
+                held = held or []
+                return held[since:], len(held), run_id
+            p = self._path(sim, ".frames.jsonl")
+            rv = await asyncio.to_thread(_read_lines, p, since)
+            if sim.job.run_id == run_id:
+                return (*rv, run_id)
+            # a new run began while the file was read: its frames instead
+
+    def frames_text(self, sim):
+        """All of the current run's frames as JSON lines text (blocking if on disk)."""
+        if sim.frames is not None:
+            return b"".join(sim.frames).decode()
+        if not sim.job.run_id:
+            return ""
+        return b"".join(_read_lines(self._path(sim, ".frames.jsonl"), 0)[0]).decode()
 
     def destroy(self):
         for i in list(self._files):
@@ -275,8 +321,66 @@ def _unlink(paths):
 
 
 def _fsync_close(files):
+    """Close each; True if every byte given to them is in its file."""
+    whole = True
     for f in files:
-        f.close()
+        whole = f.close() and whole
+    return whole
+
+
+def _read_lines(path, since):
+    """The whole lines of `path` from line `since` on, and how many it has."""
+    rv = []
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    # torn by a crash
+                    break
+                if n >= since:
+                    rv.append(line)
+                n += 1
+    except FileNotFoundError:
+        pass
+    return rv, n
+
+
+def _count_lines(path):
+    """How many whole lines `path` holds (0 if it is gone); nothing is kept."""
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            while b := f.read(1 << 20):
+                n += b.count(b"\n")
+    except FileNotFoundError:
+        pass
+    return n
+
+
+def _load_lines(path):
+    """The whole JSON lines of an active run's file; a torn tail is cut off.
+
+    What follows is appended after the kept lines (the agent sends the
+    missing frames again), never after a torn one.
+    """
+    rv = []
+    end = 0
+    try:
+        with open(path, "r+b") as f:
+            for line in f:
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError("torn")
+                    json.loads(line)
+                except ValueError:
+                    f.truncate(end)
+                    break
+                rv.append(line)
+                end += len(line)
+    except FileNotFoundError:
+        pass
+    return rv
 
 
 class _Appender:
@@ -345,12 +449,18 @@ class _Appender:
             raise
 
     def close(self):
-        """Durable, with what was behind if it fits now (the writer thread)."""
+        """Durable, with what was behind if it fits now (the writer thread).
+
+        Returns:
+            bool: the file holds every byte appended (nothing lost)
+        """
+        whole = not self._lost
         if self._behind:
             try:
                 self._write(self._behind)
             except OSError as e:
                 pkdlog("{} lost bytes={} error={}", self._key, len(self._behind), e)
+                whole = False
             self._behind = b""
             self._store.caught_up(self._key)
         if self._file is not None:
@@ -358,3 +468,4 @@ class _Appender:
                 os.fsync(self._file.fileno())
             finally:
                 self._file.close()
+        return whole

@@ -7,6 +7,7 @@ parameters and its job. Someone else's simulation is "not found" (never
 streams as a ``simulation`` message.
 """
 
+import json
 import time
 
 from supervisor import errors, events, job
@@ -144,12 +145,18 @@ class Sims:
     def job(self, user, sim_id):
         return self.get(user, sim_id).job.to_dict()
 
-    def frames(self, sim, since):
-        return {
-            "frames": sim.frames[since:],
-            "next": len(sim.frames),
-            "run_id": sim.job.run_id,
-        }
+    async def frames(self, sim, since):
+        """The `schema.Frames` reply as JSON bytes (the frames are kept encoded)."""
+        lines, n, run_id = await self._store.frames_since(sim, since)
+        return b"".join(
+            (
+                b'{"frames":[',
+                b",".join(x[:-1] for x in lines),
+                b'],"next":%d,"run_id":' % n,
+                json.dumps(run_id).encode(),
+                b"}",
+            )
+        )
 
     def log(self, sim, tail):
         """The log's tail: (text, where it ends in the whole log, run id)."""
