@@ -7,6 +7,7 @@ crash. Handling of a valid frame is a table lookup built once (kind ->
 handler).
 """
 
+import asyncio
 import json
 import socket
 import time
@@ -21,6 +22,12 @@ from supervisor import auth, errors, events, gate, http_base
 
 #: an /api/events socket's kernel send buffer (the kernel doubles it)
 EVENTS_SEND_BUFFER_BYTES = 64 * 1024
+
+#: an agent's messages already read are handled in turns of about this
+#: long; then the loop serves everyone else (a health check, a browser's
+#: request) before the next. A burst of frames, each pushed at once to every
+#: subscriber, would otherwise hold the loop for tens of ms.
+AGENT_TURN_SECS = 0.002
 
 
 def _refuse(handler, error):
@@ -222,8 +229,24 @@ class Agent(_Socket):
         self.set_nodelay(True)
         self.sv.agents.attach(self.agent, self)
         self._handlers = self.sv.agent_handlers
+        self._turn_start = None
 
     def on_message(self, text):
+        self._handle(text)
+        now = time.monotonic()
+        if self._turn_start is None:
+            self._turn_start = now
+            # runs once this connection lets the loop go on: the turn's end
+            asyncio.get_running_loop().call_soon(self._end_turn)
+        elif now - self._turn_start >= AGENT_TURN_SECS:
+            # Tornado reads the next message only once this is done
+            return asyncio.sleep(0)
+        return None
+
+    def _end_turn(self):
+        self._turn_start = None
+
+    def _handle(self, text):
         a = self.agent
         a.last_message_at = time.time()
         try:
