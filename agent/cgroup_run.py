@@ -204,6 +204,33 @@ class RunCgroup:
                     continue
         return None
 
+    def end_counts(self):
+        """What the run's end is told by (read before the cgroup goes).
+
+        Returns:
+            dict: oom_kills, pids_refused, memory_limit_bytes, pids_limit
+            (each an int or None), read from the cgroup's files
+        """
+        return {
+            "oom_kills": self.oom_kills(),
+            "pids_refused": self.pids_refused(),
+            "memory_limit_bytes": self.memory_limit_bytes
+            or self._limit(("memory.max", "memory.limit_in_bytes")),
+            "pids_limit": self.pids_limit or self._limit(("pids.max",)),
+        }
+
+    def _limit(self, names):
+        for d in self.dirs:
+            for n in names:
+                try:
+                    with open(os.path.join(d, n)) as f:
+                        v = f.read().strip()
+                except OSError:
+                    continue
+                # v1's "no limit" is a huge number
+                return int(v) if v.isdigit() and int(v) < 2**62 else None
+        return None
+
     def pids_refused(self):
         """Process starts refused at the pids limit (``pids.events`` max), or None."""
         for d in self.dirs:

@@ -299,13 +299,15 @@ def main(args=None):
     # code's start, which need not wait for what they import
     io = out.files(a) if out else None
     s = Keeper(c.pid, a.grace_secs, cg).run()
+    # for the status: an agent that re-attached the run has no cgroup of it
+    counts = cg.end_counts() if cg is not None else None
     if cg is not None and os.getppid() != agent_pid:
         # the agent is gone (or this is a run a successor re-attached): nobody
         # else removes the cgroup (nor its parent, once the last run of that
         # agent has ended)
         cg.remove(parents=True)
     if io:
-        io.end(os.waitstatus_to_exitcode(s), GONE_SLACK_SECS)
+        io.end(os.waitstatus_to_exitcode(s), GONE_SLACK_SECS, counts)
     return _exit_as(s)
 
 

@@ -238,23 +238,30 @@ class KeeperFiles:
         self._copier.start()
         self._lifeline.start()
 
-    def end(self, returncode, timeout_secs):
+    def end(self, returncode, timeout_secs, cgroup=None):
         """The rest of the output (waiting at most `timeout_secs`), then the status."""
         self._copier.finish(timeout_secs)
-        write_status(self._status, returncode, self._lifeline.orphaned)
+        write_status(self._status, returncode, self._lifeline.orphaned, cgroup)
 
 
-def write_status(path, returncode, orphaned):
+def write_status(path, returncode, orphaned, cgroup=None):
     """The keeper's last word, replaced atomically (a reader sees all or nothing).
 
     Args:
         returncode (int): the code's, as asyncio gives it (-N: signal N)
         orphaned (bool): ended because no agent was left
+        cgroup (dict): the run cgroup's counts at the end, names to ints or
+            None (`agent.cgroup_run.RunCgroup.end_counts`), if it had one
     """
     t = f"{path}.tmp"
-    with open(t, "w") as f:
-        # JSON, without importing json (the keeper's start is on the hot path)
-        f.write(
-            f'{{"returncode": {int(returncode)}, "orphaned": {str(bool(orphaned)).lower()}}}'
+    # JSON, without importing json (the keeper's start is on the hot path)
+    s = f'{{"returncode": {int(returncode)}, "orphaned": {str(bool(orphaned)).lower()}'
+    if cgroup is not None:
+        c = ", ".join(
+            f'"{k}": {"null" if v is None else int(v)}'
+            for k, v in sorted(cgroup.items())
         )
+        s += f', "cgroup": {{{c}}}'
+    with open(t, "w") as f:
+        f.write(s + "}")
     os.replace(t, path)

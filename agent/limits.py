@@ -74,6 +74,26 @@ def memory_limit_bytes():
     return None
 
 
+class EndCounts:
+    """A run cgroup as its keeper last saw it (`RunCgroup.end_counts`).
+
+    What an agent that re-attached a run has instead of the cgroup, which
+    the run's keeper removed: the same calls as `agent.cgroup_run.RunCgroup`
+    for `out_of_memory_error` and `pids_note`.
+    """
+
+    def __init__(self, counts):
+        self._counts = counts
+        self.memory_limit_bytes = counts.get("memory_limit_bytes")
+        self.pids_limit = counts.get("pids_limit")
+
+    def oom_kills(self):
+        return self._counts.get("oom_kills")
+
+    def pids_refused(self):
+        return self._counts.get("pids_refused")
+
+
 def out_of_memory_error(kills_before, run_cgroup=None):
     """The error text if the OOM killer struck since `kills_before`, else None.
 

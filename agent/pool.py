@@ -439,6 +439,9 @@ class Pool(records.Records):
                 rc,
                 f"its agent died and no agent re-attached it within {t} s",
             )
+        if cg is None and s is not None and s.get("cgroup"):
+            # re-attached: the run's cgroup was its keeper's to remove
+            cg = limits.EndCounts(s["cgroup"])
         return _end_status(run, rc, entry.get("oom_kills"), cg)
 
     def _terminate(self, run):

@@ -303,3 +303,19 @@ def test_a_reused_pid_is_not_the_keeper(tmp_path):
         p.kill()
         p.wait()
     assert runtable.open_keeper(p.pid, t) is None
+
+
+def test_the_status_carries_the_run_cgroups_counts(tmp_path):
+    """JSON written without json (the keeper's hot path), read back whole."""
+    from agent import limits
+
+    p = tmp_path / "status"
+    c = {"oom_kills": 2, "pids_refused": None, "memory_limit_bytes": 64 << 20}
+    keeper_io.write_status(str(p), -9, False, c)
+    s = keeping.read_status(p)
+    assert s == {"returncode": -9, "orphaned": False, "cgroup": c}
+    e = limits.EndCounts(s["cgroup"])
+    assert limits.out_of_memory_error(None, e) == (
+        "out of memory: the run's memory limit of 64 MiB was reached"
+    )
+    assert limits.pids_note(e) is None

@@ -266,3 +266,37 @@ async def test_an_orphaned_run_ends_after_the_window(tmp_path):
     finally:
         p.destroy()
         await p.join()
+
+
+def test_a_reattached_run_killed_for_memory_says_so(server_factory):
+    """The run's keeper removes its cgroup (its agent is gone): the counts a
+    new agent needs for the run's end come in the keeper's status."""
+    from agent import cgroup
+
+    x = cgroup.for_agent("auto", name=f"simvisor-test-{os.getpid()}-oom")
+    if "memory" not in x.parents:
+        pytest.skip(f"no memory limit here: {x.describe()}")
+    server = server_factory(
+        basic_max_run_memory_bytes=64 * 1024 * 1024,
+        lost_grace_secs=300,
+        local_orphan_secs=60,
+    )
+    # takes its memory once the new agent holds the run
+    s = server.create("admin", "memhog", mib=256, secs=5, delay=6)
+    server.run("admin", s["id"])
+    server.wait_status("admin", s["id"], "running")
+    wait_for(lambda: "memhog: waiting" in _log(server, s["id"]), what="memhog waits")
+    old = _agent(server)
+    os.kill(old["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: (a := _agent(server))["state"] == "connected"
+        and a["pid"] != old["pid"]
+        and a["runs"],
+        30,
+        what="a new agent holding the run",
+    )
+    j = server.wait_status("admin", s["id"], ("completed", "error", "canceled"), 60)
+    assert j["status"] == "error", j
+    assert j["error"].startswith(
+        "out of memory: the run's memory limit of 64 MiB was reached"
+    ), j

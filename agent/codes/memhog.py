@@ -1,5 +1,7 @@
 """Test code: takes ``mib`` MiB of memory (touched, not just reserved), holds it.
 
+With ``delay``, it waits that long first (a run re-attached meanwhile).
+
 For memory limits: under a limit below ``mib`` the kernel's OOM killer ends
 it, and the run must end ``error`` with "out of memory". Bounded by the
 catalog's maximum and by ``secs``, so it never lingers.
@@ -9,7 +11,7 @@ import time
 
 from agent.codes import report
 
-DEFAULTS = {"mib": 64, "secs": 1.0}
+DEFAULTS = {"mib": 64, "secs": 1.0, "delay": 0.0}
 
 #: allocation step; each is filled so its pages are really used
 _CHUNK_MIB = 16
@@ -18,6 +20,9 @@ _CHUNK_MIB = 16
 def main():
     p = report.params(DEFAULTS)
     mib = max(0, p["mib"])
+    if p["delay"] > 0:
+        print(f"memhog: waiting {p['delay']} s", flush=True)
+        time.sleep(p["delay"])
     print(f"memhog: taking {mib} MiB", flush=True)
     held = []
     n = 0
