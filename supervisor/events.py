@@ -198,6 +198,10 @@ class Hub:
         for s in subs:
             s.push(k, t)
 
+    def know_runs(self, pairs):
+        """The current run of each simulation, as loaded: (simulation id, run id)."""
+        self._run_of.update(pairs)
+
     def _new_run(self, simulation_id, msg):
         """Whether `msg` tells of a run other than the last one published."""
         t = msg.get("type")

@@ -411,6 +411,9 @@ class Runs(agents.Watcher):
 
     def recover(self, sims):
         """After a restart: requeue queued runs, mark on-agent runs lost."""
+        sims = list(sims)
+        # pushes of a run after the loaded one are a new run's (`events._kind`)
+        self._hub.know_runs((s.id, s.job.run_id) for s in sims if s.job.run_id)
         for s in sorted(sims, key=lambda s: s.job.queued_at or 0):
             if not s.job.is_active():
                 continue

@@ -600,3 +600,26 @@ async def test_a_new_runs_job_is_not_passed_by_the_old_runs_pieces():
     h.publish("alice", "a", job("running", "r2"))
     await w.drain()
     assert w.written == [_frame("a", 8), _frame("a", 9), job("running", "r2")]
+
+
+async def test_after_a_restart_the_first_job_of_a_new_run_drops_the_old_pieces():
+    # the hub is told the runs loaded: without that, the first job it sees
+    # of a simulation cannot tell a new run from the loaded one
+    def job(status, run_id):
+        return {
+            "type": "job",
+            "simulation": "a",
+            "job": {"status": status, "run_id": run_id},
+        }
+
+    w = _Writer()
+    h, _ = _sub(w, [events.SYNCED])
+    h.know_runs([("a", "r1")])
+    await w.drain()
+    h.publish("alice", "a", _frame("a", 4))
+    # the socket is busy with that: the rest queue
+    h.publish("alice", "a", _frame("a", 5))
+    h.publish("alice", "a", job("queued", "r2"))
+    w.written = []
+    await w.drain()
+    assert w.written == [job("queued", "r2")]
