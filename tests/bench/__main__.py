@@ -146,8 +146,12 @@ class Bench:
         self.lammps_skipped = lammps.unavailable()
         self.lammps = [] if self.lammps_skipped else lammps.rows()
         self.append = None if self.lammps_skipped else lammps.append_row()
+        self.analysis = None if self.lammps_skipped else lammps.analysis_row()
         #: the real-agent rows of issue 11
-        self.codes = [*self.lammps, *([self.append] if self.append else [])]
+        self.codes = [
+            *self.lammps,
+            *(x for x in (self.append, self.analysis) if x is not None),
+        ]
         self.rows += self.codes
         self.docker_skipped = containers.unavailable()
         if not self.docker_skipped:
@@ -298,6 +302,9 @@ class Bench:
             if self.append and self._wanted(self.append):
                 a = self.append
                 await self._measure([a], lammps.measure_append(b, self.tmp, a))
+            if self.analysis and self._wanted(self.analysis):
+                a = self.analysis
+                await self._measure([a], lammps.measure_analysis(b, self.tmp, a))
         finally:
             self.leftovers += await b.cleanup()
 

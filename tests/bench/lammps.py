@@ -1,4 +1,7 @@
-"""Rows 14 and 15: LAMMPS through simvisor beside ``mpirun`` of the same deck by hand.
+"""Rows 14-17: real codes. LAMMPS through simvisor beside ``mpirun`` of the same deck by hand.
+
+(Row 16, a file append to its frame, and row 17, an analysis request to its
+result, are below.)
 
 The figure: POST run of the catalog's ``lammps`` code (local driver, sandbox
 auto, its cgroup; HTTP connection kept open) until the ``completed`` push:
@@ -11,12 +14,14 @@ bound the speed-up of 2 ranks.
 """
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
-from agent import follow, launch
+from agent import analyses, follow, launch
 from supervisor import catalog
 from tests.bench import clients, floors
 from tests.bench.report import BenchError, Row, paired, MS
@@ -206,3 +211,95 @@ async def measure_append(b, tmp, row):
         fo.close()
         ino.close()
         await b.api.call("POST", f"/simulations/{sid}/cancel", expect=200)
+
+
+#: row 17: rdf requests timed, its parameters, and its source: a small
+#: analysis (3 snapshots of 256 atoms), where the cost of the way to it shows
+ANALYSES = 10
+RDF_PARAMS = {"bins": 100}
+RDF_SOURCE = {"box": 4, "steps": 1000, "thermo_every": 100, "dump_every": 500}
+
+
+def analysis_row():
+    r = Row(
+        "17 analysis (rdf) request -> result",
+        MS,
+        "the same g(r) called in the bench process: read of the source's "
+        "frames file, its JSON lines decoded, agent.analyses.rdf",
+    )
+    r.note = (
+        f"the catalog's lammps-rdf ({RDF_PARAMS}) of a completed lammps run "
+        f"({RDF_SOURCE}: 3 snapshots of 256 atoms): POST run (HTTP connection "
+        "kept open) until the completed push: the source's frames as the run's "
+        "input, the run op, the agent's warm worker (in the sandbox) reading "
+        "them and computing g(r), the result frame, the end"
+    )
+    return r
+
+
+async def _fresh_process(d, frames):
+    """One request to a new ``python -m agent.analysis_worker``, until it exits."""
+    req = {"id": 1, "analysis": "rdf", "params": RDF_PARAMS, "frames": str(frames)}
+    t = time.perf_counter()
+    p = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.analysis_worker",
+        cwd=d,
+        env=floors.environ(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await p.communicate(json.dumps(req).encode() + b"\n")
+    t = time.perf_counter() - t
+    if p.returncode != 0 or b'"frame"' not in out:
+        raise BenchError(f"a fresh worker failed: {out[-300:]!r} {err[-300:]!r}")
+    return t
+
+
+def _in_process(frames):
+    t = time.perf_counter()
+    with open(frames, encoding="utf-8") as f:
+        x = [json.loads(y) for y in f if y.strip()]
+    r = analyses.ANALYSES["rdf"](x, **RDF_PARAMS)
+    t = time.perf_counter() - t
+    if r.get("table") != "rdf" or not r.get("rows"):
+        raise BenchError(f"in-process rdf gave {str(r)[:300]}")
+    return t
+
+
+async def measure_analysis(b, tmp, row):
+    """Row 17 through `b` (a `figures.RealAgentBench`)."""
+    (src,) = await b.api.create_sims(1, "lammps", RDF_SOURCE)
+    _, j = await b.run_to_end(src)
+    if j["status"] != "completed":
+        raise BenchError(f"the source lammps ended {j['status']}: {j['error']}")
+    fr = (await b.api.call("GET", f"/simulations/{src}/frames", expect=200))["frames"]
+    if not any(f.get("plot") == "snapshot" for f in fr):
+        raise BenchError("the source lammps run made no snapshot")
+    d = tmp / "analysis-floor"
+    d.mkdir(parents=True, exist_ok=True)
+    frames = d / "source_frames.jsonl"
+    frames.write_text("".join(json.dumps(f) + "\n" for f in fr))
+    (sid,) = await b.api.create_sims(1, "lammps-rdf", dict(RDF_PARAMS, source=src))
+
+    async def figure():
+        s, j = await b.run_to_end(sid)
+        if j["status"] != "completed":
+            raise BenchError(f"lammps-rdf ended {j['status']}: {j['error']}")
+        return s
+
+    async def floor():
+        return _in_process(frames)
+
+    # warm-up: the worker starts with the first request
+    await figure()
+    row.floor, row.figure = await paired(floor, figure, ANALYSES, 30)
+    fresh = sorted([await _fresh_process(d, frames) for _ in range(3)])[1]
+    f = sorted(row.figure)[len(row.figure) // 2]
+    row.note += (
+        f". A fresh Python process per request (python -m agent.analysis_worker, "
+        f"one request, bare, no sandbox): {fresh * 1000:.1f} ms, "
+        f"so the figure is {f / fresh:.2f}x that"
+    )
