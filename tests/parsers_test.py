@@ -504,6 +504,25 @@ def test_gromacs_grompp_errors():
     ]
 
 
+def test_gromacs_too_many_warnings_says_which():
+    # grompp -maxwarn 0 of an mdp with the Berendsen thermostat
+    r = parse("gromacs_log", sample(GROMACS / "warn.stderr"))
+    w = (
+        "WARNING 1 [file warn.mdp]:\n"
+        "  The Berendsen thermostat does not generate the correct kinetic energy\n"
+        "  distribution, and should not be used for new production simulations (in\n"
+        "  our opinion). We would recommend the V-rescale thermostat."
+    )
+    assert of(r, "warning") == [{"kind": "warning", "message": w}]
+    assert of(r, "error") == [
+        {
+            "kind": "error",
+            "message": "Too many warnings (1).\n"
+            "If you are sure all warnings are harmless, use the -maxwarn option.\n" + w,
+        }
+    ]
+
+
 def test_gromacs_blowup_gives_gaps_and_a_warning():
     # mdrun of Debian's 2022.5 crashed (SIGSEGV) after writing -nan energies
     r = parse("gromacs_log", sample(GROMACS / "blowup.log"))
@@ -540,7 +559,7 @@ SAMPLES = {
                                         "lost_warn.log", "lost_atoms.log")],
     "lammps_dump": [LAMMPS / f for f in ("triclinic.dump", "melt_small_2ranks.custom")],
     "gromacs_log": [GROMACS / f for f in ("md_2ranks.log", "em.log", "dd_error.log",
-                                          "bad_integrator.stderr")],
+                                          "bad_integrator.stderr", "warn.stderr")],
 }  # fmt: skip
 _CACHE = {}
 

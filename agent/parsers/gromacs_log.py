@@ -21,7 +21,9 @@ at the end of a run have no Step line and give nothing.
 Errors: the text under "Fatal error:" (up to its blank line), as written,
 lines joined by newlines; grompp's "ERROR n [file f, line l]:" with its
 indented lines. Warnings: grompp's "WARNING n [...]:" blocks and mdrun's
-"step N: ..." lines (a water that cannot be settled, ...).
+"step N: ..." lines (a water that cannot be settled, ...). grompp's fatal
+"Too many warnings" says nothing of them: its error text is followed by the
+warnings it counted (the last `_MAX_WARNINGS_TOLD`), so the run's error says why.
 """
 
 import re
@@ -36,6 +38,9 @@ _GROMPP_MESSAGE = re.compile(rb"(ERROR|WARNING) \d+ \[.*\]:\s*")
 _STEP_WARNING = re.compile(rb"step \d+: ")
 #: a message block keeps at most this many lines
 _MAX_MESSAGE_LINES = 50
+_TOO_MANY_WARNINGS = "Too many warnings"
+#: the warnings kept for a "Too many warnings" error
+_MAX_WARNINGS_TOLD = 5
 
 
 class GromacsLog(base.Parser):
@@ -48,6 +53,8 @@ class GromacsLog(base.Parser):
         self._block = None
         #: an error or warning being read: [kind, [line, ...]]
         self._message = None
+        #: the last warnings' texts
+        self._warnings = []
 
     def _line(self, line, out):
         if self._message is not None:
@@ -147,8 +154,14 @@ class GromacsLog(base.Parser):
     def _end_message(self, out):
         kind, lines = self._message
         self._message = None
-        if lines:
-            out.append({"kind": kind, "message": "\n".join(lines)})
+        if not lines:
+            return
+        t = "\n".join(lines)
+        if kind == "warning":
+            self._warnings = [*self._warnings, t][-_MAX_WARNINGS_TOLD:]
+        elif kind == "error" and lines[0].startswith(_TOO_MANY_WARNINGS):
+            t = "\n".join((t, *self._warnings))
+        out.append({"kind": kind, "message": t})
 
 
 class _Energies:
