@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 
+from conftest import ROOT
 from tests import browser_test as bt
 
 try:
@@ -202,3 +203,55 @@ def test_lammps_thermo_grows_and_atoms_in_3d(server, pages):
     seen = page.evaluate("window.__seen")
     assert min(e["rows"] for e in seen) < THERMO_ROWS, seen
     assert [x["n"] for x in page.evaluate(_LINES)] == [THERMO_ROWS] * 4
+
+
+# the box's edges as plotly drew them: x, y, z of the lines trace
+_BOX = """() => {
+    const gd = document.querySelector('[data-kind=scatter3d] .js-plotly-plot');
+    const t = gd && gd._fullData.find((t) => t.type === 'scatter3d' && t.mode === 'lines');
+    return t ? {x: t.x, y: t.y, z: t.z} : null;
+}"""
+
+
+@pytest.mark.timeout(180)
+def test_own_deck_with_a_tilted_box_draws_the_box_tilted(server, pages):
+    server.add_user("lena")
+    deck = (ROOT / "tests" / "data" / "lammps" / "triclinic.in").read_text()
+    deck = deck.replace("dump.tri", "dump.atoms")
+    s = server.create("lena", "lammps-deck")
+    server.api(
+        "POST",
+        f"/simulations/{s['id']}/files?name=in.lammps",
+        user="lena",
+        data=deck.encode(),
+        expect=201,
+    )
+    server.run("lena", s["id"])
+    j = server.wait_status("lena", s["id"], ("completed", "error", "canceled"), 120)
+    assert j["status"] == "completed", j
+    page = pages.new()
+    bt.sign_in(page, server, "lena", f"/sim/{s['id']}")
+    expect(page.locator("[data-kind=scatter3d]")).to_have_attribute("data-step", "100")
+    b = page.evaluate(_BOX)
+    assert b, "no box drawn"
+    # 12 edges of 2 points and a gap each
+    assert len(b["x"]) == 36
+    pts = {
+        (round(x, 3), round(y, 3), round(z, 3))
+        for x, y, z in zip(b["x"], b["y"], b["z"])
+        if x is not None
+    }
+    # fcc at 0.8442: a = (4 / 0.8442)^(1/3); prism 3 cells, tilts 1, 0.5, -0.5
+    a = (4 / 0.8442) ** (1 / 3)
+    lx, xy, xz, yz = 3 * a, 1.0 * a, 0.5 * a, -0.5 * a
+    want = {
+        (
+            round(i * lx + j * xy + k * xz, 3),
+            round(j * lx + k * yz, 3),
+            round(k * lx, 3),
+        )
+        for i in (0, 1)
+        for j in (0, 1)
+        for k in (0, 1)
+    }
+    assert pts == want, (sorted(pts), sorted(want))

@@ -51,11 +51,11 @@ export class AtomsPlot extends LivePlot {
             return;
         }
         const traces = this._atomTraces(atoms, c, xyz);
-        const box = validBox(f.box);
-        if (box) {
-            traces.push(boxEdges(box));
+        const corners = boxCorners(validBox(f.box), validTilt(f.tilt));
+        if (corners) {
+            traces.push(boxEdges(corners));
         }
-        await P.react(this.div, traces, this._layout(box, atoms, xyz), CONFIG);
+        await P.react(this.div, traces, this._layout(corners, atoms, xyz), CONFIG);
         this.atoms = atoms.length;
         const shown = this.atoms === this.natoms ? `${fmtNum(this.atoms)} atoms` : `${fmtNum(this.atoms)} of ${fmtNum(this.natoms)} atoms`;
         this.caption.textContent = `step ${fmtNum(f.step)} · ${shown}`;
@@ -96,11 +96,12 @@ export class AtomsPlot extends LivePlot {
         });
     }
 
-    _layout(box, atoms, xyz) {
-        // the box, widened to any atom outside it (unwrapped coordinates)
+    _layout(corners, atoms, xyz) {
+        // the box (its corners: a tilted one is wider), widened to any atom
+        // outside it (unwrapped coordinates)
         const ranges = [0, 1, 2].map((k) => {
-            let lo = box ? box[k][0] : Infinity;
-            let hi = box ? box[k][1] : -Infinity;
+            let lo = corners ? Math.min(...corners.map((p) => p[k])) : Infinity;
+            let hi = corners ? Math.max(...corners.map((p) => p[k])) : -Infinity;
             for (const a of atoms) {
                 const v = a[xyz[k]];
                 if (v < lo) {
@@ -147,24 +148,50 @@ function validBox(box) {
     return ok ? box : null;
 }
 
+/** [xy, xz, yz] numbers, or null (an orthogonal box). */
+function validTilt(tilt) {
+    return Array.isArray(tilt) && tilt.length === 3 && tilt.every((t) => typeof t === "number" && Number.isFinite(t)) ? tilt : null;
+}
+
+/**
+ * The box's eight corners, index i + 2j + 4k for origin + i a + j b + k c,
+ * or null. LAMMPS's tilted box: a = (lx, 0, 0), b = (xy, ly, 0),
+ * c = (xz, yz, lz) from its lo/hi and tilt factors.
+ */
+function boxCorners(box, tilt) {
+    if (!box) {
+        return null;
+    }
+    const [[x0, x1], [y0, y1], [z0, z1]] = box;
+    const [xy, xz, yz] = tilt || [0, 0, 0];
+    const a = [x1 - x0, 0, 0];
+    const b = [xy, y1 - y0, 0];
+    const c = [xz, yz, z1 - z0];
+    const rv = [];
+    for (const k of [0, 1]) {
+        for (const j of [0, 1]) {
+            for (const i of [0, 1]) {
+                rv.push([0, 1, 2].map((n) => [x0, y0, z0][n] + i * a[n] + j * b[n] + k * c[n]));
+            }
+        }
+    }
+    return rv;
+}
+
 /** The box's twelve edges as one line trace (nulls between edges). */
-function boxEdges([[x0, x1], [y0, y1], [z0, z1]]) {
-    const xs = [x0, x1];
-    const ys = [y0, y1];
-    const zs = [z0, z1];
+function boxEdges(corners) {
     const x = [];
     const y = [];
     const z = [];
-    const edge = (a, b) => {
-        x.push(a[0], b[0], null);
-        y.push(a[1], b[1], null);
-        z.push(a[2], b[2], null);
-    };
-    for (const i of [0, 1]) {
-        for (const j of [0, 1]) {
-            edge([xs[0], ys[i], zs[j]], [xs[1], ys[i], zs[j]]);
-            edge([xs[i], ys[0], zs[j]], [xs[i], ys[1], zs[j]]);
-            edge([xs[i], ys[j], zs[0]], [xs[i], ys[j], zs[1]]);
+    // corners whose indices differ in one bit are the ends of an edge
+    for (let p = 0; p < 8; p++) {
+        for (const bit of [1, 2, 4]) {
+            if (!(p & bit)) {
+                const [s, e] = [corners[p], corners[p | bit]];
+                x.push(s[0], e[0], null);
+                y.push(s[1], e[1], null);
+                z.push(s[2], e[2], null);
+            }
         }
     }
     return {
