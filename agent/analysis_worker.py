@@ -15,7 +15,9 @@ hangs past the request's time or says something else is killed (its
 process group) and a new one starts with the next request; the runs are
 not its children and do not notice.
 
-`Worker` is the agent's side; ``python -m agent.analysis_worker`` the worker.
+`Worker` is the agent's side, `serve_run` an analysis run through it (the
+local pool's and the Slurm pool's alike: on a login node the worker runs
+beside its agent, not as a job); ``python -m agent.analysis_worker`` the worker.
 """
 
 import asyncio
@@ -33,6 +35,65 @@ STDERR_TAIL_BYTES = 8192
 
 class Failed(Exception):
     """The request failed: the analysis's own error, or the worker's end."""
+
+
+def for_agent(run_root, sandbox, env):
+    """The warm worker of an agent whose runs are in `run_root`.
+
+    Args:
+        sandbox (agent.sandbox.Bare): around the worker (a `Sandbox` shows
+            it `run_root` only)
+        env (dict): its clean environment (`agent.launch.environ`); the
+            `agent` package is found where this agent's is
+    """
+    e = dict(env)
+    e.setdefault(
+        "PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    )
+    return Worker(
+        sandbox.worker_command(
+            str(run_root), [sys.executable, "-m", "agent.analysis_worker"]
+        ),
+        sandbox.environ(e),
+        run_root,
+    )
+
+
+async def serve_run(worker, run, emit, finish):
+    """Serve analysis `run` (its op's ``worker``) through `worker`.
+
+    Args:
+        emit (callable): ``(run, kind)``, the pool's (``started``)
+        finish (callable): ``(run, status, exit_code, error)``, the pool's
+    """
+    from agent.codes.stats import SOURCE_FILE
+
+    p = {k: v for k, v in run.params.items() if k != "source"}
+    run.state = "running"
+    run.pid = worker.pid or 0
+    emit(run, "started")
+    try:
+        f = await worker.request(
+            run.op["worker"], p, run.dir / SOURCE_FILE, run.max_run_secs
+        )
+    except Failed as e:
+        if run.canceled:
+            # its cancel ended the worker
+            finish(run, "canceled", None, None)
+        else:
+            finish(run, "error", None, str(e))
+        return
+    except asyncio.TimeoutError:
+        run.timed_out = True
+        finish(
+            run, "timed_out", None, f"max run time of {run.max_run_secs} secs exceeded"
+        )
+        return
+    except OSError as e:
+        finish(run, "error", None, f"cannot start the analysis worker: {e}")
+        return
+    run.add_frame(f)
+    finish(run, "completed", 0, None)
 
 
 class Worker:

@@ -36,14 +36,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 from agent import analysis_worker, follow, keeper, keeping, limits, outputs, reap
 from agent import launch, records, rundir, runtable
 from agent import sandbox as agent_sandbox
-from agent.codes.stats import SOURCE_FILE
 from agent.log import log, stack
 from agent.run import Run
 
@@ -373,38 +371,10 @@ class Pool(records.Records):
     async def _analyse(self, run):
         """An analysis the warm worker serves: no process of its own."""
         if self._worker is None:
-            self._worker = analysis_worker.Worker(
-                self.sandbox.worker_command(
-                    str(self.run_root), [sys.executable, "-m", "agent.analysis_worker"]
-                ),
-                self.sandbox.environ(launch.environ(1)),
-                self.run_root,
+            self._worker = analysis_worker.for_agent(
+                self.run_root, self.sandbox, launch.environ(1)
             )
-        p = {k: v for k, v in run.params.items() if k != "source"}
-        run.state = "running"
-        run.pid = self._worker.pid or 0
-        self._emit(run, "started")
-        try:
-            f = await self._worker.request(
-                run.op["worker"], p, run.dir / SOURCE_FILE, run.max_run_secs
-            )
-        except analysis_worker.Failed as e:
-            self._finish(run, "error", None, str(e))
-            return
-        except asyncio.TimeoutError:
-            run.timed_out = True
-            self._finish(
-                run,
-                "timed_out",
-                None,
-                f"max run time of {run.max_run_secs} secs exceeded",
-            )
-            return
-        except OSError as e:
-            self._finish(run, "error", None, f"cannot start the analysis worker: {e}")
-            return
-        run.add_frame(f)
-        self._finish(run, "completed", 0, None)
+        await analysis_worker.serve_run(self._worker, run, self._emit, self._finish)
 
     def _new_run(self, op):
         r = super()._new_run(op)

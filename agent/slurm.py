@@ -32,8 +32,9 @@ are `agent.slurm_jobs`. The way of a run up to its submission is
 import asyncio
 import time
 
-from agent import outputs, records, rundir
+from agent import analysis_worker, launch, outputs, records, rundir
 from agent.log import log
+from agent.sandbox import Bare
 from agent.slurm_jobs import READS_DIR, JobReads, JobTable, SlurmRun
 from agent.slurm_text import (
     MPI_LAUNCHER,
@@ -99,6 +100,8 @@ class SlurmPool(records.Records):
         self._slots = asyncio.Semaphore(max_procs)
         self._wake = asyncio.Event()
         self._follower = None
+        #: the warm analysis worker, started with the first analysis
+        self._worker = None
         self._attach()
 
     # --- the hooks of records.Records ----------------------------------------
@@ -119,6 +122,9 @@ class SlurmPool(records.Records):
     def _kill(self, run):
         if run.job_id is not None:
             self._tasks.spawn(self._scancel(run))
+        elif run.op.get("worker") and self._worker is not None:
+            # its request ends (the next one starts a new worker)
+            self._tasks.spawn(self._worker.kill())
         # spawning: a submission in flight is canceled once its id is known
 
     def _forgotten(self, run_id):
@@ -128,6 +134,8 @@ class SlurmPool(records.Records):
 
     async def join(self):
         await super().join()
+        if self._worker is not None:
+            await self._worker.kill()
         for r in self.runs.values():
             # a job that goes on: a successor appends to its journal
             if r.reads is not None:
@@ -140,7 +148,18 @@ class SlurmPool(records.Records):
         p.chmod(0o700)
 
     async def _launch(self, run):
-        """Submit the job (its id, or the run ends with Slurm's refusal)."""
+        """Submit the job (its id, or the run ends with Slurm's refusal).
+
+        An analysis of the warm worker is no job: the worker serves it here
+        (`agent.analysis_worker`; small, beside the agent on the login node).
+        """
+        if run.op.get("worker"):
+            if self._worker is None:
+                self._worker = analysis_worker.for_agent(
+                    self.run_root, Bare(), launch.environ(1)
+                )
+            await analysis_worker.serve_run(self._worker, run, self._emit, self._finish)
+            return
         try:
             self._new_reads(run).create()
         except OSError as e:

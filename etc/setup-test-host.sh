@@ -30,9 +30,10 @@ declare -A want=(
     [mpirun]=openmpi-bin
     [gmx]=gromacs
 )
-# Debian packages of the test HPC site (checked with dpkg)
+# Debian packages of the test HPC site (checked with dpkg); the login
+# node's python3 has tornado (the agent) and numpy (its analysis worker)
 hpc_pkgs=(slurmctld slurmd slurmdbd slurm-client munge mariadb-server
-    openssh-server libpam-oath oathtool python3-tornado)
+    openssh-server libpam-oath oathtool python3-tornado python3-numpy)
 
 missing=()
 for c in "${!want[@]}"; do

@@ -193,3 +193,26 @@ def test_an_agent_killed_mid_run_is_followed_again_with_no_frame_lost_or_twice(
     assert t.count("[simvisor agent: submitted as Slurm job") == 1
     assert " on 2 procs for 8000 steps" in t
     assert not _lmp_ranks(d)
+
+
+def test_an_analysis_is_served_by_the_login_nodes_warm_worker(sbatch_factory):
+    """lammps-rdf on the sbatch driver: no Slurm job, the agent's worker."""
+    sb = sbatch_factory("prompt")
+    sb.server.add_user("olga")
+    sb.sign_in("olga")
+    src = sb.server.create(
+        "olga", "lammps", box=4, steps=500, thermo_every=100, dump_every=500
+    )
+    sb.server.run("olga", src["id"], driver="sbatch", cores=1)
+    j = sb.server.wait_status("olga", src["id"], ("completed", "error"), 120)
+    assert j["status"] == "completed", j
+    a = sb.server.create("olga", "lammps-rdf", source=src["id"], bins=50)
+    for _ in range(2):
+        # the second request: the same worker, warm
+        sb.server.run("olga", a["id"], driver="sbatch")
+        j = sb.server.wait_status("olga", a["id"], ("completed", "error"), 60)
+        assert j["status"] == "completed", j["error"]
+        assert j.get("batch") is None, j
+        (f,) = sb.server.frames("olga", a["id"])
+        assert f["table"] == "rdf" and f["columns"] == ["r", "g"]
+        assert len(f["rows"]) == 50 and max(g for _, g in f["rows"]) > 2
