@@ -110,7 +110,10 @@ def test_a_refused_combination_is_gromacs_own_error(server):
     # grompp's own words (from grompp.log, through the gromacs_log parser)
     assert j["error"] == (
         "Too many warnings (1).\n"
-        "If you are sure all warnings are harmless, use the -maxwarn option."
+        "If you are sure all warnings are harmless, use the -maxwarn option.\n"
+        "WARNING 1 [file md.mdp]:\n"
+        "  For proper integration of the Nose-Hoover thermostat, tau-t (0.1) should\n"
+        "  be at least 20 times larger than nsttcouple*dt (0.02)"
     )
     log = server.api("GET", f"/simulations/{s['id']}/log", expect=200).text
     assert "For proper integration of the Nose-Hoover thermostat" in log
