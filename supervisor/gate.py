@@ -103,10 +103,20 @@ class Gate:
 def gate(cfg):
     """The `Gate` of the configuration, below the open-file limit."""
     n = raise_nofile_limit()
-    t = min(cfg.max_connections, max(16, n - FD_RESERVE))
-    if t < cfg.max_connections:
-        pkdlog("max_connections={} (open-file limit {})", t, n)
-    return Gate(t, cfg.max_connections_per_address, cfg.trusted_proxies)
+    t, a = caps(cfg.max_connections, cfg.max_connections_per_address, n)
+    if (t, a) != (cfg.max_connections, cfg.max_connections_per_address):
+        pkdlog("max_connections={} per address={} (open-file limit {})", t, a, n)
+    return Gate(t, a, cfg.trusted_proxies)
+
+
+def caps(total, per_address, nofile):
+    """The connection caps that fit `nofile` open files: (total, per address).
+
+    The total stays `FD_RESERVE` below the open-file limit; one address may
+    hold at most half of it, so that no one client can take every slot.
+    """
+    t = min(total, max(16, nofile - FD_RESERVE))
+    return t, max(1, min(per_address, t // 2))
 
 
 class Server(tornado.httpserver.HTTPServer):

@@ -14,7 +14,7 @@ import tornado.web
 
 from supervisor import VERSION, auth, errors, http_admin, names, openapi, schema
 from supervisor.http_base import Base, int_arg
-from supervisor.openapi import PUBLIC, Op, ops
+from supervisor.openapi import PUBLIC, Op, action, ops
 
 #: credentials are short: a login's body needs no more
 _SMALL_BODY_BYTES = 64 * 1024
@@ -65,9 +65,10 @@ class Login(Base):
 
 
 class Logout(Base):
-    api = ops(post=Op("end the session", schema.Ok, auth=PUBLIC))
+    api = ops(post=action("end the session", schema.Ok, auth=PUBLIC))
 
     def post(self):
+        self.body(schema.NoBody)
         self.clear_cookie(auth.COOKIE)
         self.reply({"ok": True})
 
@@ -118,7 +119,7 @@ class Simulation(Base):
             request=schema.SimPatch,
             lookup=True,
         ),
-        delete=Op(
+        delete=action(
             "cancel its run, delete it and its files", schema.Deleted, lookup=True
         ),
     )
@@ -127,11 +128,15 @@ class Simulation(Base):
         self.reply(self.sv.sims.get(self.require_user(), sim_id).to_dict())
 
     async def patch(self, sim_id):
-        s = self.sv.sims.get(self.require_user(), sim_id)
-        self.reply(await self.sv.sims.update(s, self.body(schema.SimPatch)))
+        u = self.require_user()
+        s = self.sv.sims.get(u, sim_id)
+        self.reply(await self.sv.sims.update(u, s, self.body(schema.SimPatch)))
 
     async def delete(self, sim_id):
-        self.reply(await self.sv.sims.delete(self.require_user(), sim_id))
+        u = self.require_user()
+        self.sv.sims.get(u, sim_id)
+        self.body(schema.NoBody)
+        self.reply(await self.sv.sims.delete(u, sim_id))
 
 
 class Run(Base):
@@ -152,10 +157,13 @@ class Run(Base):
 
 
 class Cancel(Base):
-    api = ops(post=Op("cancel the current run", schema.Job, lookup=True))
+    api = ops(post=action("cancel the current run", schema.Job, lookup=True))
 
     async def post(self, sim_id):
-        self.reply(await self.sv.sims.cancel(self.require_user(), sim_id))
+        u = self.require_user()
+        self.sv.sims.get(u, sim_id)
+        self.body(schema.NoBody)
+        self.reply(await self.sv.sims.cancel(u, sim_id))
 
 
 class Job(Base):

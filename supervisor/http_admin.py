@@ -2,7 +2,7 @@
 
 from supervisor import schema
 from supervisor.http_base import Base
-from supervisor.openapi import ADMIN, Op, ops
+from supervisor.openapi import ADMIN, Op, action, ops
 
 
 class AdminJobs(Base):
@@ -14,10 +14,13 @@ class AdminJobs(Base):
 
 
 class AdminCancel(Base):
-    api = ops(post=Op("cancel anyone's run", schema.Job, auth=ADMIN, lookup=True))
+    api = ops(post=action("cancel anyone's run", schema.Job, auth=ADMIN, lookup=True))
 
     async def post(self, sim_id):
-        self.reply(await self.sv.admin.cancel(self.require_admin(), sim_id))
+        a = self.require_admin()
+        self.sv.sims.get(a, sim_id)
+        self.body(schema.NoBody)
+        self.reply(await self.sv.admin.cancel(a, sim_id))
 
 
 class AdminAgents(Base):
@@ -30,7 +33,7 @@ class AdminAgents(Base):
 
 class AdminAgentKill(Base):
     api = ops(
-        post=Op(
+        post=action(
             "stop an agent; its runs end canceled",
             schema.Killed,
             auth=ADMIN,
@@ -40,6 +43,7 @@ class AdminAgentKill(Base):
 
     def post(self, agent_id):
         self.require_admin()
+        self.body(schema.NoBody)
         self.reply(self.sv.admin.kill_agent(agent_id))
 
 
@@ -52,10 +56,11 @@ class AdminContainers(Base):
 
 
 class AdminContainerKill(Base):
-    api = ops(post=Op("kill a container", schema.Killed, auth=ADMIN, lookup=True))
+    api = ops(post=action("kill a container", schema.Killed, auth=ADMIN, lookup=True))
 
     async def post(self, container_id):
         self.require_admin()
+        self.body(schema.NoBody)
         self.reply(await self.sv.admin.kill_container(container_id))
 
 

@@ -16,25 +16,27 @@ length or, without one, as soon as the streamed bytes pass the room left.
 """
 
 import json
+import re
 import time
 
 import tornado.web
 from pykern.pkdebug import pkdexc, pkdlog
 
 from supervisor import auth, errors, schema
-from supervisor.openapi import ADMIN, PUBLIC, ops
+from supervisor.openapi import ADMIN, NO_BODY_BYTES, PUBLIC, ops
 
 #: the connection's own limit while we enforce ours (Tornado's would answer
 #: an empty 400 instead of our JSON 413)
 _UNBOUNDED_BYTES = 2**62
 
-#: the body of an operation that takes none (a client may send ``{}``)
-_NO_BODY_BYTES = 1024
-
 #: a refused request's declared body up to this is read (and dropped) before
 #: the refusal is sent: closing with unread bytes makes the kernel reset the
 #: connection, and the client may lose the reply (a bigger one is not read)
 _DRAIN_BYTES = 64 * 1024
+
+
+#: a query integer: at most 18 ASCII digits (an int64 whatever its value)
+_DIGITS_RE = re.compile(r"[0-9]{1,18}")
 
 
 @tornado.web.stream_request_body
@@ -99,7 +101,7 @@ class Base(tornado.web.RequestHandler):
         self.request.connection.set_max_body_size(_UNBOUNDED_BYTES)
         op = self.api.get(self.request.method.lower())
         # what takes no body gets almost none (an undeclared method, a GET)
-        self._max_body_bytes = _NO_BODY_BYTES
+        self._max_body_bytes = NO_BODY_BYTES
         if op is not None and (op.request or op.request_content):
             self._max_body_bytes = op.max_body_bytes or self.sv.cfg.max_body_bytes
         self.user = auth.user(self, self.sv.users)
@@ -315,16 +317,16 @@ class Base(tornado.web.RequestHandler):
 
 
 def int_arg(handler, name, default):
-    v = handler.get_query_argument(name, None)
+    """A non-negative integer query argument: ASCII digits only (not ``٣``,
+    ``1_000``, `` 5`` or ``+5``, which Python's `int` takes)."""
+    v = handler.get_query_argument(name, None, strip=False)
     if v is None:
         return default
-    try:
-        n = int(v)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise errors.BadInput("bad_argument", f"{name} must be a non-negative integer")
-    return n
+    if not _DIGITS_RE.fullmatch(v):
+        raise errors.BadInput(
+            "bad_argument", f"{name} must be a non-negative integer (ASCII digits)"
+        )
+    return int(v)
 
 
 def wrong_credentials(sv, request):

@@ -28,6 +28,9 @@ PARAMS = {
 
 _PARAM_RE = re.compile(r"\{(\w+)\}")
 
+#: the body of an operation that takes none (a client may send ``{}``)
+NO_BODY_BYTES = 1024
+
 #: who may call an operation
 PUBLIC = "public"
 USER = "user"
@@ -77,6 +80,18 @@ class Op:
         self.lookup = lookup
         self.also = also
         self.max_body_bytes = max_body_bytes
+
+
+def action(summary, response, **kwargs):
+    """An `Op` that changes state and takes no input but its path: its body
+    is empty or ``{}`` (`schema.NoBody`; anything else is a 400)."""
+    return Op(
+        summary,
+        response,
+        request=schema.NoBody,
+        max_body_bytes=NO_BODY_BYTES,
+        **kwargs,
+    )
 
 
 def ops(**by_method):
@@ -187,7 +202,7 @@ def _operation(template, method, op):
     else:
         ok = {"description": "OK"}
     r = {str(op.status): ok}
-    if op.request is not None or op.query or op.request_content:
+    if op.request is not None or op.query or op.request_content or "{path}" in template:
         r["400"] = _error("bad input")
     if op.auth != PUBLIC:
         r["401"] = _error(_REASONS[401])
@@ -201,6 +216,9 @@ def _operation(template, method, op):
     r["409"] = _error("conflicts with the current state")
     r["413"] = _error("body too large")
     r["429"] = _error("too many requests (see Retry-After)")
+    r["431"] = _error("request headers too large")
+    if method != "get":
+        r["507"] = _error("the disk is full: nothing was changed")
     res["responses"] = r
     return res
 

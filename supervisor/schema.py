@@ -48,6 +48,10 @@ class _Doc(msgspec.Struct, kw_only=True):
 # --- requests ------------------------------------------------------------------
 
 
+class NoBody(_Body):
+    """The body of an action that takes none: empty, or ``{}``."""
+
+
 class Login(_Body):
     token: str
 
@@ -320,6 +324,7 @@ class Ok(_Doc):
 
 #: every type the document describes, requests first
 TYPES = (
+    NoBody,
     Login,
     SimCreate,
     SimPatch,

@@ -49,6 +49,7 @@ class Sims:
         c = self._catalog.get(body.get("code"))
         n = _name(body.get("name", c.title))
         p = c.check_params(body.get("params", {}))
+        self._check_sources(user, c, p)
         s = self._store.create(user, c.name, n, p)
         try:
             await self._store.save(s)
@@ -62,18 +63,34 @@ class Sims:
         self._publish(s)
         return s.to_dict()
 
-    async def update(self, sim, body):
+    def _check_sources(self, user, code, params):
+        """A `simulation` parameter names a simulation `user` may see."""
+        for p in code.params:
+            v = params.get(p["name"])
+            if p["type"] == "simulation" and v is not None:
+                try:
+                    self._store.get(user, v)
+                except errors.NotFound:
+                    raise errors.BadInput(
+                        "bad_param",
+                        f"{p.get('label') or p['name']} ({p['name']}) names no "
+                        f"simulation of yours: {v}",
+                    ) from None
+
+    async def update(self, user, sim, body):
         x = set(body) - {"name", "params"}
         if x:
             raise errors.BadInput("bad_field", f"cannot change {', '.join(sorted(x))}")
         if "params" in body and sim.job.status in job.ACTIVE:
             raise errors.Conflict("running", "parameters cannot change while it runs")
         n = _name(body["name"]) if "name" in body else sim.name
+        c = self._catalog.get(sim.code)
         p = (
-            self._catalog.get(sim.code).check_params(body["params"], base=sim.params)
+            c.check_params(body["params"], base=sim.params)
             if "params" in body
             else sim.params
         )
+        self._check_sources(user, c, p)
         sim.name = n
         sim.params = p
         sim.updated = time.time()

@@ -128,6 +128,45 @@ def test_per_address_cap(server_factory, n):
     wait_for(lambda: _healthy(server), 10, what="health once the idle ones closed")
 
 
+def test_caps_fit_the_open_file_limit():
+    assert gate.caps(8192, 1024, 1 << 20) == (8192, 1024)
+    # a lowered limit lowers the total, and one address gets half of it
+    assert gate.caps(8192, 1024, 128) == (128 - gate.FD_RESERVE, 32)
+    assert gate.caps(8192, 5, 128) == (64, 5)
+    assert gate.caps(8192, 1024, 10) == (16, 8)
+
+
+def test_one_address_cannot_take_every_slot(server_factory):
+    """At a low open-file limit one address holds half the slots, not all."""
+    server = server_factory(nofile=(64, 128), header_timeout_secs=30)
+    t, a = gate.caps(8192, 1024, 128)
+    socks = []
+    try:
+        for _ in range(t):
+            # another loopback address: the attacker's
+            c = socket.create_connection(
+                ("127.0.0.1", server.port), 5, source_address=("127.0.0.2", 0)
+            )
+            c.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+            socks.append(c)
+        refused = 0
+        for c in socks:
+            c.settimeout(0.5)
+            try:
+                refused += c.recv(1) == b""
+            except (TimeoutError, socket.timeout):
+                pass
+            except ConnectionResetError:
+                refused += 1
+        assert refused == t - a, f"{refused} of {t} refused"
+        # the rest of the slots are there for everyone else
+        assert _healthy(server)
+        server.api("GET", "/admin/users", expect=200)
+    finally:
+        for c in socks:
+            c.close()
+
+
 def _healthy(server):
     try:
         return requests.get(server.url + "/api/health", timeout=2).ok
