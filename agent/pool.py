@@ -40,7 +40,7 @@ import tempfile
 import time
 
 from agent import analysis_worker, follow, keeper, keeping, limits, outputs, reap
-from agent import launch, records, rundir, runtable
+from agent import launch, records, rundir, runtable, space
 from agent import sandbox as agent_sandbox
 from agent.log import log, stack
 from agent.run import Run
@@ -308,6 +308,9 @@ class Pool(records.Records):
         self._follow_outputs(run)
         left = run.max_run_secs - (time.time() - entry["started_at"])
         timeout_timer = loop.call_later(max(0.0, left), self._time_out, run)
+        space_task = asyncio.ensure_future(
+            space.watch(run, lambda n: self._over_bytes(run, n))
+        )
         try:
             if run.canceled:
                 self._terminate(run)
@@ -338,6 +341,10 @@ class Pool(records.Records):
             k.end_output()
             if run.outputs is not None:
                 run.outputs.end()
+            space_task.cancel()
+            if run.over_bytes is None and not (run.canceled or run.timed_out):
+                # what it wrote since the last walk counts too
+                run.over_bytes = await space.over(run)
             st = self._end_of(run, k, rc, entry, cg)
             if cg is not None and not cg.remove(parents=True):
                 # gone before the run's end is told (busy: again afterwards)
@@ -345,6 +352,7 @@ class Pool(records.Records):
             self._finish(run, *st)
         finally:
             timeout_timer.cancel()
+            space_task.cancel()
             if run.kill_timer:
                 run.kill_timer.cancel()
             if not run.is_exited:
@@ -435,6 +443,13 @@ class Pool(records.Records):
         if cg is not None:
             cg.kill()
 
+    def _over_bytes(self, run, n):
+        if run.state != "running" or run.canceled:
+            return
+        run.over_bytes = n
+        log("run_over_bytes", run_id=run.run_id, bytes=n, max=run.op["max_bytes"])
+        self._terminate(run)
+
     def _time_out(self, run):
         if run.state != "running" or run.canceled:
             return
@@ -452,6 +467,8 @@ def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
         return "canceled", rc, None
     if run.timed_out:
         return "timed_out", rc, f"max run time of {run.max_run_secs} secs exceeded"
+    if run.over_bytes is not None:
+        return "error", rc, space.error(run.over_bytes, run.op["max_bytes"])
     if rc == 0:
         return "completed", 0, None
     e = limits.out_of_memory_error(oom_kills_before, run_cgroup)

@@ -157,6 +157,8 @@ _RUN_FIELDS = {
     # the plan's limits of one local run (its cgroup, `agent.cgroup`); 0: none
     "max_memory_bytes?": lambda v: _is_int(v) and v >= 0,
     "max_pids?": lambda v: _is_int(v) and v >= 0,
+    # bytes the run's directory may reach (`agent.space`): local and Docker
+    "max_bytes?": lambda v: _is_int(v) and v >= 0,
     "batch?": _is_batch,
     # a code adapter's (`supervisor.adapter`): launcher, files, steps
     "launch?": lambda v: v in ("process", "mpi"),

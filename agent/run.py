@@ -153,6 +153,8 @@ class Run:
         self.log = LogText(MAX_LOG_CHARS)
         self.canceled = False
         self.timed_out = False
+        #: bytes of its directory once over the op's ``max_bytes`` (`agent.space`)
+        self.over_bytes = None
         self.status = None
         self.exit_code = None
         self.error = None

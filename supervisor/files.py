@@ -78,6 +78,23 @@ class Files:
                 " delete simulations to run again",
             )
 
+    def run_limits(self, sim, plan):
+        """The plan's limits of one run of `sim`, as its op carries them.
+
+        ``max_bytes`` is the room its run directory has: the plan's stored
+        bytes less what the user keeps elsewhere (the run directory it
+        replaces is not counted). The agent ends the run past it
+        (`agent.space`); sbatch runs keep their files on the login node and
+        are not counted here.
+        """
+        r = dict(max_memory_bytes=plan.max_run_memory_bytes, max_pids=plan.max_run_pids)
+        if not self._drivers[sim.job.driver].remote_files:
+            n = self._usage.bytes_of(sim.user) - self._usage.get(
+                sim.user, sim.id, usage.RUN
+            )
+            r["max_bytes"] = max(0, plan.max_stored_bytes - n)
+        return r
+
     # --- outputs -------------------------------------------------------------
 
     async def list(self, user, sim_id):

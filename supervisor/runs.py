@@ -191,8 +191,7 @@ class Runs(agents.Watcher):
             cores=sim.job.cores,
             max_run_secs=run.max_run_secs,
             inputs=run.inputs,
-            max_memory_bytes=p.max_run_memory_bytes,
-            max_pids=p.max_run_pids,
+            **self._files.run_limits(sim, p),
         )
         run.arm_start(self._cfg.agent_start_timeout_secs, self._start_expired)
         self.changed(sim)

@@ -10,12 +10,15 @@ their number is capped (``max_simulations``).
 Entries change as the data does (an upload, a frame, a log line, a run's
 end, a deletion), so a user's total is a dict lookup; the whole is measured
 once, at start (`sim_store.SimStore.load`). `Usage` does no I/O;
-`dir_bytes` is the one walk, of a directory, blocking (use a thread).
+`dir_bytes` (`agent.space`'s) is the one walk, of a directory, blocking
+(use a thread).
 """
 
 import collections
 import os
 import stat
+
+from agent.space import dir_bytes  # noqa: F401 (the one walk, shared with the agent)
 
 #: the parts of a simulation that count (inputs are ``input:<name>``)
 FRAMES = "frames"
@@ -62,31 +65,6 @@ class Usage:
         s = self._parts.get(user, {}).pop(sim_id, None)
         if s:
             self._totals[user] -= sum(s.values())
-
-
-def dir_bytes(path):
-    """Bytes of the regular files under `path` (no symlink followed); blocking.
-
-    Returns:
-        int: 0 if there is no such directory
-    """
-    n = 0
-    todo = [path]
-    while todo:
-        try:
-            with os.scandir(todo.pop()) as it:
-                for e in it:
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISDIR(st.st_mode):
-                        todo.append(e.path)
-                    elif stat.S_ISREG(st.st_mode):
-                        n += st.st_size
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-    return n
 
 
 def file_bytes(path):

@@ -1,8 +1,10 @@
 """Stored bytes per user by plan (issue 10): uploads, run outputs, a restart."""
 
+import time
+
 import requests
 
-from conftest import wait_for
+from conftest import procs_under, wait_for
 
 import raw_http
 from supervisor import usage
@@ -108,6 +110,26 @@ def test_uploads_count_and_are_refused_past_the_cap(server_factory):
     assert _limits(server, "bob")["stored_bytes"] == 0
 
 
+def test_a_run_that_fills_its_room_is_stopped_as_it_goes(server_factory):
+    server = server_factory(basic_max_stored_bytes=20_000_000)
+    server.add_user("bob")
+    # 1 GB over 100 s, 10 MB/s: past the room within 2 s
+    s = server.create("bob", "fill", bytes=1_000_000_000, secs=100)["id"]
+    t = time.monotonic()
+    server.run("bob", s)
+    j = server.wait_status("bob", s, ("completed", "error"), 60)
+    assert j["status"] == "error" and "passed the room" in j["error"], j
+    assert time.monotonic() - t < 30
+    d = server.data_dir / "run" / "bob" / s
+    n = (d / "fill.dat").stat().st_size
+    # a walk a second at least: not far past the room
+    assert 20_000_000 < n < 200_000_000, n
+    assert not procs_under(d)
+    # now over: no run until some is deleted
+    r = server.api("POST", f"/simulations/{s}/run", "bob", json={}, expect=409)
+    assert r.json()["error"] == "quota_exceeded"
+
+
 def test_run_outputs_count_and_runs_are_refused_over_the_cap(server_factory):
     server = server_factory(basic_max_stored_bytes=3_000_000)
     server.add_user("bob")
@@ -121,9 +143,12 @@ def test_run_outputs_count_and_runs_are_refused_over_the_cap(server_factory):
         what="the run's log and params counted",
     )
     kept = _limits(server, "bob")["stored_bytes"]
+    # fast: done before the first walk, and over the room at its end
     big = server.create("bob", "fill", bytes=3_500_000)["id"]
     server.run("bob", big)
-    server.wait_status("bob", big, "completed")
+    j = server.wait_status("bob", big, ("completed", "error"))
+    assert j["status"] == "error" and "passed the room" in j["error"], j
+    assert f"{3_000_000 - kept} allowed" in j["error"], (kept, j["error"])
     wait_for(
         lambda: _limits(server, "bob")["stored_bytes"] >= kept + 3_500_000,
         20,

@@ -1,0 +1,84 @@
+"""A run's files against what its user may store: measured while it runs.
+
+The supervisor counts a user's stored bytes (its ``supervisor.usage``) and
+gives each local or Docker run the room left as the op's ``max_bytes``: what
+its run directory may reach. No file system quota is there to hold a code to
+that (the data directory is one tree on one file system), so the pool walks
+the run directory while the run goes (`watch`) and ends the run once it has
+passed the room, and once more when it ends (`over`). A walk costs in
+proportion to the files there: the next one waits at least `CHECK_SECS` and
+long enough that walking takes at most `MAX_SHARE` of a core.
+"""
+
+import asyncio
+import os
+import stat
+import time
+
+#: least time between two walks of a run directory
+CHECK_SECS = 1.0
+#: of one core, at most, spent walking a run directory
+MAX_SHARE = 0.05
+
+
+def dir_bytes(path):
+    """Bytes of the regular files under `path` (no symlink followed); blocking.
+
+    Sizes are the files' lengths (a sparse file counts all of it): what a
+    copy or a download of it would take.
+
+    Returns:
+        int: 0 if there is no such directory
+    """
+    n = 0
+    todo = [path]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for e in it:
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        todo.append(e.path)
+                    elif stat.S_ISREG(st.st_mode):
+                        n += st.st_size
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return n
+
+
+def error(n, max_bytes):
+    """The run's error once its directory holds `n` bytes, over `max_bytes`."""
+    return (
+        f"its files passed the room its user's plan has left: {n} bytes written, "
+        f"{max_bytes} allowed (the plan's stored bytes)"
+    )
+
+
+async def over(run):
+    """Bytes of `run`'s directory if over its ``max_bytes``, else None."""
+    m = run.op.get("max_bytes")
+    if m is None or run.dir is None:
+        return None
+    n = await asyncio.get_running_loop().run_in_executor(None, dir_bytes, run.dir)
+    return n if n > m else None
+
+
+async def watch(run, on_over):
+    """Walk `run`'s directory until cancelled; ``on_over(n)`` once it is over.
+
+    Does nothing for a run without ``max_bytes``.
+    """
+    if run.op.get("max_bytes") is None:
+        return
+    wait = CHECK_SECS
+    while True:
+        await asyncio.sleep(wait)
+        t = time.monotonic()
+        n = await over(run)
+        if n is not None:
+            on_over(n)
+            return
+        wait = max(CHECK_SECS, (time.monotonic() - t) / MAX_SHARE)
