@@ -252,6 +252,24 @@ class Follower:
             )
         self._step()
 
+    def reread(self, start, end):
+        """Bytes `start` to `end` of the file, read again as a read before us
+        made them (a re-attach's replay, before `start`); following goes on
+        from where they end.
+
+        Returns:
+            bytes: fewer than asked if the file is shorter now (or gone)
+        """
+        if self._fd is None and not self._open():
+            return b""
+        try:
+            b = os.pread(self._fd, max(0, end - start), start)
+        except OSError as e:
+            log("follow_read_failed", path=self.path, error=str(e))
+            return b""
+        self.offset = start + len(b)
+        return b
+
     def read_all(self):
         """Read up to the current end now (a catch-up, or the last read after the writer ended)."""
         while self._read(self._read_bytes) >= self._read_bytes:

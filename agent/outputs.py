@@ -16,6 +16,9 @@ records into the run's:
 - error: the code's own ``error`` lines, which name a failed run's error;
 - log: ``warning`` and ``note`` lines, marked as the agent's.
 
+With a `agent.reads.Journal`, each read is journaled before it is used and
+`replay` makes a re-attached run's frames again exactly as they were.
+
 Memory is bounded by the parsers (a partial line, one block) and by the
 run's frame limits; a file that never appears gives no frame and is said so
 in the log at the end.
@@ -35,23 +38,57 @@ class Outputs:
     Args:
         run (agent.run.Run): its ``dir`` is set, ``follow`` and ``steps`` from its op
         inotify (agent.follow.Inotify): None: poll (a shared filesystem)
+        journal (agent.reads.Journal): where reads are journaled, or None
     """
 
-    def __init__(self, run, inotify):
+    def __init__(self, run, inotify, journal=None):
         self._run = run
         #: the code's own error lines, the last `MAX_CODE_ERRORS`
         self.errors = collections.deque(maxlen=MAX_CODE_ERRORS)
+        self._journal = journal
         self._files = []
-        for s in run.follow:
+        for i, s in enumerate(run.follow):
             o = {k: v for k, v in s.items() if k not in ("file", "parser")}
             p = parsers.PARSERS[s["parser"]](**o)
             f = follow.Follower(
                 run.dir / s["file"],
-                lambda data, n=s["file"], p=p: self._records(n, p.feed(data)),
+                lambda data, i=i: self._read(i, data),
                 inotify,
-                on_truncated=p.reset,
+                on_truncated=lambda i=i: self._truncated(i),
             )
             self._files.append((s["file"], p, f))
+
+    def replay(self):
+        """Before `start`, on a re-attach: the journal's reads again, in order.
+
+        Returns:
+            int: reads replayed
+        """
+        e = self._journal.entries() if self._journal else []
+        ends = [0] * len(self._files)
+        for i, o in e:
+            if i >= len(self._files):
+                break
+            n, p, f = self._files[i]
+            if o == 0:
+                p.reset()
+            else:
+                # below the last end: the name holds a new file (rotated)
+                b = f.reread(ends[i] if o > ends[i] else 0, o)
+                self._records(n, p.feed(b))
+            ends[i] = o
+        return len(e)
+
+    def _read(self, index, data):
+        n, p, f = self._files[index]
+        if self._journal:
+            self._journal.add(index, f.offset)
+        self._records(n, p.feed(data))
+
+    def _truncated(self, index):
+        if self._journal:
+            self._journal.add(index, 0)
+        self._files[index][1].reset()
 
     def start(self):
         for _, _, f in self._files:
@@ -86,6 +123,8 @@ class Outputs:
     def close(self):
         for _, _, f in self._files:
             f.close()
+        if self._journal:
+            self._journal.close()
 
     def _finish(self, name, parser, written):
         self._records(name, parser.finish())

@@ -40,7 +40,7 @@ import tempfile
 import time
 
 from agent import analysis_worker, follow, keeper, keeping, limits, outputs, reap
-from agent import launch, records, rundir, runtable, space
+from agent import launch, reads, records, rundir, runtable, space
 from agent import sandbox as agent_sandbox
 from agent.log import log, stack
 from agent.run import Run
@@ -156,10 +156,10 @@ class Pool(records.Records):
         s = self._lane(run)
         if s.locked():
             # more runs than lanes (the limits changed): they go on anyway
-            await self._watch(run, k, entry)
+            await self._watch(run, k, entry, True)
             return
         async with s:
-            await self._watch(run, k, entry)
+            await self._watch(run, k, entry, True)
 
     def _lane(self, run):
         return self._lanes[run.kind]
@@ -297,7 +297,7 @@ class Pool(records.Records):
         finally:
             transport.close()
 
-    async def _watch(self, run, k, entry):
+    async def _watch(self, run, k, entry, reattached=False):
         """Until the keeper and the run's group have ended; then the run ends.
 
         A run re-attached from the table has no cgroup here: its keeper
@@ -305,7 +305,7 @@ class Pool(records.Records):
         """
         loop = asyncio.get_running_loop()
         cg = self._run_cgroups.get(run.run_id)
-        self._follow_outputs(run)
+        self._follow_outputs(run, reads.Journal(k.files.reads), reattached)
         left = run.max_run_secs - (time.time() - entry["started_at"])
         timeout_timer = loop.call_later(max(0.0, left), self._time_out, run)
         space_task = asyncio.ensure_future(
@@ -389,17 +389,25 @@ class Pool(records.Records):
         r.mpi_launcher = [shutil.which("mpirun") or "mpirun", *launch.MPI_LAUNCHER]
         return r
 
-    def _follow_outputs(self, run):
-        """Follow the run's declared output files (`agent.outputs`), from their start."""
+    def _follow_outputs(self, run, journal, reattached):
+        """Follow the run's declared output files (`agent.outputs`), from
+        their start, or (`reattached`) from where the journal's reads end."""
         if not run.follow or run.dir is None:
             return
         try:
-            run.outputs = outputs.Outputs(run, self._inotify)
+            run.outputs = outputs.Outputs(run, self._inotify, journal)
         except (TypeError, ValueError) as e:
             run.append_log(
                 f"[simvisor agent: its output files are not followed: {e}]\n"
             )
             return
+        if reattached:
+            run.outputs.replay()
+        else:
+            try:
+                journal.create()
+            except OSError as e:
+                log("reads_journal_failed", run_id=run.run_id, error=str(e))
         run.outputs.start()
 
     def _end_of(self, run, k, rc, entry, cg=None):

@@ -31,6 +31,7 @@ ENTRY_FILE = "run.json"
 OUTPUT_FILE = "output"
 STATUS_FILE = "status"
 ADOPT_FILE = "adopt"
+READS_FILE = "reads"
 
 #: the keeper's "kill everything now" (`agent.keeper.KILL_SIGNAL`)
 _KILL_SIGNAL = signal.SIGUSR1
@@ -48,6 +49,8 @@ class Files:
         self.output = self.dir / OUTPUT_FILE
         self.status = self.dir / STATUS_FILE
         self.adopt = self.dir / ADOPT_FILE
+        #: the journal of its followed files' reads (`agent.reads`)
+        self.reads = self.dir / READS_FILE
 
 
 class RunTable:

@@ -152,3 +152,30 @@ def test_your_own_deck_cannot_read_the_data_dir(server_factory):
     log = sv.api("GET", f"/simulations/{s['id']}/log", "eve", expect=200).text
     assert "done-with-shell" in log, (j, log)
     assert sv.tokens["admin"] not in log and "users" not in log, log
+
+
+def test_a_reattached_run_follows_its_files_on_without_repeats_or_gaps(server_factory):
+    """The agent is SIGKILLed mid-run: the new one reads log.lammps and the
+    dump again, and the supervisor gets each thermo row and snapshot once."""
+    import signal
+
+    server = server_factory(lost_grace_secs=300, local_orphan_secs=60)
+    s = server.create(
+        "admin", "lammps", box=10, steps=3000, thermo_every=100, dump_every=1000
+    )
+    server.run("admin", s["id"], cores=1)
+    wait_for(lambda: server.job("admin", s["id"])["frames"] >= 3, 60, what="frames")
+    (old,) = server.api("GET", "/admin/agents", expect=200).json()
+    os.kill(old["pid"], signal.SIGKILL)
+    j = server.wait_status("admin", s["id"], ("completed", "error", "canceled"), 120)
+    assert j["status"] == "completed", j
+    (new,) = server.api("GET", "/admin/agents", expect=200).json()
+    assert new["pid"] != old["pid"]
+    f = server.frames("admin", s["id"])
+    assert len(f) == j["frames"]
+    rows = [x for x in f if x["plot"] == "rows"]
+    c = rows[0]["columns"]
+    steps = [r[c.index("Step")] for x in rows for r in x["rows"]]
+    assert steps == list(range(0, 3001, 100))
+    assert [x["step"] for x in f if x["plot"] == "snapshot"] == [0, 1000, 2000, 3000]
+    assert not procs_under(_run_dir(server, s["id"]))
