@@ -8,6 +8,9 @@ processes are processes of this host too: the ranks are found in /proc by
 their name and their cgroup, which is the container's (its CPU quota and
 memory limit), and they run as the container's user.
 
+The analysis lammps-rdf answers there too: the agent's warm worker in the
+container, with the image's numpy (python3-numpy in codes.list).
+
 The engine and the supervisor factory are docker_test.py's (a private
 dockerd of this module; every container a test made is gone after it).
 """
