@@ -8,6 +8,9 @@ processes are processes of this host too: the ranks are found in /proc by
 their name and their cgroup, which is the container's (its CPU quota and
 memory limit), and they run as the container's user.
 
+The analysis lammps-rdf answers there too: the agent's warm worker in the
+container, with the image's numpy (python3-numpy in codes.list).
+
 The engine and the supervisor factory are docker_test.py's (a private
 dockerd of this module; every container a test made is gone after it).
 """
@@ -168,3 +171,25 @@ def test_cancel_leaves_no_rank(docker_server, engine):
     # confirmed gone when the reply comes; the container stays for the next run
     assert not _lmp_ranks(c)
     assert [y.id for y in docker_test._containers(engine, s.project)] == [c]
+
+
+def test_an_analysis_answers_in_the_container(docker_server, engine):
+    """lammps-rdf on the docker driver: the warm worker in the container (numpy)."""
+    s = docker_server()
+    src = s.create(
+        "admin", "lammps", box=4, steps=500, thermo_every=100, dump_every=500
+    )
+    s.run("admin", src["id"], cores=1)
+    j = s.wait_status("admin", src["id"], ("completed", "error"), 90)
+    assert j["status"] == "completed", j["error"]
+    a = s.create("admin", "lammps-rdf", source=src["id"], bins=50)
+    s.run("admin", a["id"])
+    j = s.wait_status("admin", a["id"], ("completed", "error"), 60)
+    assert j["status"] == "completed", j["error"]
+    assert j["driver"] == "docker", j
+    (f,) = s.frames("admin", a["id"])
+    assert f["table"] == "rdf" and f["columns"] == ["r", "g"]
+    # a liquid's first shell: g(r) well above 1
+    assert len(f["rows"]) == 50 and max(g for _, g in f["rows"]) > 2
+    # the one container of the user, where its lammps ran
+    assert len(docker_test._containers(engine, s.project)) == 1

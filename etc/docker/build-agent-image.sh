@@ -5,10 +5,11 @@
 #
 # 1. debootstrap a minimal Debian (bookworm, minbase) with python3 and tini,
 #    then apt-get install (in a chroot, no recommends) the site's codes:
-#    the Debian packages of etc/docker/codes.list (LAMMPS and Open MPI),
-#    trimmed (docs, locales, apt caches, perl); cached as a tarball named
-#    by the base spec and the list, since this is the slow part (80 s
-#    here: debootstrap 45 to 95 s, depending on the mirror, the codes 25 s);
+#    the Debian packages of etc/docker/codes.list (LAMMPS, Open MPI,
+#    GROMACS, numpy), trimmed (docs, locales, apt caches, perl); cached as
+#    a tarball named by the base spec and the list, since this is the slow
+#    part (110 to 125 s here: debootstrap 40 to 95 s, depending on the
+#    mirror, the codes 40 to 60 s);
 # 2. add the project's `agent` package (only agent/, never supervisor/) and
 #    tornado (copied from the project's virtualenv, the version the tests ran)
 #    into the system python's dist-packages, byte-compiled, a non-root
@@ -90,11 +91,12 @@ _install_codes() {
 
 _trim() {
     # what the agent and the codes never need: package caches and lists,
-    # docs, locales, iconv modules, perl (only package scripts use it;
+    # docs (and the JavaScript and fonts of HTML docs: GROMACS's MathJax,
+    # 46 MB), locales, iconv modules, perl (only package scripts use it;
     # nothing is installed in a read-only container)
     local b=$1
     rm -rf "$b"/var/cache/apt/* "$b"/var/lib/apt/lists/* "$b"/var/cache/debconf/* \
-        "$b"/usr/share/{doc,man,info,locale}/* "$b"/var/log/* \
+        "$b"/usr/share/{doc,man,info,locale,javascript,fonts}/* "$b"/var/log/* \
         "$b"/usr/lib/x86_64-linux-gnu/{gconv,perl-base} "$b"/usr/bin/perl* \
         "$b"/usr/share/perl5 "$b"/usr/lib/python3.11/pydoc_data
 }
