@@ -87,15 +87,22 @@ class Restart:
             self._runs.changed(s)
 
     def _agents_gone(self):
-        """Tell `Agents` what waits for each agent; one found gone is restarted."""
+        """Agents whose process is gone are not waited for.
+
+        One that runs wait for (lost) is as if it had just died holding
+        them: it is started again to re-attach them. One that none wait for
+        is stopped, and what it left ends (a run sent to it that the store
+        had not yet recorded is queued again); a run queued for its user
+        starts a new agent at once.
+        """
         waiting = {}
         for r in self._runs.active.values():
             if r.agent is None and r.sim.job.status == job.LOST and r.sim.agent_id:
                 waiting.setdefault(r.sim.agent_id, []).append(r)
-        for i, rs in waiting.items():
-            a = self._agents.get(i)
-            if a is None or a.state != agent_state.DISCONNECTED:
+        for a in self._agents.all():
+            if a.state != agent_state.DISCONNECTED:
                 continue
+            rs = waiting.get(a.id, [])
             self._agents.load_changed(
                 a, [r.run_id for r in rs], sum(r.grant.cores for r in rs if r.grant)
             )

@@ -55,6 +55,12 @@ def _start_run(server, code, **params):
     j = server.wait_status("admin", s["id"], "running")
     d = server.data_dir / "run" / "admin" / s["id"]
     wait_for(lambda: procs_under(d), what="the run's processes")
+    # what a restart reads: the store's document, written after the push
+    p = server.data_dir / "db" / "jobs" / "admin" / f"{s['id']}.json"
+    wait_for(
+        lambda: json.loads(p.read_text())["job"]["status"] == "running",
+        what="the run durable",
+    )
     return s["id"], j, d
 
 
@@ -148,7 +154,7 @@ def test_a_run_whose_keeper_was_killed_ends_in_error_at_once(server_factory):
 
 def test_no_agent_can_start_ends_the_run_in_error_at_once(server_factory):
     server = server_factory(**_GRACE)
-    i, j, d = _start_run(server, "forever")
+    i, _, d = _start_run(server, "forever")
     old = _kill_both(server)
     # the new agent cannot start: its log file cannot be opened
     lp = server.data_dir / "log" / f"agent-{old['id']}.log"
@@ -165,3 +171,43 @@ def test_no_agent_can_start_ends_the_run_in_error_at_once(server_factory):
     wait_for(lambda: not procs_under(d), 10, what="no process of the run")
     assert server.api("GET", "/admin/agents", expect=200).json() == []
     lp.rmdir()
+
+
+def test_an_agent_that_reconnected_and_then_dies_is_started_again(server_factory):
+    """The agent outlived the supervisor and reconnected: not the new
+    supervisor's child, it is watched all the same, and its death is a crash."""
+    server = server_factory(**_GRACE)
+    i, j, d = _start_run(server, "forever")
+    old = _agent(server)
+    server.stop(signal.SIGKILL)
+    server.start()
+    wait_for(
+        lambda: (a := _agent(server))["state"] == "connected"
+        and a["pid"] == old["pid"]
+        and server.job("admin", i)["status"] == "running",
+        _PROMPT_SECS,
+        what="the agent back",
+    )
+    os.kill(old["pid"], signal.SIGKILL)
+    new = _restarted_agent(server, old)
+    assert new["id"] == old["id"] and new["runs"] == [j["run_id"]], new
+    j2 = server.wait_status("admin", i, ("running", *_ENDED), _PROMPT_SECS)
+    assert j2["status"] == "running" and j2["run_id"] == j["run_id"], j2
+    server.api("POST", f"/simulations/{i}/cancel", expect=200)
+    assert server.wait_status("admin", i, _ENDED, 20)["status"] == "canceled"
+    wait_for(lambda: not procs_under(d), 10, what="no process of the run")
+
+
+def test_without_agent_restarts_the_run_ends_in_error_at_once(server_factory):
+    """local_agent_restarts 0: the keepers ended their trees with the agent."""
+    server = server_factory(lost_grace_secs=300, local_agent_restarts=0)
+    i, _, d = _start_run(server, "forever")
+    _kill_both(server)
+    t = time.monotonic()
+    server.start()
+    j = server.wait_status("admin", i, _ENDED, _PROMPT_SECS)
+    assert time.monotonic() - t < _PROMPT_SECS
+    assert j["status"] == "error", j
+    assert "was gone when the supervisor restarted" in j["error"], j
+    wait_for(lambda: not procs_under(d), 10, what="no process of the run")
+    assert server.api("GET", "/admin/agents", expect=200).json() == []

@@ -320,6 +320,8 @@ def test_agent_gone_unseen_is_started_again_and_readopts(server_factory):
     s = server.create("admin", "sleep", secs=600)
     server.run("admin", s["id"])
     j = server.wait_status("admin", s["id"], "running")
+    p = server.data_dir / "db" / "jobs" / "admin" / f"{s['id']}.json"
+    wait_for(lambda: json.loads(p.read_text())["job"]["status"] == "running")
     a = server.api("GET", "/admin/agents", expect=200).json()[0]
     server.stop(signal.SIGKILL)
     os.kill(a["pid"], signal.SIGKILL)
