@@ -102,11 +102,17 @@ class Restart:
         for a in self._agents.all():
             if a.state != agent_state.DISCONNECTED:
                 continue
+            d = self._drivers[a.driver]
             rs = waiting.get(a.id, [])
-            self._agents.load_changed(
-                a, [r.run_id for r in rs], sum(r.grant.cores for r in rs if r.grant)
-            )
-            m = self._drivers[a.driver].process_gone(a)
+            if rs and d.agent_restarts:
+                # what it holds decides its restart, now or when it dies
+                # before its hello (other drivers learn it at the hello)
+                self._agents.load_changed(
+                    a,
+                    [r.run_id for r in rs],
+                    sum(r.grant.cores for r in rs if r.grant),
+                )
+            m = d.process_gone(a)
             if m is not None:
                 pkdlog("{} gone at restart, runs={}: {}", a, len(rs), m)
                 self._agents.agent_exited(a, m, dead=True, crashed=True)

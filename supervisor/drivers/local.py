@@ -185,9 +185,10 @@ class LocalDriver(base.Driver):
 
     def process_gone(self, agent):
         pid = agent.info.get("pid")
-        if agent.id in self._procs or agent.id in self._watched:
+        # no pid: not started by a driver (or not recorded): it cannot tell
+        if not pid or agent.id in self._procs or agent.id in self._watched:
             return None
-        if pid and _is_agent(pid, agent.id):
+        if _is_agent(pid, agent.id):
             return None
         return f"its agent (pid {pid}) was gone when the supervisor restarted"
 
