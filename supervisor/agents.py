@@ -109,7 +109,7 @@ class Agents:
         for d in self._drivers.values():
             d.recover(
                 [a for a in self.by_id.values() if a.driver == d.name],
-                self._agent_exited,
+                self.agent_exited,
             )
 
     def _new(self, doc, state):
@@ -211,7 +211,7 @@ class Agents:
             )
         try:
             d = self._drivers[agent.driver]
-            await d.start(agent, secret, self._agent_exited)
+            await d.start(agent, secret, self.agent_exited)
             if agent.state == STOPPED:
                 # stopped (timed out, killed) while it was being started
                 await d.kill(agent)
@@ -235,8 +235,9 @@ class Agents:
         if f is not None and not f.done():
             f.set_result(None)
 
-    def _agent_exited(self, agent, message, dead=False, crashed=False):
-        """Driver callback: the agent's process ended.
+    def agent_exited(self, agent, message, dead=False, crashed=False):
+        """Driver callback: the agent's process ended (or, after a restart,
+        was found gone: `restart`).
 
         An agent of a driver that restarts agents (`Driver.agent_restarts`)
         that crashed holding runs is started again: the new process

@@ -12,7 +12,9 @@ Pure decisions, no I/O: `Runs` asks and applies them.
   process ends them in error; runs that are only lost keep their grace.
 - After a supervisor restart: queued runs are queued again (under a new run
   id: the agent may hold a run op sent under the old one, never adopted);
-  runs that were on agents are lost until their agents return.
+  runs that were on agents are lost until their agents return, or, for an
+  agent whose process is known to be gone (a local one), until the agent
+  started again at once re-attaches them (`restart`).
 """
 
 from supervisor import agent_state, agents, job

@@ -10,7 +10,8 @@ the run; each applies only if it names the job's current run id.
 `Runs` alone sets a simulation's current run (``sim.run``), the active runs
 and each agent's run set, and tells `Agents` an agent's load. Agents coming
 and going reach it as a `agents.Watcher`; what becomes of their runs is the
-policy of `recovery`.
+policy of `recovery`. The runs loaded after a restart are taken up again by
+`restart`.
 """
 
 import asyncio
@@ -18,7 +19,16 @@ import time
 
 from pykern.pkdebug import pkdexc, pkdlog
 
-from supervisor import agents, errors, job, recovery, reports, resources, tasks
+from supervisor import (
+    agents,
+    errors,
+    job,
+    recovery,
+    reports,
+    resources,
+    restart,
+    tasks,
+)
 from supervisor.dispatch import dispatch
 from supervisor.run import Run
 
@@ -49,6 +59,9 @@ class Runs(agents.Watcher):
         self.restarts = 0
         #: what agents report about runs (`reports.Reports.handlers`)
         self.reports = reports.Reports(self, sims)
+        self._restart = restart.Restart(
+            self, users, drivers, files, catalog, ids, resources_, agents_
+        )
         resources_.watch(self._positions_changed)
         agents_.watch(self)
 
@@ -72,7 +85,7 @@ class Runs(agents.Watcher):
         code, plan, d = self._check_request(user, sim, cores, driver)
         self._sims.new_run(sim)
         sim.job.queue(self._ids.next(), cores or 1, d.name, code.kind, time.time())
-        self._queue(sim, plan, d, i)
+        self.queue(sim, plan, d, i)
         await self.changed(sim)
         return sim.job
 
@@ -92,7 +105,7 @@ class Runs(agents.Watcher):
             )
         return code, plan, d
 
-    def _queue(self, sim, plan, driver, inputs):
+    def queue(self, sim, plan, driver, inputs):
         """Start the dispatch of the job's (queued) run."""
         j = sim.job
         lane = resources.ANALYSIS if j.kind == "analysis" else resources.RUN
@@ -112,7 +125,7 @@ class Runs(agents.Watcher):
             ),
             inputs,
         )
-        self._attach(r)
+        self.attach(r)
         self._resources.add(r.request)
         r.task = self._tasks.spawn(self._run_task(r))
 
@@ -234,7 +247,7 @@ class Runs(agents.Watcher):
 
     # --- ownership: sim.run, the active runs, each agent's run set -----------
 
-    def _attach(self, run):
+    def attach(self, run):
         run.sim.run = run
         self.active[run.run_id] = run
 
@@ -350,7 +363,19 @@ class Runs(agents.Watcher):
             }
         for r in orphans:
             self.end(r, job.ERROR, error=f"agent {agent.id} restarted without this run")
+        # what a restart said it waits for (`restart`) is what it holds now
+        self._load_changed(agent)
         return res
+
+    def _waiting_for(self, agent):
+        """The runs `agent` holds and, after a restart, those awaiting its hello."""
+        return self.held(agent) + [
+            r
+            for r in self.active.values()
+            if r.agent is None
+            and r.sim.agent_id == agent.id
+            and r.sim.job.status in job.ON_AGENT
+        ]
 
     def agent_lost(self, agent):
         """The agent's connection closed: its runs are lost until it returns."""
@@ -358,11 +383,11 @@ class Runs(agents.Watcher):
             j = r.sim.job
             if recovery.on_lost(j.status):
                 j.transition(job.LOST)
-                self._lost(r, "agent disconnected", agent.host)
+                self.wait_lost(r, "agent disconnected", agent.host)
 
     def agent_restarting(self, agent, reason):
         """The agent died holding runs; a new one re-attaches them (or they end)."""
-        for r in self.held(agent):
+        for r in self._waiting_for(agent):
             j = r.sim.job
             if recovery.on_lost(j.status):
                 j.transition(job.LOST)
@@ -370,9 +395,9 @@ class Runs(agents.Watcher):
                 # the restart decides (its hello, or its failure ends the
                 # run): the grace is only a backstop
                 g = self._grace_secs(r) + self._cfg.agent_start_timeout_secs
-                self._lost(r, recovery.RESTARTING, agent.host, "agent_restart", g)
+                self.wait_lost(r, recovery.RESTARTING, agent.host, "agent_restart", g)
 
-    def _lost(self, run, situation, host, reason="agent_lost", grace_secs=None):
+    def wait_lost(self, run, situation, host, reason="agent_lost", grace_secs=None):
         run.sim.job.waiting(situation, {"reason": reason, "host": host})
         run.arm_grace(grace_secs or self._grace_secs(run), self._grace_expired)
         self.changed(run.sim)
@@ -392,16 +417,7 @@ class Runs(agents.Watcher):
 
     def agent_stopped(self, agent, reason, dead):
         """The agent is gone for good (killed, reaped, never started)."""
-        rs = self.held(agent)
-        # after a restart, runs wait for their agent's hello to attach
-        rs += [
-            r
-            for r in self.active.values()
-            if r.agent is None
-            and r.sim.agent_id == agent.id
-            and r.sim.job.status in job.ON_AGENT
-        ]
-        for r in rs:
+        for r in self._waiting_for(agent):
             e = recovery.on_stopped(r.sim.job.status, reason, dead)
             if e is not None:
                 self.end(r, e[0], error=e[1])
@@ -409,54 +425,11 @@ class Runs(agents.Watcher):
     # --- restart -------------------------------------------------------------
 
     def recover(self, sims):
-        """After a restart: requeue queued runs, mark on-agent runs lost."""
+        """After a restart: requeue queued runs, mark on-agent runs lost (`restart`)."""
         sims = list(sims)
         # pushes of a run after the loaded one are a new run's (`events._kind`)
         self._hub.know_runs((s.id, s.job.run_id) for s in sims if s.job.run_id)
-        for s in sorted(sims, key=lambda s: s.job.queued_at or 0):
-            if not s.job.is_active():
-                continue
-            try:
-                self._recover(s)
-            except Exception as e:
-                # one bad document must not keep the service down
-                pkdlog("{} cannot recover error={} stack={}", s, e, pkdexc())
-                if s.run is not None:
-                    self.end(
-                        s.run, job.ERROR, error=f"not recovered after a restart: {e}"
-                    )
-                else:
-                    if s.job.status == job.QUEUED:
-                        s.job.end(job.ERROR, time.time(), error=f"not recovered: {e}")
-                    self.changed(s)
-
-    def _recover(self, s):
-        j = s.job
-        u = self._users.get(s.user)
-        d = self._drivers.get(j.driver)
-        a = recovery.on_restart(s, d is not None, u is not None)
-        plan = self._users.plan_of(s.user)
-        if a == recovery.REQUEUE:
-            i = self._files.run_inputs_of(
-                u,
-                s,
-                self._catalog.get(s.code),
-                self._files.uploads_now(s),
-            )
-            # a new run id: the agent may hold a run op sent under the old one
-            s.job.run_id = self._ids.next()
-            self._queue(s, plan, d, i)
-            self.changed(s)
-        elif a == recovery.LOST:
-            r = Run(s, j.run_id, plan.max_run_secs)
-            r.grant = self._resources.adopt(s.user, j.host, j.cores)
-            self._attach(r)
-            if j.status != job.LOST:
-                j.transition(job.LOST)
-            self._lost(r, "supervisor restarted: waiting for the agent", j.host)
-        else:
-            j.end(job.ERROR, time.time(), error=a)
-            self.changed(s)
+        self._restart.recover(sims)
 
     # --- publishing and persistence ------------------------------------------
 

@@ -96,7 +96,19 @@ class Driver:
         return {}
 
     def recover(self, agents, on_exit):
-        """At start: the agents known before a restart (they may reconnect)."""
+        """At start: the agents known before a restart (they may reconnect).
+
+        A driver that can watch their processes calls ``on_exit`` when one
+        ends, as for an agent it started (never from within this call).
+        """
+
+    def process_gone(self, agent):
+        """After a restart: why `agent`'s process is known to be gone, or None.
+
+        None: it may still be running (it may reconnect), or the driver
+        cannot tell (default).
+        """
+        return None
 
     def resize(self, agent, cores):
         """The cores of the runs `agent` holds changed (default: not enforced)."""

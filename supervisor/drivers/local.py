@@ -16,6 +16,12 @@ times) and which re-attaches the runs from its run table in
 runs end `error` at once with the exit code and the log's tail, and `kill`
 ends their trees. With ``local_agent_restarts`` 0 the keepers end their
 trees as soon as their agent dies.
+
+After a supervisor restart, the agents it had started are not its children:
+`recover` watches each that is still running through a pidfd, so one that
+dies later is restarted like a child, and `process_gone` tells `Agents` of
+one that died with (or while there was no) supervisor: it is started again
+at once to re-attach its runs, which need not wait for a grace period.
 """
 
 import asyncio
@@ -42,6 +48,8 @@ class LocalDriver(base.Driver):
         self._target = resources.Target(HOST, cfg.local_cores)
         # agent id -> asyncio.subprocess.Process (only agents we started)
         self._procs = {}
+        # agent id -> pidfd of an agent a supervisor before us started
+        self._watched = {}
         self._waits = set()
         #: the agent's sandbox options, once decided (`_sandbox_argv`)
         self._sandbox = None
@@ -60,6 +68,7 @@ class LocalDriver(base.Driver):
         return self._data_dir / "agent" / agent.user
 
     async def start(self, agent, secret, on_exit):
+        self._unwatch(agent.id)
         r = self._data_dir / "run" / agent.user
         r.mkdir(parents=True, exist_ok=True)
         lp = self.log_path(agent)
@@ -137,7 +146,54 @@ class LocalDriver(base.Driver):
         except OSError:
             return ""
 
+    def recover(self, agents, on_exit):
+        for a in agents:
+            self._watch(a, a.info.get("pid"), on_exit)
+
+    def _watch(self, agent, pid, on_exit):
+        """``on_exit`` when `agent`'s process `pid` (not our child) ends."""
+        try:
+            fd = os.pidfd_open(pid) if pid else None
+        except OSError:
+            fd = None
+        if fd is None:
+            return
+        # checked once pinned: a pid reused since is not the agent
+        if not _is_agent(pid, agent.id):
+            os.close(fd)
+            return
+
+        def _exited():
+            self._unwatch(agent.id)
+            pkdlog("{} exited pid={} (not our child)", agent, pid)
+            # its exit code is its parent's to know: count it as a crash
+            on_exit(
+                agent,
+                f"agent exited (pid {pid}): {self._log_tail(agent)}",
+                dead=True,
+                crashed=True,
+            )
+
+        asyncio.get_running_loop().add_reader(fd, _exited)
+        self._watched[agent.id] = fd
+
+    def _unwatch(self, agent_id):
+        fd = self._watched.pop(agent_id, None)
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
+    def process_gone(self, agent):
+        pid = agent.info.get("pid")
+        # no pid: not started by a driver (or not recorded): it cannot tell
+        if not pid or agent.id in self._procs or agent.id in self._watched:
+            return None
+        if _is_agent(pid, agent.id):
+            return None
+        return f"its agent (pid {pid}) was gone when the supervisor restarted"
+
     async def kill(self, agent):
+        self._unwatch(agent.id)
         p = self._procs.pop(agent.id, None)
         pid = p.pid if p else agent.info.get("pid")
         if pid and _is_agent(pid, agent.id):
@@ -164,6 +220,8 @@ class LocalDriver(base.Driver):
             pass
 
     async def destroy(self):
+        for i in list(self._watched):
+            self._unwatch(i)
         for t in list(self._waits):
             t.cancel()
         await asyncio.gather(*self._waits, return_exceptions=True)
