@@ -164,6 +164,9 @@ class Pool(records.Records):
     def _lane(self, run):
         return self._lanes[run.kind]
 
+    def code_uid(self):
+        return self.sandbox.code_uid()
+
     def _kill(self, run):
         """Kill a run's process group; `cancel` is done when no process of it remains."""
         if run.op.get("worker"):

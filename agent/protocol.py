@@ -159,6 +159,8 @@ _RUN_FIELDS = {
     "max_pids?": lambda v: _is_int(v) and v >= 0,
     # bytes the run's directory may reach (`agent.space`): local and Docker
     "max_bytes?": lambda v: _is_int(v) and v >= 0,
+    # library files staged under the run root: name in the run dir -> path
+    "links?": lambda v: _is_dict(v) and all(_is_str(x) for x in v.values()),
     "batch?": _is_batch,
     # a code adapter's (`supervisor.adapter`): launcher, files, steps
     "launch?": lambda v: v in ("process", "mpi"),

@@ -10,6 +10,7 @@ those a pool may not need have a default.
 """
 
 import asyncio
+import os
 import pathlib
 
 from agent import rundir
@@ -131,7 +132,18 @@ class Records:
 
     def _prepare(self, run):
         """Make the run's directory fresh (in a thread: it blocks)."""
-        rundir.prepare_dir(run.dir, run.params, run.inputs)
+        rundir.prepare_dir(
+            run.dir,
+            run.params,
+            run.inputs,
+            run.op.get("links"),
+            self.run_root,
+            self.code_uid(),
+        )
+
+    def code_uid(self):
+        """The uid its codes run as (a sandbox may run them as another)."""
+        return os.geteuid()
 
     async def _launch(self, run):
         """Start the process or job, in the run's lane (state ``spawning``).

@@ -48,7 +48,7 @@ async def claim_dir(run_root, run, runs):
     d = resolve_inside(run_root, run.run_dir)
     if d is None:
         return f"run_dir={run.run_dir!r} is not inside run_root"
-    e = check_inputs(run.inputs)
+    e = check_inputs(dict(run.inputs, **(run.op.get("links") or {})))
     if e:
         return e
     run.dir = d
@@ -72,8 +72,17 @@ def check_inputs(inputs):
     return None
 
 
-def prepare_dir(path, params, inputs):
-    """A fresh run directory: what a previous run left is removed."""
+def prepare_dir(path, params, inputs, links=None, run_root=None, code_uid=None):
+    """A fresh run directory: what a previous run left is removed.
+
+    Args:
+        links (dict): name -> a file staged under `run_root` (a library
+            file, `supervisor.library`), linked in if the code cannot write
+            it (it runs as `code_uid`, not root, and not as the file's
+            owner), else copied; read-only either way
+    Raises:
+        OSError: a staged file is not there (its message says which)
+    """
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():
@@ -84,6 +93,22 @@ def prepare_dir(path, params, inputs):
     )
     for n, t in inputs.items():
         (path / n).write_text(t, encoding="utf-8")
+    for n, rel in (links or {}).items():
+        _stage(resolve_inside(run_root, rel), path / n, code_uid)
+
+
+def _stage(src, dst, code_uid):
+    try:
+        st = os.stat(src) if src is not None else None
+    except FileNotFoundError:
+        st = None
+    if st is None:
+        raise OSError(f"library file {dst.name} is not staged on this host")
+    if code_uid not in (0, None, st.st_uid) and not st.st_mode & 0o222:
+        os.link(src, dst)
+        return
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o444)
 
 
 def write_atomic(path, content):

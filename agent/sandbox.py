@@ -89,6 +89,10 @@ class Bare:
         """The code's exit code (negative: killed by that signal)."""
         return rc
 
+    def code_uid(self):
+        """The uid its codes run as."""
+        return os.geteuid()
+
 
 class Broken(Bare):
     """The sandbox was asked for and does not work: every run fails with `reason`."""
@@ -187,8 +191,12 @@ class Sandbox(Bare):
     def command(self, run):
         """`argv` of the run's command; as root, the run directory becomes the code's."""
         if self.is_root:
-            _chown_dir(run.dir, self.uid)
+            # never the library files linked in: they stay read-only, root's
+            _chown_dir(run.dir, self.uid, set(run.op.get("links") or ()))
         return self.argv(run.dir, run.command())
+
+    def code_uid(self):
+        return self.uid if self.is_root else os.geteuid()
 
     def environ(self, env):
         rv = dict(env, HOME="/tmp", TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1")
@@ -265,15 +273,15 @@ def for_agent(enabled, uid=DEFAULT_UID):
     return Broken(e) if e else s
 
 
-def _chown_dir(path, uid):
+def _chown_dir(path, uid, keep=()):
     """The directory and what is directly in it (params, inputs) become `uid`'s.
 
-    Not the log: the agent writes it, the code only reads it.
+    Not the log: the agent writes it, the code only reads it; nor `keep`.
     """
     os.chown(path, uid, uid)
     with os.scandir(path) as it:
         for e in it:
-            if e.name != LOG_FILE and not e.is_symlink():
+            if e.name != LOG_FILE and e.name not in keep and not e.is_symlink():
                 os.chown(e.path, uid, uid)
 
 

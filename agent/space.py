@@ -42,11 +42,17 @@ def dir_bytes(path):
                         continue
                     if stat.S_ISDIR(st.st_mode):
                         todo.append(e.path)
-                    elif stat.S_ISREG(st.st_mode):
+                    elif stat.S_ISREG(st.st_mode) and not _is_library_link(st):
                         n += st.st_size
         except (FileNotFoundError, NotADirectoryError):
             continue
     return n
+
+
+def _is_library_link(st):
+    """A library file linked in (root's, read-only, more than one name): its
+    bytes are the library's, counted there (`supervisor.library`)."""
+    return st.st_uid == 0 and st.st_nlink > 1 and not st.st_mode & 0o222
 
 
 def error(n, max_bytes):

@@ -1,13 +1,14 @@
 """The code catalog: what can be run, and the checking of parameters."""
 
+import fnmatch
 import json
 import math
 import pathlib
 
-from supervisor import adapter, errors
+from supervisor import adapter, errors, names
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[1] / "etc" / "codes.json"
-TYPES = ("int", "float", "str", "simulation")
+TYPES = ("int", "float", "str", "simulation", "file")
 _MAX_STR_CHARS = 1000
 
 
@@ -26,6 +27,9 @@ class Code:
         self.batch = dict(doc.get("batch", {}))
         for p in self.params:
             assert p["type"] in TYPES, f"code={self.name} param={p['name']}"
+            if p["type"] == "file":
+                # the name the run directory gives it (default: the file's own)
+                assert names.input_name(p.get("as") or "x"), p
         #: deck, launch, followed files, plots (`supervisor.adapter`)
         self.adapter = adapter.Adapter(self.name, doc, self.params)
 
@@ -40,6 +44,7 @@ class Code:
                     for k in ("name", "type", "default", "min", "max", "label")
                 }
                 | ({"choices": p["choices"]} if "choices" in p else {})
+                | {k: p[k] for k in ("patterns", "as") if k in p}
                 for p in self.params
             ],
             "max_cores": self.max_cores,
@@ -92,6 +97,15 @@ def _check(code, p, v):
         ):
             raise bad("must be a number")
         v = float(v)
+    elif t == "file":
+        # a name in the caller's library (`sims` checks that it is there)
+        if v is None and p.get("default") is None:
+            return None
+        if not isinstance(v, str):
+            raise bad("must name a file of your library")
+        pats = p.get("patterns")
+        if pats and not any(fnmatch.fnmatchcase(v, x) for x in pats):
+            raise bad(f"must be a file named like {' or '.join(pats)}")
     else:
         if not isinstance(v, str) or len(v) > _MAX_STR_CHARS:
             raise bad(f"must be text of at most {_MAX_STR_CHARS} characters")

@@ -165,6 +165,26 @@ _cfg = pkconfig.init(
         int,
         "inputs, frames, logs and run outputs on this host a premium user may keep",
     ),
+    basic_max_library_bytes=(
+        20 * 1024**3,
+        int,
+        "bytes of the files in a basic user's library",
+    ),
+    premium_max_library_bytes=(
+        1024**4,
+        int,
+        "bytes of the files in a premium user's library",
+    ),
+    basic_max_library_file_bytes=(
+        4 * 1024**3,
+        int,
+        "bytes of one file in a basic user's library",
+    ),
+    premium_max_library_file_bytes=(
+        64 * 1024**3,
+        int,
+        "bytes of one file in a premium user's library",
+    ),
     rate_per_sec=(
         100.0,
         float,

@@ -46,8 +46,16 @@ class Conflict(Error):
     status = 409
 
 
+class LengthRequired(Error):
+    status = 411
+
+
 class TooLarge(Error):
     status = 413
+
+
+class RangeNotSatisfiable(Error):
+    status = 416
 
 
 class HeadersTooLarge(Error):

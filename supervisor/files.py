@@ -31,12 +31,14 @@ _FETCH_CHUNK_BYTES = 1024 * 1024
 
 
 class Files:
-    def __init__(self, cfg, store_, drivers, agents_, sims, plan_of):
+    def __init__(self, cfg, store_, drivers, agents_, sims, plan_of, library):
         """
         Args:
             sims (sim_store.SimStore): where inputs go, and the `usage`
             plan_of (callable): user name -> `resources.Plan`
+            library (library.Library): files that `file` parameters name
         """
+        self._library = library
         self._cfg = cfg
         self._store = store_
         self._drivers = drivers
@@ -77,6 +79,15 @@ class Files:
                 f"{sim.user} stores {n} bytes, the plan's limit is {m}:"
                 " delete simulations to run again",
             )
+
+    def run_fields(self, sim, code, plan):
+        """What the op of a run of `sim` carries besides its code: the
+        plan's limits (`run_limits`) and the library files it links."""
+        r = self.run_limits(sim, plan)
+        links = self._library.stage(sim, code, self._sims.run_root / sim.user)
+        if links:
+            r["links"] = links
+        return r
 
     def run_limits(self, sim, plan):
         """The plan's limits of one run of `sim`, as its op carries them.

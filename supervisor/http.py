@@ -12,7 +12,8 @@ import mimetypes
 import swagger_ui_bundle
 import tornado.web
 
-from supervisor import VERSION, auth, errors, http_admin, names, openapi, schema
+from supervisor import VERSION, auth, errors, http_admin, http_library, names
+from supervisor import openapi, schema
 from supervisor.http_base import Base, int_arg
 from supervisor.openapi import PUBLIC, Op, action, ops
 
@@ -340,6 +341,9 @@ ROUTES = (
     ("/api/simulations/{id}", Simulation),
     ("/api/simulations/{id}/run", Run),
     ("/api/simulations/{id}/cancel", Cancel),
+    ("/api/library", http_library.LibraryList),
+    ("/api/library/{name}/upload", http_library.LibraryUpload),
+    ("/api/library/{name}", http_library.LibraryFile),
     ("/api/simulations/{id}/job", Job),
     ("/api/simulations/{id}/frames", Frames),
     ("/api/simulations/{id}/log", Log),

@@ -266,7 +266,8 @@ class Base(tornado.web.RequestHandler):
 
     def whoami(self, user):
         n = self.sv.sim_store.usage.bytes_of(user.name)
-        return dict(self.sv.users.whoami(user, n), xsrf=self.xsrf_token.decode())
+        b = self.sv.library.used_bytes(user.name)
+        return dict(self.sv.users.whoami(user, n, b), xsrf=self.xsrf_token.decode())
 
     def reply(self, obj, status=200):
         self.reply_json(json.dumps(obj), status)

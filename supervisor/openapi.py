@@ -24,6 +24,7 @@ PARAMS = {
     "container_id": "[0-9a-f]{64}",
     "host": "[A-Za-z0-9_.:-]+",
     "user": "[a-z0-9_-]+",
+    "name": "[^/]+",
 }
 
 _PARAM_RE = re.compile(r"\{(\w+)\}")
@@ -152,6 +153,8 @@ _REASONS = {
     401: "missing or bad credentials",
     403: "admins only",
     404: "no such object (or not yours)",
+    411: "a Content-Length is needed",
+    416: "the range is not in the file (Content-Range says its size)",
 }
 
 
@@ -202,7 +205,13 @@ def _operation(template, method, op):
     else:
         ok = {"description": "OK"}
     r = {str(op.status): ok}
-    if op.request is not None or op.query or op.request_content or "{path}" in template:
+    if (
+        op.request is not None
+        or op.query
+        or op.request_content
+        or "{path}" in template
+        or "{name}" in template
+    ):
         r["400"] = _error("bad input")
     if op.auth != PUBLIC:
         r["401"] = _error(_REASONS[401])

@@ -41,6 +41,8 @@ class Plan:
         max_stored_bytes=None,
         max_run_memory_bytes=0,
         max_run_pids=0,
+        max_library_bytes=0,
+        max_library_file_bytes=0,
     ):
         self.name = name
         self.max_running = max_running
@@ -57,6 +59,9 @@ class Plan:
         #: one local run's memory and processes (its cgroup); 0: no limit
         self.max_run_memory_bytes = max_run_memory_bytes
         self.max_run_pids = max_run_pids
+        #: the file library: all of a user's files, and one (`library`)
+        self.max_library_bytes = max_library_bytes
+        self.max_library_file_bytes = max_library_file_bytes
 
 
 class Target:

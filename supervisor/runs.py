@@ -204,7 +204,7 @@ class Runs(agents.Watcher):
             cores=sim.job.cores,
             max_run_secs=run.max_run_secs,
             inputs=run.inputs,
-            **self._files.run_limits(sim, p),
+            **self._files.run_fields(sim, c, p),
         )
         run.arm_start(self._cfg.agent_start_timeout_secs, self._start_expired)
         self.changed(sim)

@@ -138,6 +138,10 @@ class Limits(_Doc):
     max_stored_bytes: int
     #: what the user stores now, counted against max_stored_bytes
     stored_bytes: int
+    #: the file library: what it may hold, one file's most, what it holds
+    max_library_bytes: int
+    max_library_file_bytes: int
+    library_bytes: int
 
 
 class Whoami(_Doc):
@@ -266,6 +270,27 @@ class Deleted(_Doc):
     deleted: str
 
 
+class LibraryRename(_Body):
+    name: str
+
+
+class LibraryFile(_Doc):
+    name: str
+    size: int
+    sha256: str
+    #: when its bytes arrived (seconds since the epoch)
+    uploaded: float
+    #: the caller's simulations whose parameters name it
+    used_by: list[str]
+
+
+class UploadState(_Doc):
+    """An interrupted upload: how many bytes arrived (resume from there)."""
+
+    name: str
+    received: int
+
+
 class Killed(_Doc):
     killed: str
 
@@ -333,6 +358,7 @@ TYPES = (
     UserCreate,
     UserPatch,
     SignInRequest,
+    LibraryRename,
     Empty,
     Error,
     Health,
@@ -361,6 +387,8 @@ TYPES = (
     LoginHosts,
     SignedIn,
     Ok,
+    LibraryFile,
+    UploadState,
 )
 
 # --- decoding ------------------------------------------------------------------

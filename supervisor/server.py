@@ -8,7 +8,6 @@ across a restart.
 """
 
 import asyncio
-import os
 import pathlib
 import secrets
 import signal
@@ -29,6 +28,7 @@ from supervisor import (
     gate,
     http,
     job,
+    library,
     memory,
     metrics,
     rate,
@@ -64,6 +64,9 @@ class Supervisor:
         )
         self.agents = agents.Agents(cfg, self.store, self.drivers)
         self.sim_store = sim_store.SimStore(cfg, self.store)
+        self.library = library.Library(
+            self.data_dir, self.store, self.users.plan_of, self.sim_store, self.catalog
+        )
         self.files = files.Files(
             cfg,
             self.store,
@@ -71,6 +74,7 @@ class Supervisor:
             self.agents,
             self.sim_store,
             self.users.plan_of,
+            self.library,
         )
         self.runs = runs.Runs(
             cfg,
@@ -85,7 +89,13 @@ class Supervisor:
             job.RunIds(),
         )
         self.sims = sims.Sims(
-            self.sim_store, self.catalog, self.runs, self.files, self.hub, self.users
+            self.sim_store,
+            self.catalog,
+            self.runs,
+            self.files,
+            self.hub,
+            self.users,
+            self.library,
         )
         self.sign_in = sign_in.SignIn(
             cfg, self.drivers, self.agents, self.sim_store, self.hub
@@ -133,6 +143,7 @@ class Supervisor:
         s = tornado.netutil.bind_sockets(self.cfg.port, self.cfg.host)
         self.port = s[0].getsockname()[1]
         self.agents.load()
+        self.library.load()
         self.runs.recover(self.sim_store.load())
         g = self.gate = gate.gate(self.cfg)
         self._server = gate.Server(
@@ -147,7 +158,13 @@ class Supervisor:
         )
         if first:
             # before we listen: once healthy, the token file is there
-            await self._first_start()
+            p = await self.users.first_admin(self.data_dir / "admin-token")
+            # the token itself is never printed: it is in the file
+            print(
+                f"simvisor: created user admin; its token is in {p}\n"
+                f"simvisor: sign in at http://{self.cfg.host}:{self.port}/",
+                flush=True,
+            )
         self._server.add_sockets(s)
         self._listen_agent_socket(g)
         pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
@@ -177,24 +194,6 @@ class Supervisor:
         )
         self._agent_server.add_socket(s)
         pkdlog("agents also on unix socket={}", p)
-
-    async def _first_start(self):
-        u = self.users.get("admin")
-        if u is None:
-            _, t, f = self.users.add("admin", role="admin")
-        else:
-            t, f = self.users.update(u, role="admin", new_token=True)
-        await f
-        p = self.data_dir / "admin-token"
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as o:
-            o.write(t + "\n")
-        # the token itself is never printed: it is in the file
-        print(
-            f"simvisor: created user admin; its token is in {p}\n"
-            f"simvisor: sign in at http://{self.cfg.host}:{self.port}/",
-            flush=True,
-        )
 
     def _app(self):
         return tornado.web.Application(

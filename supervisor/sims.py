@@ -16,12 +16,14 @@ _MAX_NAME_CHARS = 200
 
 
 class Sims:
-    def __init__(self, store, catalog, runs, files, hub, users):
+    def __init__(self, store, catalog, runs, files, hub, users, library):
         """
         Args:
             store (sim_store.SimStore): the simulations
             users (users.Users): their plans (how many simulations they keep)
+            library (library.Library): the files that `file` parameters name
         """
+        self._library = library
         self._store = store
         self._users = users
         self._catalog = catalog
@@ -64,18 +66,24 @@ class Sims:
         return s.to_dict()
 
     def _check_sources(self, user, code, params):
-        """A `simulation` parameter names a simulation `user` may see."""
+        """A `simulation` parameter names a simulation `user` may see, a
+        `file` parameter a file of `user`'s library."""
         for p in code.params:
             v = params.get(p["name"])
-            if p["type"] == "simulation" and v is not None:
-                try:
+            t = p["type"]
+            if t not in ("simulation", "file") or v is None:
+                continue
+            try:
+                if t == "file":
+                    self._library.get(user, v)
+                else:
                     self._store.get(user, v)
-                except errors.NotFound:
-                    raise errors.BadInput(
-                        "bad_param",
-                        f"{p.get('label') or p['name']} ({p['name']}) names no "
-                        f"simulation of yours: {v}",
-                    ) from None
+            except errors.NotFound:
+                what = "file in your library" if t == "file" else "simulation of yours"
+                raise errors.BadInput(
+                    "bad_param",
+                    f"{p.get('label') or p['name']} ({p['name']}) names no {what}: {v}",
+                ) from None
 
     async def update(self, user, sim, body):
         x = set(body) - {"name", "params"}
@@ -150,6 +158,15 @@ class Sims:
 
     async def run(self, user, sim, body):
         """Queue a run of `sim` for `user` (`runs.Runs.run`); returns the job."""
+        for p in self._catalog.get(sim.code).params:
+            v = sim.params.get(p["name"])
+            if p["type"] == "file" and v is not None:
+                if not self._library.has(sim.user, v):
+                    raise errors.Conflict(
+                        "file_missing",
+                        f"{p['name']}: {v!r} is not in the library (any more): "
+                        "upload it, or choose another",
+                    )
         j = await self._runs.run(user, sim, body.get("cores"), body.get("driver"))
         return j.to_dict()
 

@@ -1,6 +1,7 @@
 """Users, roles, plans and API tokens (stored only as hashes)."""
 
 import hashlib
+import os
 import secrets
 import time
 
@@ -70,6 +71,8 @@ def build_plans(cfg):
             max_stored_bytes=cfg[f"{p}_max_stored_bytes"],
             max_run_memory_bytes=cfg[f"{p}_max_run_memory_bytes"],
             max_run_pids=cfg[f"{p}_max_run_pids"],
+            max_library_bytes=cfg[f"{p}_max_library_bytes"],
+            max_library_file_bytes=cfg[f"{p}_max_library_file_bytes"],
         )
         for p in PLANS
     }
@@ -108,11 +111,12 @@ class Users:
         u = self._by_name.get(name)
         return self._plans[u.plan if u else "basic"]
 
-    def whoami(self, user, stored_bytes=0):
+    def whoami(self, user, stored_bytes=0, library_bytes=0):
         """The signed-in user, the limits of their plan, where runs may go.
 
         Args:
             stored_bytes (int): what the user stores now (`usage`)
+            library_bytes (int): what their file library holds (`library`)
         """
         p = self._plans[user.plan]
         return {
@@ -123,6 +127,9 @@ class Users:
                 "max_run_secs": p.max_run_secs,
                 "max_stored_bytes": p.max_stored_bytes,
                 "stored_bytes": stored_bytes,
+                "max_library_bytes": p.max_library_bytes,
+                "max_library_file_bytes": p.max_library_file_bytes,
+                "library_bytes": library_bytes,
             },
             # where runs may go: the first is the default
             "drivers": list(self._drivers),
@@ -172,6 +179,19 @@ class Users:
         user.token_hashes.append(hash_token(t))
         self._index(user)
         return t
+
+    async def first_admin(self, token_path):
+        """The first start: user admin with a new token, written to `token_path`."""
+        u = self.get("admin")
+        if u is None:
+            _, t, f = self.add("admin", role="admin")
+        else:
+            t, f = self.update(u, role="admin", new_token=True)
+        await f
+        fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as o:
+            o.write(t + "\n")
+        return token_path
 
     def _save(self, user):
         return self._store.save(f"users/{user.name}.json", user.to_doc())

@@ -38,6 +38,7 @@ _TEST_CODES = frozenset(
         "memhog",
         "spawner",
         "probe",
+        "checksum",
     )
 )
 
@@ -221,11 +222,11 @@ def test_catalog():
         # burn has workers; heat's cores are Slurm tasks under the sbatch driver
         assert x["max_cores"] == (4 if n in ("burn", "heat") else 1)
         assert x["test"] is (n in _TEST_CODES)
-        assert x["frames"] is (n in ("heat", "lorenz", "stats"))
+        assert x["frames"] is (n in ("heat", "lorenz", "stats", "checksum"))
         defaults = {}
         for p in x["params"]:
             t = p["type"]
-            assert t in ("int", "float", "str", "simulation"), p
+            assert t in ("int", "float", "str", "simulation", "file"), p
             assert p["label"]
             d = p["default"]
             if t in ("int", "float"):

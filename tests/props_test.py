@@ -112,6 +112,7 @@ _FIELDS = {
     "inputs": st.dictionaries(_STR, _STR, max_size=3),
     "max_memory_bytes": st.integers(0, 2**62),
     "max_pids": st.integers(0, 2**31),
+    "links": st.dictionaries(_STR, _STR, max_size=3),
     "batch": _BATCH,
     "launch": st.sampled_from(["process", "mpi"]),
     "follow": st.lists(

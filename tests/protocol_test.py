@@ -24,6 +24,7 @@ _RUN = {
     "max_memory_bytes": 4 * 1024**3,
     "max_pids": 1024,
     "max_bytes": 10 * 1024**3,
+    "links": {"data.bin": ".library/" + "ab" * 32},
     "batch": {"partition": "debug"},
     "launch": "mpi",
     "follow": [{"file": "log.lammps", "parser": "lammps_log"}],

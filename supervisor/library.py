@@ -1,0 +1,371 @@
+"""A user's file library: large binary inputs, stored once by their content.
+
+On disk, under the data directory:
+
+- ``library/blobs/<aa>/<sha256>``: the bytes, read-only, one file per
+  content: the same bytes uploaded twice (by anyone) are stored once. A
+  blob goes when no entry names it any more.
+- ``library/partial/<user>/<key>``: an upload on its way in, kept after a
+  dropped connection so that its client can send the rest (`Upload`).
+- ``db/library/<user>.json`` (the store): the user's entries, ``{name:
+  {sha256, size, uploaded}}``.
+
+An upload streams to a partial file, its SHA-256 computed as it goes (a
+resumed upload hashes what had arrived first, in a thread); at its end the
+file is synced and renamed to its blob, or dropped if the blob is there,
+and only then is the entry saved: a crash or a full disk leaves no entry
+without its bytes. What an entry's bytes are is fixed: a new upload of a
+name replaces the entry, never the blob another entry may share.
+
+Sizes are checked from the headers before a byte is read, by plan: one
+file at most ``max_library_file_bytes``, all of a user's files at most
+``max_library_bytes`` (what they name, whatever is shared).
+"""
+
+import asyncio
+import hashlib
+import os
+import pathlib
+import time
+
+from pykern.pkdebug import pkdlog
+
+from supervisor import errors, job, names
+
+#: a partial upload is named by the hash of its name (any UTF-8 name fits)
+_KEY_CHARS = 32
+#: where a user's run root holds the library files staged for its runs
+_STAGED = ".library"
+
+
+class Upload:
+    """One upload on its way in: written to its partial file as it comes."""
+
+    def __init__(self, library, user, name, path, offset, length, digest):
+        self._library = library
+        self.user = user
+        self.name = name
+        self.path = path
+        #: bytes received so far (those of an earlier try included)
+        self.received = offset
+        #: the whole file's size (from the headers)
+        self.length = length
+        self._sha = digest
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write(self, chunk):
+        """More of the body; TooLarge past the declared length."""
+        if self.received + len(chunk) > self.length:
+            raise errors.TooLarge(
+                "body_too_large",
+                f"the body is over the {self.length} bytes its headers declared",
+            )
+        os.write(self._fd, chunk)
+        self._sha.update(chunk)
+        self.received += len(chunk)
+
+    def suspend(self):
+        """The connection dropped: what arrived stays, for a resume."""
+        self._close()
+
+    async def finish(self):
+        """The body is in: the entry (a dict), once its bytes are a blob."""
+        if self.received != self.length:
+            self.suspend()
+            raise errors.BadInput(
+                "incomplete_upload",
+                f"{self.received} of {self.length} bytes arrived: send the rest "
+                f"with Upload-Offset: {self.received}",
+            )
+        fd, self._fd = self._fd, None
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        return await self._library.commit(self, self._sha.hexdigest())
+
+    def _close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Library:
+    def __init__(self, data_dir, store, plan_of, sim_store, catalog):
+        """
+        Args:
+            plan_of (callable): user name -> `resources.Plan`
+            sim_store (sim_store.SimStore): whose parameters name a file
+            catalog (catalog.Catalog): which parameters are files
+        """
+        self.root = pathlib.Path(data_dir).resolve() / "library"
+        self._store = store
+        self._plan_of = plan_of
+        self._sims = sim_store
+        self._catalog = catalog
+        # user -> name -> entry
+        self._entries = {}
+        # sha256 -> how many entries name it
+        self._refs = {}
+        # (user, name) -> the Upload in progress (one at a time per name)
+        self._uploading = {}
+
+    def load(self):
+        """The entries of every user, from the store; partials stay for resumes."""
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        for key, doc in self._store.load_all("library"):
+            u = pathlib.PurePosixPath(key).stem
+            self._entries[u] = doc
+            for e in doc.values():
+                self._refs[e["sha256"]] = self._refs.get(e["sha256"], 0) + 1
+        return self
+
+    # --- reading ---------------------------------------------------------------
+
+    def list(self, user):
+        """The user's files, by name: name, size, sha256, uploaded, used_by."""
+        return [
+            self._public(user.name, n, e)
+            for n, e in sorted(self._entries.get(user.name, {}).items())
+        ]
+
+    def get(self, user, name):
+        """One entry (NotFound unless `user` has it: another's is not there)."""
+        e = (
+            self._entries.get(user.name, {}).get(name)
+            if isinstance(name, str)
+            else None
+        )
+        if e is None:
+            raise errors.NotFound("unknown_file", f"no file {name!r} in your library")
+        return self._public(user.name, name, e)
+
+    def blob_path(self, user, name):
+        """The bytes of `user`'s file `name` (a read-only file)."""
+        return self._blob(self.get(user, name)["sha256"])
+
+    def has(self, user_name, name):
+        return name in self._entries.get(user_name, {})
+
+    def used_bytes(self, user_name):
+        return sum(e["size"] for e in self._entries.get(user_name, {}).values())
+
+    def partial(self, user, name):
+        """How much of an interrupted upload of `name` arrived: ``{name, received}``."""
+        names.input_name(name)
+        p = self._partial_path(user.name, name)
+        if (user.name, name) in self._uploading or not p.exists():
+            raise errors.NotFound("no_upload", f"no interrupted upload of {name!r}")
+        return {"name": name, "received": p.stat().st_size}
+
+    # --- uploads ---------------------------------------------------------------
+
+    async def begin(self, user, name, length, offset):
+        """An upload of `length` bytes in all, from `offset` (a resume), or refused.
+
+        Called from the headers, before any of the body is read.
+
+        Raises:
+            errors.TooLarge: over the plan's file size or library quota (413)
+            errors.Conflict: another upload of the name is on its way, or
+                `offset` is not what arrived before (its figure is said)
+        """
+        names.input_name(name)
+        if (user.name, name) in self._uploading:
+            raise errors.Conflict(
+                "upload_in_progress", f"{name!r} is being uploaded already"
+            )
+        p = self._plan_of(user.name)
+        if length > p.max_library_file_bytes:
+            raise errors.TooLarge(
+                "file_too_large",
+                f"{length} bytes: the plan takes files of at most "
+                f"{p.max_library_file_bytes} bytes",
+            )
+        old = self._entries.get(user.name, {}).get(name)
+        used = self.used_bytes(user.name) - (old["size"] if old else 0)
+        if used + length > p.max_library_bytes:
+            raise errors.TooLarge(
+                "quota_exceeded",
+                f"your library holds {used} bytes of the plan's "
+                f"{p.max_library_bytes}: {length} more do not fit",
+            )
+        path = self._partial_path(user.name, name)
+        have = path.stat().st_size if path.exists() else 0
+        if offset and offset != have:
+            raise errors.Conflict(
+                "upload_offset",
+                f"{have} bytes of {name!r} arrived before, not {offset}: "
+                f"resume with Upload-Offset: {have}",
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not offset and have:
+            path.unlink()
+        sha = hashlib.sha256()
+        if offset:
+            await asyncio.to_thread(_hash_file, path, sha)
+        u = Upload(self, user, name, path, offset, length, sha)
+        self._uploading[(user.name, name)] = u
+        return u
+
+    def end(self, upload):
+        """The upload's request is over (finished, refused or dropped)."""
+        upload.suspend()
+        if self._uploading.get((upload.user.name, upload.name)) is upload:
+            del self._uploading[(upload.user.name, upload.name)]
+
+    async def commit(self, upload, sha256):
+        b = self._blob(sha256)
+        if b.exists():
+            # the same bytes are there: stored once
+            upload.path.unlink()
+        else:
+            b.parent.mkdir(exist_ok=True)
+            os.chmod(upload.path, 0o444)
+            os.replace(upload.path, b)
+        e = {"sha256": sha256, "size": upload.length, "uploaded": time.time()}
+        await self._put(upload.user.name, upload.name, e)
+        return self._public(upload.user.name, upload.name, e)
+
+    def stage(self, sim, code, user_root):
+        """The library files of a run of `sim`, staged for its agent.
+
+        Each is hard-linked (the same read-only inode, no copy) into
+        ``<user_root>/.library/<sha256>``, under the user's run root that
+        local and Docker agents see; the agent links it into the run
+        directory under the name the code expects.
+
+        Returns:
+            dict: name in the run directory -> path relative to `user_root`
+        """
+        res = {}
+        for p in code.params:
+            v = sim.params.get(p["name"])
+            e = self._entries.get(sim.user, {}).get(v) if p["type"] == "file" else None
+            if e is None:
+                continue
+            t = user_root / _STAGED / e["sha256"]
+            try:
+                t.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                os.link(self._blob(e["sha256"]), t)
+            except FileExistsError:
+                pass
+            except OSError as x:
+                # the agent says so as the run's error (not staged)
+                pkdlog("{} file={} not staged error={}", sim.id, v, x)
+            res[p.get("as") or v] = f"{_STAGED}/{e['sha256']}"
+        return res
+
+    # --- changes ---------------------------------------------------------------
+
+    async def rename(self, user, name, new):
+        e = self._entries.get(user.name, {}).get(name)
+        self.get(user, name)
+        names.input_name(new)
+        if new in self._entries[user.name]:
+            raise errors.Conflict("file_exists", f"there is a file {new!r} already")
+        self._refuse_in_use(user, name, "renamed")
+        await self._put(user.name, new, e)
+        await self._drop(user.name, name)
+        return self._public(user.name, new, e)
+
+    async def delete(self, user, name):
+        self.get(user, name)
+        self._refuse_in_use(user, name, "deleted")
+        await self._drop(user.name, name)
+        return {"deleted": name}
+
+    def _users_of_file(self, user_name, name):
+        """Ids of `user_name`'s simulations whose parameters name file
+        `name`, and of those the ones whose run is queued or running."""
+        used, active = [], []
+        for s in self._sims.for_user(user_name):
+            c = self._catalog.codes.get(s.code)
+            if c is None or not any(
+                p["type"] == "file" and s.params.get(p["name"]) == name
+                for p in c.params
+            ):
+                continue
+            used.append(s.id)
+            if s.job.status in job.ACTIVE:
+                active.append(s.id)
+        return used, active
+
+    def _refuse_in_use(self, user, name, what):
+        _, active = self._users_of_file(user.name, name)
+        if active:
+            raise errors.Conflict(
+                "file_in_use",
+                f"{name!r} cannot be {what} while a run of "
+                f"{', '.join(sorted(active))} uses it",
+            )
+
+    async def _put(self, user_name, name, entry):
+        d = self._entries.setdefault(user_name, {})
+        old = d.get(name)
+        d[name] = entry
+        self._refs[entry["sha256"]] = self._refs.get(entry["sha256"], 0) + 1
+        try:
+            await self._store.save(self._key(user_name), d)
+        except OSError:
+            # not kept: as it was
+            self._unref(entry["sha256"])
+            if old is None:
+                del d[name]
+            else:
+                d[name] = old
+            raise
+        if old is not None:
+            self._unref(old["sha256"])
+
+    async def _drop(self, user_name, name):
+        d = self._entries[user_name]
+        e = d.pop(name)
+        await self._store.save(self._key(user_name), d)
+        if not any(x["sha256"] == e["sha256"] for x in d.values()):
+            # nothing of this user's names those bytes: gone from their runs' view
+            _unlink(self._sims.run_root / user_name / _STAGED / e["sha256"])
+        self._unref(e["sha256"])
+
+    def _unref(self, sha256):
+        n = self._refs.get(sha256, 0) - 1
+        if n > 0:
+            self._refs[sha256] = n
+            return
+        self._refs.pop(sha256, None)
+        _unlink(self._blob(sha256))
+
+    def _public(self, user_name, name, e):
+        used, _ = self._users_of_file(user_name, name)
+        return dict(
+            name=name,
+            size=e["size"],
+            sha256=e["sha256"],
+            uploaded=e["uploaded"],
+            used_by=sorted(used),
+        )
+
+    def _blob(self, sha256):
+        return self.root / "blobs" / sha256[:2] / sha256
+
+    def _partial_path(self, user_name, name):
+        k = hashlib.sha256(name.encode()).hexdigest()[:_KEY_CHARS]
+        return self.root / "partial" / user_name / k
+
+    def _key(self, user_name):
+        return f"library/{user_name}.json"
+
+
+def _hash_file(path, sha):
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            sha.update(b)
+
+
+def _unlink(path):
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        pkdlog("file={} not removed error={}", path, e)
