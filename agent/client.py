@@ -18,7 +18,7 @@ import time
 import tornado.websocket
 
 import agent
-from agent import connection, files, pool, protocol, records, slurm
+from agent import connection, files, pool, protocol, records, slurm, staging
 from agent.log import log, stack
 from agent.tasks import Tasks
 
@@ -52,6 +52,7 @@ class _Cursors:
         self.progress_sent = None
         self.exited_sent = False
         self.batch_sent = None
+        self.staging_sent = None
         #: kept across connections: only the first connection is told
         self.started_sent = False
 
@@ -69,8 +70,12 @@ class Client:
 
     def __init__(self, args, secret, sandbox=None, cgroups=None):
         self.args = args
+        self._ws = None
+        #: fetches of library files, for runs on a shared filesystem
+        self.library = staging.Requests(self._send)
         if getattr(args, "slurm", False):
             self.pool = slurm.SlurmPool(
+                library=self.library,
                 run_root=args.run_root,
                 work_dir=args.work_dir,
                 on_event=self._on_run_event,
@@ -95,7 +100,6 @@ class Client:
         #: a network-less container reaches the supervisor through a socket file
         self._resolver = connection.UnixResolver(path=u) if u else None
         self._secret = secret
-        self._ws = None
         self._welcomed = False
         #: run_id -> _Cursors, for the runs the supervisor knows about
         self._cursors = {}
@@ -172,6 +176,7 @@ class Client:
             ("fetch_file", self._op_fetch_file),
             ("list_files", self._op_list_files),
             ("put_file", self._op_put_file),
+            ("library_data", self.library.data),
             ("shutdown", self._op_shutdown),
             ("error", self._op_error),
         ):
@@ -211,6 +216,7 @@ class Client:
         finally:
             self._ws = None
             self._welcomed = False
+            self.library.down()
             if self._log_flush_timer:
                 self._log_flush_timer.cancel()
                 self._log_flush_timer = None
@@ -302,6 +308,9 @@ class Client:
         if run.pid is not None and not c.started_sent:
             c.started_sent = True
             self._send("started", run_id=i, pid=run.pid)
+        if run.staging and c.staging_sent != run.staging:
+            c.staging_sent = dict(run.staging)
+            self._send("staging", run_id=i, **run.staging)
         b = run.batch
         if b and b["job_id"] and c.batch_sent != b:
             c.batch_sent = dict(b)
@@ -351,6 +360,7 @@ class Client:
     def _op_welcome(self, msg):
         held = msg["runs"]
         self._welcomed = True
+        self.library.up()
         self._last_contact_secs = time.monotonic()
         log("welcome", runs=len(held))
         for r in list(self.pool.runs.values()):
@@ -370,6 +380,7 @@ class Client:
             c.log_next = min(h["log_next"], r.log.end)
             c.progress_sent = None
             c.batch_sent = None
+            c.staging_sent = None
             c.exited_sent = False
             self._sync(r, flush_log=True)
 

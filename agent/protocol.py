@@ -19,6 +19,8 @@ AGENT_ID_HEADER = "X-Simvisor-Agent"
 
 #: largest frame either side accepts (Tornado's websocket_max_message_size)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: a library_want asks for at most this (its answer, in base64, fits a message)
+MAX_LIBRARY_CHUNK_BYTES = 4 * 1024 * 1024
 
 #: deepest nesting of arrays and objects in a frame, the frame itself being 1:
 #: real ones are at most 4 or 5 deep (a stats frame: frame, data, fields,
@@ -130,6 +132,22 @@ def _is_batch(v):
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+def _is_sha256(v):
+    return _is_str(v) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_library(v):
+    return _is_list(v) and all(
+        _is_dict(x)
+        and set(x) == {"name", "sha256", "size"}
+        and _is_str(x["name"])
+        and _is_sha256(x["sha256"])
+        and _is_int(x["size"])
+        and x["size"] >= 0
+        for x in v
+    )
+
+
 def _is_follow(v):
     """Output files to follow (`agent.outputs`): plain names, known parsers."""
     return _is_list(v) and all(
@@ -159,6 +177,8 @@ _RUN_FIELDS = {
     "max_pids?": lambda v: _is_int(v) and v >= 0,
     # bytes the run's directory may reach (`agent.space`): local and Docker
     "max_bytes?": lambda v: _is_int(v) and v >= 0,
+    # library files to fetch into the agent's cache (sbatch: `agent.staging`)
+    "library?": _is_library,
     # library files staged under the run root: name in the run dir -> path
     "links?": lambda v: _is_dict(v) and all(_is_str(x) for x in v.values()),
     "batch?": _is_batch,
@@ -189,6 +209,15 @@ TO_SUPERVISOR = {
         "reason": _is_str,
     },
     "progress": {"run_id": _is_id, "progress": _is_progress},
+    # a library file is being fetched for the run (`agent.staging`)
+    "staging": {"run_id": _is_id, "file": _is_str, "done": _is_int, "total": _is_int},
+    "library_want": {
+        "req_id": _is_int,
+        "run_id": _is_id,
+        "sha256": _is_sha256,
+        "offset": lambda v: _is_int(v) and v >= 0,
+        "length": lambda v: _is_int(v) and 0 < v <= MAX_LIBRARY_CHUNK_BYTES,
+    },
     "frame": {"run_id": _is_id, "seq": _is_int, "data": _is_dict},
     "log": {"run_id": _is_id, "offset": _is_int, "text": _is_str},
     "exited": {
@@ -221,6 +250,8 @@ TO_AGENT = {
     },
     "list_files": {"op_id": _is_int, "path": _is_str},
     "put_file": {"op_id": _is_int, "path": _is_str, "content": _is_str},
+    # the answer to a library_want: the bytes (base64), or why not
+    "library_data": {"req_id": _is_int, "data?": _is_str, "error?": _is_opt_str},
     "shutdown": {},
     "error": {"message": _is_str},
 }

@@ -141,6 +141,11 @@ class Records:
             self.code_uid(),
         )
 
+    async def _stage(self, run):
+        """Bring the run's library files that are not here (default: all
+        are, `links`); why they cannot be, or None."""
+        return None
+
     def code_uid(self):
         """The uid its codes run as (a sandbox may run them as another)."""
         return os.geteuid()
@@ -213,6 +218,10 @@ class Records:
                 run.open_log_file()
             except OSError as e:
                 self._finish(run, "error", None, f"cannot prepare run_dir: {e}")
+                return
+            e = await self._stage(run)
+            if e:
+                self._finish(run, "error", None, e)
                 return
             run.state = "spawning"
             await self._launch(run)

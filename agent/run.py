@@ -155,6 +155,8 @@ class Run:
         self.timed_out = False
         #: bytes of its directory once over the op's ``max_bytes`` (`agent.space`)
         self.over_bytes = None
+        #: ``{file, done, total}`` while a library file is fetched (`agent.staging`)
+        self.staging = None
         self.status = None
         self.exit_code = None
         self.error = None

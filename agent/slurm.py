@@ -32,7 +32,7 @@ are `agent.slurm_jobs`. The way of a run up to its submission is
 import asyncio
 import time
 
-from agent import analysis_worker, launch, outputs, records, rundir
+from agent import analysis_worker, launch, outputs, records, rundir, staging
 from agent.log import log
 from agent.sandbox import Bare
 from agent.slurm_jobs import READS_DIR, JobReads, JobTable, SlurmRun
@@ -82,6 +82,7 @@ class SlurmPool(records.Records):
             plus `COMMAND_TIMEOUT_SECS`
         poll_secs (tuple): (first, max) delay between squeue queries
         max_procs (int): jobs submitted at once
+        library (agent.staging.Requests): fetches library files
     """
 
     def __init__(
@@ -92,9 +93,14 @@ class SlurmPool(records.Records):
         kill_grace_secs=2.0,
         poll_secs=(0.25, 5.0),
         max_procs=64,
+        library=None,
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
         self.table = JobTable(work_dir)
+        #: library files of runs, fetched through `library` (`agent.staging`)
+        self._cache = library and staging.Cache(
+            self.table.path.parent / "library", library
+        )
         self._reads_dir = self.table.path.parent / READS_DIR
         self._poll_min, self._poll_max = poll_secs
         self._slots = asyncio.Semaphore(max_procs)
@@ -140,6 +146,9 @@ class SlurmPool(records.Records):
             # a job that goes on: a successor appends to its journal
             if r.reads is not None:
                 r.reads.close()
+
+    async def _stage(self, run):
+        return await staging.stage_run(self._cache, run, self._emit)
 
     def _prepare(self, run):
         super()._prepare(run)

@@ -38,7 +38,7 @@ class Files:
             plan_of (callable): user name -> `resources.Plan`
             library (library.Library): files that `file` parameters name
         """
-        self._library = library
+        self.library = library
         self._cfg = cfg
         self._store = store_
         self._drivers = drivers
@@ -84,7 +84,13 @@ class Files:
         """What the op of a run of `sim` carries besides its code: the
         plan's limits (`run_limits`) and the library files it links."""
         r = self.run_limits(sim, plan)
-        links = self._library.stage(sim, code, self._sims.run_root / sim.user)
+        if self._drivers[sim.job.driver].remote_files:
+            # the agent fetches them (`staging`)
+            x = self.library.items(sim, code)
+            if x:
+                r["library"] = x
+            return r
+        links = self.library.stage(sim, code, self._sims.run_root / sim.user)
         if links:
             r["links"] = links
         return r

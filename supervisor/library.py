@@ -227,6 +227,24 @@ class Library:
         await self._put(upload.user.name, upload.name, e)
         return self._public(upload.user.name, upload.name, e)
 
+    def items(self, sim, code):
+        """The library files of a run of `sim`: ``[{name, sha256, size}]``
+        (name: in the run directory), for an agent that fetches them."""
+        res = []
+        for p in code.params:
+            v = sim.params.get(p["name"])
+            e = self._entries.get(sim.user, {}).get(v) if p["type"] == "file" else None
+            if e is not None:
+                res.append(
+                    {"name": p.get("as") or v, "sha256": e["sha256"], "size": e["size"]}
+                )
+        return res
+
+    def read(self, sha256, offset, length):
+        """`length` bytes of a blob at `offset` (blocking: use a thread)."""
+        with open(self._blob(sha256), "rb") as f:
+            return os.pread(f.fileno(), length, offset)
+
     def stage(self, sim, code, user_root):
         """The library files of a run of `sim`, staged for its agent.
 

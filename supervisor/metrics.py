@@ -87,6 +87,11 @@ class _Collector:
             "simvisor_store_writes", "durable document writes", value=self._store.writes
         )
         yield CounterMetricFamily(
+            "simvisor_library_staged_bytes",
+            "library file bytes sent to agents that fetch them (sbatch)",
+            value=self._runs.staging_files.sent_bytes,
+        )
+        yield CounterMetricFamily(
             "simvisor_store_write_failures",
             "document writes that failed (retried until they land)",
             value=self._store.failures,

@@ -27,6 +27,7 @@ from supervisor import (
     reports,
     resources,
     restart,
+    staging,
     tasks,
 )
 from supervisor.dispatch import dispatch
@@ -59,6 +60,12 @@ class Runs(agents.Watcher):
         self.restarts = 0
         #: what agents report about runs (`reports.Reports.handlers`)
         self.reports = reports.Reports(self, sims)
+        #: library files sent to agents that fetch them (`staging`)
+        self.staging_files = staging.Staging(
+            self, agents_, files.library, catalog, self._tasks
+        )
+        assert not set(self.reports.handlers) & set(self.staging_files.handlers)
+        self.reports.handlers.update(self.staging_files.handlers)
         self._restart = restart.Restart(
             self, users, drivers, files, catalog, ids, resources_, agents_
         )
@@ -210,6 +217,13 @@ class Runs(agents.Watcher):
         self.changed(sim)
         # 3. the one edge await; the agent's messages do the rest
         await run.started
+
+    def staging(self, run, wait):
+        """The agent fetches a library file for `run`: its start waits on."""
+        run.arm_start(self._cfg.agent_start_timeout_secs, self._start_expired)
+        s = f"staging {wait['file']}: {wait['done']} of {wait['total']} bytes"
+        if run.sim.job.waiting(s, dict(wait, reason="staging")):
+            self.publish_job(run.sim)
 
     def _start_expired(self, run):
         if not run.destroyed and run.sim.job.status == job.STARTING:

@@ -40,6 +40,7 @@ _JSON = st.recursive(
 
 _ID = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", fullmatch=True)
 _INT = st.integers(0, 2**63)
+_SHA256 = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
 _STR = st.text(st.characters(exclude_categories=()))
 _OPT_STR = st.none() | _STR
 # NaN is valid on the wire (json allows it) but not equal to itself
@@ -113,6 +114,17 @@ _FIELDS = {
     "max_memory_bytes": st.integers(0, 2**62),
     "max_pids": st.integers(0, 2**31),
     "links": st.dictionaries(_STR, _STR, max_size=3),
+    "library": st.lists(
+        st.fixed_dictionaries({"name": _STR, "sha256": _SHA256, "size": _INT}),
+        max_size=2,
+    ),
+    "req_id": _INT,
+    "sha256": _SHA256,
+    "length": st.integers(1, protocol.MAX_LIBRARY_CHUNK_BYTES),
+    "file": _STR,
+    "done": _INT,
+    "total": _INT,
+    ("library_data", "data"): _STR,
     "batch": _BATCH,
     "launch": st.sampled_from(["process", "mpi"]),
     "follow": st.lists(

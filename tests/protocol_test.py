@@ -25,6 +25,7 @@ _RUN = {
     "max_pids": 1024,
     "max_bytes": 10 * 1024**3,
     "links": {"data.bin": ".library/" + "ab" * 32},
+    "library": [{"name": "data.bin", "sha256": "ab" * 32, "size": 10}],
     "batch": {"partition": "debug"},
     "launch": "mpi",
     "follow": [{"file": "log.lammps", "parser": "lammps_log"}],
@@ -58,6 +59,14 @@ _EXAMPLES = {
             "reason": "Resources",
         },
         "progress": {"run_id": "r-000001", "progress": 0.5},
+        "staging": {"run_id": "r-000001", "file": "in.bin", "done": 5, "total": 10},
+        "library_want": {
+            "req_id": 1,
+            "run_id": "r-000001",
+            "sha256": "ab" * 32,
+            "offset": 0,
+            "length": 1024,
+        },
         "frame": {"run_id": "r-000001", "seq": 0, "data": {"x": [1, 2], "t": 0.1}},
         "log": {"run_id": "r-000001", "offset": 0, "text": "step 1\n"},
         "exited": {
@@ -83,6 +92,7 @@ _EXAMPLES = {
         },
         "list_files": {"op_id": 6, "path": "sim-1"},
         "put_file": {"op_id": 5, "path": "inputs/a.txt", "content": "hello"},
+        "library_data": {"req_id": 1, "data": "aGVsbG8=", "error": None},
         "shutdown": {},
         "error": {"message": "unknown agent"},
     },
@@ -264,6 +274,10 @@ _BAD_FIELDS = [
     _bad("cancel", "op_id", -1, table="TO_AGENT"),
     _bad("fetch_file", "max_bytes", None, table="TO_AGENT"),
     _bad("put_file", "content", None, table="TO_AGENT"),
+    _bad("library_want", "sha256", "AB" * 32),
+    _bad("library_want", "length", 0),
+    _bad("library_want", "length", protocol.MAX_LIBRARY_CHUNK_BYTES + 1),
+    _bad("run", "library", [{"name": "x", "sha256": "ab" * 32}], table="TO_AGENT"),
 ]
 
 

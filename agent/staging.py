@@ -1,0 +1,255 @@
+"""Library files of sbatch runs: fetched from the supervisor into a cache, once.
+
+A run op may name library files (``library``: ``[{name, sha256, size}]``,
+`supervisor.library`). The login node has no view of the supervisor's
+disk, so before its job script is written the agent makes sure each is in
+its cache on the shared filesystem (``<work_dir>/library/<sha256>``, the
+user's own) and hard-links it, read-only, into the run directory under
+``name``. A file already cached costs no transfer.
+
+A missing one is fetched over the agent's websocket: requests of
+`CHUNK_BYTES` (``library_want``: sha256, offset, length), at most `WINDOW`
+in flight, each answered by a ``library_data`` (base64) that is written and
+hashed in order as it comes to ``<sha256>.part``: no file is ever held in
+memory, on either side. The whole must hash to its name, or the part is
+removed and the run ends ``error`` saying so. A dropped connection fails
+the requests in flight; the fetch waits for the next connection and goes on
+from what the part holds (hashing that first). A cached file is checked by
+its size, inode and modification time against what was verified
+(``<sha256>.ok``) before each use: one changed since is fetched again.
+Codes on a login node run as the user, who owns the cache: a code may make
+its linked file writable and change it; that is seen (its modification
+time) and undone (fetched again) before the next run uses it, and the mode
+is set read-only again each time.
+"""
+
+import asyncio
+import base64
+import collections
+import hashlib
+import json
+import os
+import pathlib
+import time
+
+from agent.log import log
+
+#: bytes per request
+CHUNK_BYTES = 1024 * 1024
+#: requests in flight at most (`CHUNK_BYTES` each)
+WINDOW = 4
+#: a request unanswered this long fails (the fetch then starts over from the part)
+REQUEST_SECS = 120.0
+#: progress is told at most this often
+PROGRESS_SECS = 0.5
+
+
+class StagingError(Exception):
+    """A library file could not be staged: the run's error says why."""
+
+
+class Requests:
+    """The agent's side of ``library_want``/``library_data``.
+
+    Args:
+        send (callable): ``send(kind, **fields)``; False when not connected
+    """
+
+    def __init__(self, send):
+        self._send = send
+        self._ids = iter(range(1, 2**62))
+        # req_id -> future of the bytes
+        self._pending = {}
+        #: set while connected and welcomed
+        self.connected = asyncio.Event()
+
+    def want(self, run_id, sha256, offset, length):
+        """A future of `length` bytes of blob `sha256` at `offset`."""
+        f = asyncio.get_running_loop().create_future()
+        i = next(self._ids)
+        if not self.connected.is_set() or not self._send(
+            "library_want",
+            req_id=i,
+            run_id=run_id,
+            sha256=sha256,
+            offset=offset,
+            length=length,
+        ):
+            f.set_exception(ConnectionError("not connected"))
+            return f
+        self._pending[i] = f
+        return f
+
+    def data(self, msg):
+        """A ``library_data`` message."""
+        f = self._pending.pop(msg["req_id"], None)
+        if f is None or f.done():
+            return
+        if msg.get("error"):
+            f.set_exception(StagingError(msg["error"]))
+            return
+        try:
+            f.set_result(base64.b64decode(msg.get("data") or "", validate=True))
+        except ValueError as e:
+            f.set_exception(StagingError(f"bad data from the supervisor: {e}"))
+
+    def up(self):
+        self.connected.set()
+
+    def down(self):
+        """The connection closed: what was in flight is asked again later."""
+        self.connected.clear()
+        p, self._pending = self._pending, {}
+        for f in p.values():
+            if not f.done():
+                f.set_exception(ConnectionError("connection closed"))
+
+
+async def stage_run(cache, run, emit):
+    """Stage `run`'s library files (`Cache.stage`), telling progress as
+    ``run.staging`` (``emit(run, "staging")``); why it failed, or None."""
+    if not run.op.get("library"):
+        return None
+    if cache is None:
+        return "library files cannot be fetched by this agent (no connection)"
+
+    def progress(name, done, total):
+        run.staging = {"file": name, "done": done, "total": total}
+        emit(run, "staging")
+
+    try:
+        await cache.stage(run, progress)
+    except (StagingError, OSError) as e:
+        return str(e)
+    return None
+
+
+class Cache:
+    """The user's cache of library files on the login node.
+
+    Args:
+        path (Path): its directory (created 0700)
+        requests (Requests): how bytes are asked for
+    """
+
+    def __init__(self, path, requests):
+        self.path = pathlib.Path(path)
+        self._requests = requests
+        #: bytes fetched since start (a cached file adds nothing)
+        self.fetched_bytes = 0
+
+    async def stage(self, run, on_progress):
+        """Every library file of `run` into the cache, then linked into its directory.
+
+        Args:
+            on_progress (callable): ``on_progress(name, done, total)`` as bytes come
+        Raises:
+            StagingError: one could not be fetched or did not hash to its name
+        """
+        for x in run.op.get("library") or ():
+            p = await self._ensure(run.run_id, x, on_progress)
+            d = run.dir / x["name"]
+            if d.exists() or d.is_symlink():
+                d.unlink()
+            os.link(p, d)
+
+    async def _ensure(self, run_id, item, on_progress):
+        sha, size = item["sha256"], item["size"]
+        p = self.path / sha
+        if await asyncio.get_running_loop().run_in_executor(None, self._valid, p, size):
+            # a code runs as the user: it may have made it writable (a
+            # change to its bytes changes its mtime, and it is fetched again)
+            os.chmod(p, 0o444)
+            return p
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        part = self.path / f"{sha}.part"
+        while True:
+            try:
+                await self._fetch(run_id, item, part, on_progress)
+                break
+            except ConnectionError as e:
+                log("staging_interrupted", run_id=run_id, sha256=sha, error=str(e))
+                await self._requests.connected.wait()
+        os.chmod(part, 0o444)
+        os.replace(part, p)
+        st = os.stat(p)
+        _write_ok(p, st)
+        return p
+
+    async def _fetch(self, run_id, item, part, on_progress):
+        """Fetch the rest of `item` into `part`, hashed in order."""
+        sha, size = item["sha256"], item["size"]
+        loop = asyncio.get_running_loop()
+        h = hashlib.sha256()
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        inflight = collections.deque()
+        try:
+            have = await loop.run_in_executor(None, _hash_fd, fd, h, size)
+            os.ftruncate(fd, have)
+            os.lseek(fd, have, os.SEEK_SET)
+            asked = have
+            told = 0.0
+            while have < size:
+                while asked < size and len(inflight) < WINDOW:
+                    n = min(CHUNK_BYTES, size - asked)
+                    inflight.append((n, self._requests.want(run_id, sha, asked, n)))
+                    asked += n
+                n, f = inflight.popleft()
+                try:
+                    b = await asyncio.wait_for(f, REQUEST_SECS)
+                except asyncio.TimeoutError:
+                    raise ConnectionError("no answer from the supervisor") from None
+                if len(b) != n:
+                    raise StagingError(
+                        f"library file {item['name']}: {len(b)} bytes came for "
+                        f"{n} (its size changed?)"
+                    )
+                os.write(fd, b)
+                h.update(b)
+                have += n
+                self.fetched_bytes += n
+                if time.monotonic() - told >= PROGRESS_SECS or have == size:
+                    told = time.monotonic()
+                    on_progress(item["name"], have, size)
+            os.fsync(fd)
+        finally:
+            for _, f in inflight:
+                f.cancel()
+            os.close(fd)
+        if h.hexdigest() != sha:
+            os.unlink(part)
+            raise StagingError(
+                f"library file {item['name']}: its bytes did not hash to "
+                f"{sha} on arrival (got {h.hexdigest()}): not used"
+            )
+
+    def _valid(self, path, size):
+        """Is `path` the verified file, unchanged since (size, inode, mtime)?"""
+        try:
+            st = os.stat(path)
+            ok = json.loads((path.parent / f"{path.name}.ok").read_text())
+        except (OSError, ValueError):
+            return False
+        return ok == _stamp(st) and st.st_size == size
+
+
+def _stamp(st):
+    return {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_ok(path, st):
+    t = path.parent / f".{path.name}.ok.tmp"
+    t.write_text(json.dumps(_stamp(st)))
+    os.replace(t, path.parent / f"{path.name}.ok")
+
+
+def _hash_fd(fd, h, size):
+    """Hash what `fd` holds (at most `size` bytes); how many there are."""
+    n = 0
+    while n < size:
+        b = os.pread(fd, min(CHUNK_BYTES, size - n), n)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    return n
