@@ -165,6 +165,22 @@ class Files:
             if not r["truncated"] or not c or o >= self._cfg.max_fetch_bytes:
                 return pathlib.PurePosixPath(path).name
 
+    async def save_to_library(self, user, sim_id, path, name):
+        """Copy output `path` of `sim_id` into `user`'s library as `name`
+        (streamed, as a download is: no file in memory); its entry."""
+        self._sims.get(user, sim_id)
+        names.output_path(path)
+        u = await self.library.begin_copy(user, name)
+
+        async def write(chunk):
+            u.write(chunk)
+
+        try:
+            await self.read_output(user, sim_id, path, write)
+            return await u.finish()
+        finally:
+            self.library.end(u, drop=True)
+
     def _remote_agent(self, sim):
         """The agent that holds `sim`'s run directory, if it is not on this host.
 

@@ -24,10 +24,27 @@ _DIGITS_RE = re.compile(r"[0-9]{1,18}")
 
 
 class LibraryList(Base):
-    api = ops(get=Op("your library's files", [schema.LibraryFile]))
+    api = ops(
+        get=Op("your library's files", [schema.LibraryFile]),
+        post=Op(
+            "copy an output file of a simulation into your library",
+            schema.LibraryFile,
+            201,
+            request=schema.LibrarySave,
+            also=(404,),
+        ),
+    )
 
     def get(self):
         self.reply(self.sv.library.list(self.require_user()))
+
+    async def post(self):
+        u = self.require_user()
+        b = self.body(schema.LibrarySave)
+        e = await self.sv.files.save_to_library(
+            u, b["simulation"], b["path"], b["name"]
+        )
+        self.reply(e, 201)
 
 
 class LibraryFile(Base):

@@ -41,21 +41,28 @@ _STAGED = ".library"
 class Upload:
     """One upload on its way in: written to its partial file as it comes."""
 
-    def __init__(self, library, user, name, path, offset, length, digest):
+    def __init__(self, library, user, name, path, offset, length, digest, exact=True):
         self._library = library
         self.user = user
         self.name = name
         self.path = path
         #: bytes received so far (those of an earlier try included)
         self.received = offset
-        #: the whole file's size (from the headers)
+        #: the whole file's size (from the headers), or (not `exact`) its most
         self.length = length
+        self._exact = exact
         self._sha = digest
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def write(self, chunk):
         """More of the body; TooLarge past the declared length."""
         if self.received + len(chunk) > self.length:
+            if not self._exact:
+                raise errors.TooLarge(
+                    "quota_exceeded",
+                    f"the file is over the {self.length} bytes your plan's "
+                    "library has room for",
+                )
             raise errors.TooLarge(
                 "body_too_large",
                 f"the body is over the {self.length} bytes its headers declared",
@@ -70,6 +77,8 @@ class Upload:
 
     async def finish(self):
         """The body is in: the entry (a dict), once its bytes are a blob."""
+        if not self._exact:
+            self.length = self.received
         if self.received != self.length:
             self.suspend()
             raise errors.BadInput(
@@ -208,9 +217,34 @@ class Library:
         self._uploading[(user.name, name)] = u
         return u
 
-    def end(self, upload):
-        """The upload's request is over (finished, refused or dropped)."""
+    async def begin_copy(self, user, name):
+        """An `Upload` of bytes whose size is not known yet (an output
+        copied in): at most what the plan leaves room for."""
+        names.input_name(name)
+        if (user.name, name) in self._uploading:
+            raise errors.Conflict(
+                "upload_in_progress", f"{name!r} is being uploaded already"
+            )
+        p = self._plan_of(user.name)
+        old = self._entries.get(user.name, {}).get(name)
+        used = self.used_bytes(user.name) - (old["size"] if old else 0)
+        n = max(0, min(p.max_library_file_bytes, p.max_library_bytes - used))
+        path = self._partial_path(user.name, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        u = Upload(self, user, name, path, 0, n, hashlib.sha256(), exact=False)
+        self._uploading[(user.name, name)] = u
+        return u
+
+    def end(self, upload, drop=False):
+        """The upload's request is over (finished, refused or dropped).
+
+        Args:
+            drop (bool): what arrived is not kept for a resume
+        """
         upload.suspend()
+        if drop:
+            upload.path.unlink(missing_ok=True)
         if self._uploading.get((upload.user.name, upload.name)) is upload:
             del self._uploading[(upload.user.name, upload.name)]
 

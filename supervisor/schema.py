@@ -274,6 +274,14 @@ class LibraryRename(_Body):
     name: str
 
 
+class LibrarySave(_Body):
+    """An output file of a simulation's run, copied into the library."""
+
+    name: str
+    simulation: str
+    path: str
+
+
 class LibraryFile(_Doc):
     name: str
     size: int
@@ -359,6 +367,7 @@ TYPES = (
     UserPatch,
     SignInRequest,
     LibraryRename,
+    LibrarySave,
     Empty,
     Error,
     Health,

@@ -292,3 +292,42 @@ def test_a_run_reads_a_library_file_it_cannot_change(server):
     assert r.status_code == 200 and r.json()["name"] == "n.bin"
     r = server.api("POST", f"/simulations/{s['id']}/run", json={}, expect=409)
     assert r.json()["error"] == "file_missing"
+
+
+def test_an_output_is_saved_into_the_library(server_factory):
+    server = server_factory(basic_max_library_bytes=3_000_000)
+    server.add_user("ann")
+    server.add_user("eve")
+    s = server.create("ann", "fill", bytes=2_000_000)
+    server.run("ann", s["id"])
+    server.wait_status("ann", s["id"], "completed")
+    out = server.data_dir / "run" / "ann" / s["id"] / "fill.dat"
+    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+
+    def save(user, **b):
+        return requests.post(
+            server.url + "/api/library", json=b, headers=_auth(server, user), timeout=30
+        )
+
+    r = save("ann", name="restart.dat", simulation=s["id"], path="fill.dat")
+    assert r.status_code == 201, r.text
+    assert r.json()["sha256"] == sha and r.json()["size"] == 2_000_000
+    assert _get(server, "ann", "restart.dat").content == out.read_bytes()
+    before = _state(server)
+    # no room for a second copy: refused, nothing kept
+    r = save("ann", name="again.dat", simulation=s["id"], path="fill.dat")
+    assert r.status_code == 413 and r.json()["error"] == "quota_exceeded", r.text
+    for b, status in (
+        (dict(name="x.dat", simulation=s["id"], path="nope.dat"), 404),
+        (dict(name="x.dat", simulation=s["id"], path="a\nb"), 400),
+        (dict(name="../x", simulation=s["id"], path="fill.dat"), 400),
+    ):
+        r = save("ann", **b)
+        assert r.status_code == status, (b, r.text)
+    # another user's simulation is not there
+    r = save("eve", name="x.dat", simulation=s["id"], path="fill.dat")
+    assert r.status_code == 404 and r.json()["error"] == "unknown_simulation"
+    assert _state(server) == before
+    assert not [
+        p for p in (server.data_dir / "library" / "partial").rglob("*") if p.is_file()
+    ]

@@ -57,3 +57,18 @@ def test_a_library_file_is_fetched_once_and_checked(sbatch_factory, hpc_site):
     (c,) = [p for p in (hpc_site.home / sb.work_dir).rglob(sha)]
     assert c.stat().st_size == len(data)
     assert not list((hpc_site.home / sb.work_dir).rglob("*.part"))
+    # an output of the sbatch run, copied into the library through the agent
+    r = requests.post(
+        sv.url + "/api/library",
+        json={"name": "log.txt", "simulation": s["id"], "path": "run.log"},
+        headers={"Authorization": "Bearer " + sv.tokens["lib"]},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    want = sv.api("GET", f"/simulations/{s['id']}/files/run.log", "lib", expect=200)
+    got = requests.get(
+        sv.url + "/api/library/log.txt",
+        headers={"Authorization": "Bearer " + sv.tokens["lib"]},
+        timeout=10,
+    )
+    assert got.content == want.content and b"checksum:" in got.content
