@@ -8,6 +8,7 @@ fresh with the params and inputs, and `write_atomic` replaces a file durably.
 """
 
 import asyncio
+import errno
 import json
 import os
 import shutil
@@ -105,7 +106,18 @@ def _stage(src, dst, code_uid):
     if st is None:
         raise OSError(f"library file {dst.name} is not staged on this host")
     if code_uid not in (0, None, st.st_uid) and not st.st_mode & 0o222:
-        os.link(src, dst)
+        try:
+            os.link(src, dst)
+            return
+        except OSError as e:
+            # another mount (EXDEV), or not ours to link (EPERM: a
+            # container's agent, under fs.protected_hardlinks)
+            if e.errno not in (errno.EXDEV, errno.EPERM):
+                raise
+    if os.statvfs(src).f_flag & os.ST_RDONLY:
+        # a read-only mount (a container's view of the library): the code
+        # reads through the link and can change nothing
+        os.symlink(src, dst)
         return
     shutil.copyfile(src, dst)
     os.chmod(dst, 0o444)

@@ -35,7 +35,7 @@ from supervisor import errors, job, names
 #: a partial upload is named by the hash of its name (any UTF-8 name fits)
 _KEY_CHARS = 32
 #: where a user's run root holds the library files staged for its runs
-_STAGED = ".library"
+STAGED = ".library"
 
 
 class Upload:
@@ -296,7 +296,7 @@ class Library:
             e = self._entries.get(sim.user, {}).get(v) if p["type"] == "file" else None
             if e is None:
                 continue
-            t = user_root / _STAGED / e["sha256"]
+            t = user_root / STAGED / e["sha256"]
             try:
                 t.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 os.link(self._blob(e["sha256"]), t)
@@ -305,7 +305,7 @@ class Library:
             except OSError as x:
                 # the agent says so as the run's error (not staged)
                 pkdlog("{} file={} not staged error={}", sim.id, v, x)
-            res[p.get("as") or v] = f"{_STAGED}/{e['sha256']}"
+            res[p.get("as") or v] = f"{STAGED}/{e['sha256']}"
         return res
 
     # --- changes ---------------------------------------------------------------
@@ -376,7 +376,7 @@ class Library:
         await self._store.save(self._key(user_name), d)
         if not any(x["sha256"] == e["sha256"] for x in d.values()):
             # nothing of this user's names those bytes: gone from their runs' view
-            _unlink(self._sims.run_root / user_name / _STAGED / e["sha256"])
+            _unlink(self._sims.run_root / user_name / STAGED / e["sha256"])
         self._unref(e["sha256"])
 
     def _unref(self, sha256):

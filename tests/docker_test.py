@@ -6,7 +6,9 @@ Outside CI, a machine without Docker skips these tests (with the reason); in
 CI (``CI=true``) that fails them.
 """
 
+import hashlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ import tempfile
 import time
 
 import pytest
+import requests
 
 import docker_engine
 from conftest import wait_for
@@ -156,9 +159,11 @@ def test_heat_in_a_container_and_reuse(docker_server, engine):
     assert "/tmp" in h["Tmpfs"]
     assert c.attrs["Config"]["User"] == "10001:10001"
     m = {x["Destination"]: x for x in c.attrs["Mounts"]}
-    assert set(m) == {"/simvisor/run", "/simvisor/sock"}
+    assert set(m) == {"/simvisor/run", "/simvisor/run/.library", "/simvisor/sock"}
     assert m["/simvisor/run"]["Source"] == str(s.data_dir.resolve() / "run" / "alice")
     assert m["/simvisor/run"]["RW"] and not m["/simvisor/sock"]["RW"]
+    # the user's staged library files: read-only
+    assert not m["/simvisor/run/.library"]["RW"]
     # the secret is nowhere in the container's definition
     d = json.dumps(c.attrs)
     assert "Bearer" not in d and a["id"] in d
@@ -169,6 +174,35 @@ def test_heat_in_a_container_and_reuse(docker_server, engine):
     assert j["status"] == "completed", j
     assert [x.id for x in _containers(engine, s.project)] == [c.id]
     assert _agent(s, "alice")["id"] == a["id"]
+
+
+def test_a_library_file_is_linked_into_the_container_read_only(docker_server):
+    s = docker_server()
+    s.add_user("alice")
+    data = os.urandom(3 * 1024 * 1024)
+    r = requests.put(
+        s.url + "/api/library/in.bin",
+        data=data,
+        headers={"Authorization": "Bearer " + s.tokens["alice"]},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    x, j = _run_to_end(s, "alice", "checksum", data="in.bin")
+    assert j["status"] == "completed" and j["driver"] == "docker", j["error"]
+    (f,) = s.frames("alice", x["id"])
+    # the container's user reads it and can change neither it nor its mode
+    assert f == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "writable": False,
+        "chmod": False,
+    }
+    # a link to the read-only mount of the user's staged files
+    d = s.data_dir.resolve() / "run" / "alice" / x["id"] / "data.bin"
+    t = os.readlink(d)
+    assert t == f"/simvisor/run/.library/{f['sha256']}", t
+    staged = s.data_dir.resolve() / "run" / "alice" / ".library" / f["sha256"]
+    assert staged.read_bytes() == data and not staged.stat().st_mode & 0o222
 
 
 def test_cancel_within_a_second(docker_server):
@@ -424,4 +458,7 @@ def test_host_network_host(docker_server, engine):
     assert j["status"] == "completed", j
     (c,) = _containers(engine, s.project)
     assert c.attrs["HostConfig"]["NetworkMode"] == "host"
-    assert [m["Destination"] for m in c.attrs["Mounts"]] == ["/simvisor/run"]
+    assert sorted(m["Destination"] for m in c.attrs["Mounts"]) == [
+        "/simvisor/run",
+        "/simvisor/run/.library",
+    ]

@@ -26,7 +26,7 @@ import docker.errors
 import docker.types
 from pykern.pkdebug import pkdlog
 
-from supervisor import tasks
+from supervisor import library, tasks
 from supervisor.drivers import base, docker_hosts
 
 #: where the user's run directory and the supervisor's socket are in a container
@@ -112,6 +112,7 @@ class DockerDriver(base.Driver):
         try:
             r = self._data_dir / "run" / agent.user
             await asyncio.to_thread(_user_dir, r, self._uid())
+            await asyncio.to_thread(_staged_dir, r / library.STAGED)
             if h.network == "none":
                 await asyncio.to_thread(_socket_dir, self.agent_socket.parent)
             cid, name = await h.call(_create, self._spec(h, agent, r), secret)
@@ -129,7 +130,17 @@ class DockerDriver(base.Driver):
         # under the memory limit the simulation dies, not the agent
         x = ["--sim-oom-score-adj", "1000"]
         url = None
-        mounts = [docker.types.Mount(RUN_ROOT, str(run_dir), type="bind")]
+        mounts = [
+            docker.types.Mount(RUN_ROOT, str(run_dir), type="bind"),
+            # the user's library files, staged for its runs: read-only in
+            # there (the agent symlinks them into run directories)
+            docker.types.Mount(
+                f"{RUN_ROOT}/{library.STAGED}",
+                str(run_dir / library.STAGED),
+                type="bind",
+                read_only=True,
+            ),
+        ]
         if host.network == "none":
             url = "ws://localhost/agent"
             x += ["--unix-socket", f"{SOCK_DIR}/{self.agent_socket.name}"]
@@ -338,6 +349,10 @@ def _user_dir(path, uid):
     if os.getuid() == 0 and path.stat().st_uid != uid:
         os.chown(path, uid, uid)
     path.chmod(0o700)
+
+
+def _staged_dir(path):
+    path.mkdir(mode=0o755, exist_ok=True)
 
 
 def _socket_dir(path):
