@@ -1,0 +1,229 @@
+"""A code's followed files misbehaving, end to end: a real supervisor, a real local agent.
+
+A flood of thermo rows, a dump of GBs, a file that never appears, garbage:
+each gives a clear log line or a bounded, degraded plot, never a stuck run
+nor an agent out of memory (the agent's RSS is read from /proc).
+"""
+
+import pathlib
+import re
+import shutil
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import procs_under, wait_for
+
+_ENDED = ("completed", "error", "canceled", "timed_out")
+
+#: the agent's resident memory must stay under this through any fault
+_MAX_AGENT_RSS_MB = 250
+
+
+def _run_dir(server, sim_id):
+    return server.data_dir / "run" / "admin" / sim_id
+
+
+def _log(server, sim_id):
+    return server.api("GET", f"/simulations/{sim_id}/log", expect=200).text
+
+
+def _agent_pid(server):
+    a = server.api("GET", "/admin/agents", expect=200).json()
+    return a[0]["pid"] if a else None
+
+
+def _rss_mb(pid):
+    try:
+        t = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return int(re.search(r"VmRSS:\s+(\d+) kB", t).group(1)) / 1024
+
+
+class _Watch:
+    """In a thread while a run goes on: the agent's peak RSS, the slowest health reply."""
+
+    def __init__(self, server):
+        self._server = server
+        self.max_rss_mb = 0.0
+        self.max_health_secs = 0.0
+        self.health_fails = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            p = _agent_pid(self._server)
+            if p:
+                self.max_rss_mb = max(self.max_rss_mb, _rss_mb(p))
+            t = time.monotonic()
+            try:
+                r = requests.get(self._server.url + "/api/health", timeout=5)
+                if r.status_code != 200:
+                    self.health_fails += 1
+            except requests.RequestException:
+                self.health_fails += 1
+            self.max_health_secs = max(self.max_health_secs, time.monotonic() - t)
+            self._stop.wait(0.1)
+
+
+def _rows(frames):
+    """The thermo rows of the rows frames, in order."""
+    rv = []
+    for f in frames:
+        if f["plot"] == "rows":
+            assert f["columns"] == ["Step", "Temp", "E_pair"], f["columns"]
+            rv.extend(f["rows"])
+    return rv
+
+
+def test_a_flood_of_thermo_rows_is_thinned_and_ends(server):
+    """spew writes as fast as it can for 8 s (millions of rows): the agent
+    keeps fewer rows as they go on, its memory stays bounded, the run ends."""
+    s = server.create("admin", "spew", lines=1_000_000_000, secs=8.0)
+    server.run("admin", s["id"])
+    with _Watch(server) as w:
+        j = server.wait_status("admin", s["id"], _ENDED, 60)
+    assert j["status"] == "completed", (j["error"], j["situation"])
+    log = _log(server, s["id"])
+    m = re.search(r"spew: wrote (\d+) rows, (\d+) bytes .* \((\d+) lines/s\)", log)
+    assert m, log[-2000:]
+    written, size, rate = (int(x) for x in m.groups())
+    print(
+        f"flood: {written} rows, {size} bytes, {rate} lines/s; agent rss"
+        f" max {w.max_rss_mb:.0f} MB; health max {w.max_health_secs:.3f} s"
+    )
+    assert written >= 1_000_000, m.group(0)
+    assert w.max_rss_mb < _MAX_AGENT_RSS_MB, w.max_rss_mb
+    assert w.health_fails == 0 and w.max_health_secs < 2, vars(w)
+    # the rows kept thin out as the flood goes on, and the end was skipped to
+    assert "rows: from here on" in log, log[-2000:]
+    rows = _rows(server.frames("admin", s["id"]))
+    steps = [r[0] for r in rows]
+    assert steps == sorted(set(steps)) and steps[:3] == [1, 2, 3], steps[:5]
+    assert len(rows) < 400_000, len(rows)
+    # the last row written is in the plot: the end of the file was read
+    assert steps[-1] == written, (steps[-1], written)
+    assert not procs_under(_run_dir(server, s["id"]))
+    # the agent is still there, and answers
+    assert _agent_pid(server)
+
+
+def test_a_flood_is_canceled_promptly(server):
+    s = server.create("admin", "spew", lines=1_000_000_000, secs=60.0)
+    server.run("admin", s["id"])
+    d = _run_dir(server, s["id"])
+    wait_for(
+        lambda: (d / "log.spew").exists() and (d / "log.spew").stat().st_size > 100e6,
+        30,
+        what="a 100 MB flood",
+    )
+    with _Watch(server) as w:
+        t = time.monotonic()
+        j = server.api("POST", f"/simulations/{s['id']}/cancel", expect=200).json()
+        secs = time.monotonic() - t
+    print(f"cancel of a flood: {secs:.2f} s, agent rss max {w.max_rss_mb:.0f} MB")
+    assert j["status"] == "canceled" and secs < 5, (j, secs)
+    assert not procs_under(d)
+    assert w.max_rss_mb < _MAX_AGENT_RSS_MB
+    assert "were not read (the run was stopped)" in _log(server, s["id"])
+
+
+def test_a_file_never_written_is_said_so(server):
+    s = server.create("admin", "spew", mode="nothing")
+    server.run("admin", s["id"])
+    j = server.wait_status("admin", s["id"], _ENDED, 30)
+    assert j["status"] == "completed" and j["frames"] == 0, j
+    assert "[simvisor agent: log.spew was not written]\n" in _log(server, s["id"])
+    assert not procs_under(_run_dir(server, s["id"]))
+
+
+def test_garbage_in_a_followed_file_is_skipped(server):
+    """Random bytes, invalid UTF-8, a 10 MB line without its newline."""
+    s = server.create("admin", "spew", mode="garbage", garbage_bytes=10 * 1024 * 1024)
+    server.run("admin", s["id"])
+    with _Watch(server) as w:
+        j = server.wait_status("admin", s["id"], _ENDED, 30)
+    assert j["status"] == "completed", (j["error"], j["situation"])
+    assert w.max_rss_mb < _MAX_AGENT_RSS_MB
+    log = _log(server, s["id"])
+    assert re.search(r"log\.spew: line \d+ is longer than 65536 bytes: dropped", log)
+    f = server.frames("admin", s["id"])
+    # the good rows, every one, and nothing of the garbage
+    assert [r[0] for r in _rows(f)] == list(range(1, 201))
+    assert {x["run"] for x in f} == {1, 2}
+    assert _agent_pid(server)
+
+
+_DECK = """units lj
+atom_style atomic
+lattice fcc 0.8442
+region box block 0 {cells} 0 {cells} 0 {cells}
+create_box 1 box
+create_atoms 1 box
+mass 1 1.0
+# no forces, atoms at rest: each step costs the dump only
+pair_style zero 1.0
+pair_coeff * *
+neigh_modify delay 0 every 1000 check yes
+fix 1 all nve
+thermo 10
+dump 1 all atom 1 dump.atoms
+run {steps}
+"""
+
+#: 40^3 fcc cells: 256,000 atoms, ~6.9 MB a snapshot
+_CELLS = 40
+_SNAPSHOT_BYTES = 6_880_000
+
+
+@pytest.mark.skipif(not shutil.which("lmp"), reason="Debian's lammps is not installed")
+def test_a_dump_of_gigabytes_is_subsampled_and_ends(server):
+    want = 2 * 1024**3
+    free = shutil.disk_usage(server.data_dir).free
+    if free < 2 * want:
+        pytest.skip(f"{free} bytes free: a {want} byte dump needs twice that")
+    steps = want // _SNAPSHOT_BYTES
+    s = server.create("admin", "lammps-deck")
+    server.api(
+        "POST",
+        f"/simulations/{s['id']}/files?name=in.lammps",
+        data=_DECK.format(cells=_CELLS, steps=steps).encode(),
+        expect=201,
+    )
+    t = time.monotonic()
+    server.run("admin", s["id"], cores=1)
+    d = _run_dir(server, s["id"])
+    try:
+        with _Watch(server) as w:
+            j = server.wait_status("admin", s["id"], _ENDED, 120)
+        secs = time.monotonic() - t
+        size = (d / "dump.atoms").stat().st_size
+        print(
+            f"dump: {size} bytes in {secs:.1f} s ({size / secs / 1e6:.0f} MB/s);"
+            f" agent rss max {w.max_rss_mb:.0f} MB"
+        )
+        assert j["status"] == "completed", (j["error"], j["situation"])
+        assert size >= want, size
+        assert w.max_rss_mb < _MAX_AGENT_RSS_MB
+        f = server.frames("admin", s["id"])
+        snaps = [x for x in f if x["plot"] == "snapshot"]
+        assert snaps and all(
+            x["natoms"] == 256_000 and len(x["atoms"]) == 2000 for x in snaps
+        )
+        # the first snapshots as they came, and the very last one
+        assert snaps[0]["step"] == 0 and snaps[-1]["step"] == steps
+        assert not procs_under(d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
