@@ -180,6 +180,8 @@ neigh_modify delay 0 every 1000 check yes
 fix 1 all nve
 thermo 10
 dump 1 all atom 1 dump.atoms
+# the steps for the size wanted, or fewer if the machine is slow
+timer timeout {secs} every 5
 run {steps}
 """
 
@@ -187,9 +189,16 @@ run {steps}
 _CELLS = 40
 _SNAPSHOT_BYTES = 6_880_000
 
+#: lmp's wall time at most (LAMMPS's ``timer timeout``)
+_DUMP_SECS = 40
+
 
 @pytest.mark.skipif(not shutil.which("lmp"), reason="Debian's lammps is not installed")
 def test_a_dump_of_gigabytes_is_subsampled_and_ends(server):
+    """lmp writes a dump of 2 GiB, or what it can in `_DUMP_SECS` (beside
+    the agent on 2 shared cores it wrote 18 to 30 MB/s); the agent parses
+    ~14 MB/s, so it falls behind, and at the end reads the last snapshot
+    after a gap it says in the log."""
     want = 2 * 1024**3
     free = shutil.disk_usage(server.data_dir).free
     if free < 2 * want:
@@ -199,7 +208,7 @@ def test_a_dump_of_gigabytes_is_subsampled_and_ends(server):
     server.api(
         "POST",
         f"/simulations/{s['id']}/files?name=in.lammps",
-        data=_DECK.format(cells=_CELLS, steps=steps).encode(),
+        data=_DECK.format(cells=_CELLS, steps=steps, secs=_DUMP_SECS).encode(),
         expect=201,
     )
     t = time.monotonic()
@@ -210,12 +219,17 @@ def test_a_dump_of_gigabytes_is_subsampled_and_ends(server):
             j = server.wait_status("admin", s["id"], _ENDED, 120)
         secs = time.monotonic() - t
         size = (d / "dump.atoms").stat().st_size
+        log = _log(server, s["id"])
+        gap = re.search(r"dump\.atoms: (\d+) bytes were not read", log)
         print(
             f"dump: {size} bytes in {secs:.1f} s ({size / secs / 1e6:.0f} MB/s);"
-            f" agent rss max {w.max_rss_mb:.0f} MB"
+            f" agent rss max {w.max_rss_mb:.0f} MB;"
+            f" not read {gap and gap.group(1)};"
+            f" {re.findall(r'Total wall time: .*', log)}"
         )
         assert j["status"] == "completed", (j["error"], j["situation"])
-        assert size >= want, size
+        assert size >= want or "Wall time limit reached" in log, size
+        assert size >= 512 * 1024**2, size
         assert w.max_rss_mb < _MAX_AGENT_RSS_MB
         f = server.frames("admin", s["id"])
         snaps = [x for x in f if x["plot"] == "snapshot"]
@@ -223,7 +237,13 @@ def test_a_dump_of_gigabytes_is_subsampled_and_ends(server):
             x["natoms"] == 256_000 and len(x["atoms"]) == 2000 for x in snaps
         )
         # the first snapshots as they came, and the very last one
-        assert snaps[0]["step"] == 0 and snaps[-1]["step"] == steps
+        with open(d / "dump.atoms", "rb") as x:
+            x.seek(size - 2 * _SNAPSHOT_BYTES)
+            last = int(re.findall(rb"ITEM: TIMESTEP\n(\d+)\n", x.read())[-1])
+        assert snaps[0]["step"] == 0 and snaps[-1]["step"] == last
+        steps_seen = [x["step"] for x in snaps]
+        assert steps_seen == sorted(set(steps_seen))
+        assert gap, log[-3000:]
         assert not procs_under(d)
     finally:
         shutil.rmtree(d, ignore_errors=True)
