@@ -247,3 +247,57 @@ def test_a_dump_of_gigabytes_is_subsampled_and_ends(server):
         assert not procs_under(d)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _run_record(run_dir, frames):
+    from agent import run
+
+    r = run.Run(
+        dict(
+            run_id="r-1",
+            op_id=0,
+            kind="run",
+            code="spew",
+            argv=["true"],
+            params={},
+            inputs={},
+            run_dir=str(run_dir),
+            cores=1,
+            max_run_secs=60,
+            follow=[{"file": "log.spew", "parser": "lammps_log"}],
+            steps=None,
+        ),
+        lambda r, kind: frames.append(r.frames[-1]) if kind == "frame" else None,
+    )
+    r.dir = run_dir
+    return r
+
+
+async def test_a_skipped_backlog_is_replayed_as_it_was_read(tmp_path, monkeypatch):
+    """The end's skip is journaled: an agent that re-attaches the run makes
+    the same frames (thinned the same way) from the same pieces."""
+    from agent import outputs, reads
+
+    monkeypatch.setattr(outputs, "END_READ_SECS", 0.0)
+    monkeypatch.setattr(outputs, "END_TAIL_BYTES", 100_000)
+    monkeypatch.setattr(outputs, "ROWS_PER_STRIDE", 1000)
+    rows = b"".join(b"%d 1.5 -6.25\n" % i for i in range(1, 400_001))
+    (tmp_path / "log.spew").write_bytes(b"Step Temp E_pair\n" + rows)
+    first = []
+    r = _run_record(tmp_path, first)
+    o = outputs.Outputs(r, None, reads.Journal(tmp_path / "reads"))
+    o._journal.create()
+    o.end()
+    o.close()
+    steps = [x[0] for f in first for x in f["rows"]]
+    # thinned from row 1000 on, a gap, then the tail to the last row
+    assert steps[:3] == [1, 2, 3] and steps[-1] == 400_000
+    assert steps == sorted(set(steps)) and len(steps) < 20_000
+    log = r.log.text_from(0, 10**6)[1]
+    assert re.search(r"log\.spew: \d+ bytes were not read", log), log
+    again = []
+    r2 = _run_record(tmp_path, again)
+    o2 = outputs.Outputs(r2, None, reads.Journal(tmp_path / "reads"))
+    assert o2.replay() > 0
+    o2.close()
+    assert again == first
