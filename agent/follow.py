@@ -22,6 +22,7 @@ import errno
 import os
 import stat
 import struct
+import time
 
 from agent.log import log
 
@@ -237,6 +238,8 @@ class Follower:
         self._fd = None
         self._watch = None
         self._timer = None
+        #: the timer is a step scheduled to run soon (not a poll's)
+        self._step_due = False
         self._poll_secs = POLL_SECS[0]
         self._closed = False
         self._said_open_failed = False
@@ -270,10 +273,40 @@ class Follower:
         self.offset = start + len(b)
         return b
 
-    def read_all(self):
-        """Read up to the current end now (a catch-up, or the last read after the writer ended)."""
+    def read_all(self, max_secs=None):
+        """Read up to the current end now (a catch-up, or the last read after the writer ended).
+
+        Args:
+            max_secs (float): stop after a step that ends past this long
+        Returns:
+            bool: the end was reached (False: the time ran out first)
+        """
+        end = None if max_secs is None else time.monotonic() + max_secs
         while self._read(self._read_bytes) >= self._read_bytes:
-            pass
+            if end is not None and time.monotonic() >= end:
+                return False
+        return True
+
+    def unread_bytes(self):
+        """How far the file's end is past the offset (0 if it is not open)."""
+        if self._fd is None:
+            return 0
+        try:
+            return max(0, os.fstat(self._fd).st_size - self.offset)
+        except OSError:
+            return 0
+
+    def skip(self, tail_bytes):
+        """Go on at the file's last `tail_bytes`, not reading what is before them.
+
+        Returns:
+            int: the new offset, or None if no more than that was left
+        """
+        n = self.unread_bytes()
+        if n <= tail_bytes:
+            return None
+        self.offset += n - tail_bytes
+        return self.offset
 
     def close(self):
         """Stop following; idempotent."""
@@ -296,10 +329,17 @@ class Follower:
             # rotated or removed: what was written to it is still ours
             self.read_all()
             self._close_fd()
-        self._step()
+        if not self._step_due:
+            # a step soon, not now: a writer's burst of events is one step,
+            # and the loop turns between steps however fast it writes
+            if self._timer is not None:
+                self._timer.cancel()
+            self._step_due = True
+            self._timer = asyncio.get_running_loop().call_soon(self._step)
 
     def _step(self):
         """Read a step's worth; schedule the next step (more to read, or the poll)."""
+        self._step_due = False
         if self._closed:
             return
         if self._timer is not None:
@@ -308,6 +348,7 @@ class Follower:
         n = self._read(self._read_bytes)
         loop = asyncio.get_running_loop()
         if n >= self._read_bytes:
+            self._step_due = True
             self._timer = loop.call_soon(self._step)
         elif self._watch is None:
             # no events: poll, sooner after data

@@ -19,9 +19,12 @@ records into the run's:
 With a `agent.reads.Journal`, each read is journaled before it is used and
 `replay` makes a re-attached run's frames again exactly as they were.
 
-Memory is bounded by the parsers (a partial line, one block) and by the
-run's frame limits; a file that never appears gives no frame and is said so
-in the log at the end.
+Memory is bounded by the parsers (a partial line, one block), by the run's
+frame limits, and by thinning a flood of rows (`ROWS_PER_STRIDE`); a code's
+end waits on no backlog (`END_READ_SECS`: a file far behind is read on at
+its tail, the bytes not read said in the log, and a skip is journaled as
+the line ``N+INDEX OFFSET``, N the count of files); a file that never
+appears gives no frame and is said so in the log at the end.
 """
 
 import collections
@@ -30,6 +33,21 @@ from agent import follow, parsers
 
 #: the code's error lines kept for the error text
 MAX_CODE_ERRORS = 5
+
+#: rows of a file kept at each stride: all of the first ones, then one in
+#: 2, one in 4, ...: a flood of rows is held in memory that grows with the
+#: log of its length (a Python row is ~10 times its JSON)
+ROWS_PER_STRIDE = 20_000
+
+#: most bytes of a file parsed per step of the loop: a step of a fast
+#: writer's file takes ~0.1 s (a thermo log parses at ~4 MB/s, a dump at
+#: ~14), so the agent's other work (a cancel, its pings) waits no longer
+READ_BYTES = 512 * 1024
+
+#: at the code's end, what is left of a file is read for at most this long
+#: (the agent's loop waits meanwhile); then only its last `END_TAIL_BYTES`
+END_READ_SECS = 2.0
+END_TAIL_BYTES = 8 * 1024 * 1024
 
 
 class Outputs:
@@ -55,8 +73,11 @@ class Outputs:
                 lambda data, i=i: self._read(i, data),
                 inotify,
                 on_truncated=lambda i=i: self._truncated(i),
+                read_bytes=READ_BYTES,
             )
             self._files.append((s["file"], p, f))
+        #: per file: [stride, rows kept at it, rows to pass before the next]
+        self._thin = [[1, 0, 0] for _ in self._files]
 
     def replay(self):
         """Before `start`, on a re-attach: the journal's reads again, in order.
@@ -67,23 +88,32 @@ class Outputs:
         e = self._journal.entries() if self._journal else []
         ends = [0] * len(self._files)
         for i, o in e:
-            if i >= len(self._files):
+            if i >= 2 * len(self._files):
                 break
-            n, p, f = self._files[i]
+            if i >= len(self._files):
+                # a skip (`_skip`): file i - n went on at o
+                i -= len(self._files)
+                _, p, f = self._files[i]
+                self._records(i, p.gap())
+                # nothing read: the file is open, its offset at o
+                f.reread(o, o)
+                ends[i] = o
+                continue
+            _, p, f = self._files[i]
             if o == 0:
                 p.reset()
             else:
                 # below the last end: the name holds a new file (rotated)
                 b = f.reread(ends[i] if o > ends[i] else 0, o)
-                self._records(n, p.feed(b))
+                self._records(i, p.feed(b))
             ends[i] = o
         return len(e)
 
     def _read(self, index, data):
-        n, p, f = self._files[index]
+        _, p, f = self._files[index]
         if self._journal:
             self._journal.add(index, f.offset)
-        self._records(n, p.feed(data))
+        self._records(index, p.feed(data))
 
     def _truncated(self, index):
         if self._journal:
@@ -95,17 +125,47 @@ class Outputs:
             f.start()
 
     def end(self):
-        """The code has ended: what is left in each file, and the parsers' last records."""
-        for n, p, f in self._files:
-            f.read_all()
+        """The code has ended: what is left in each file, and the parsers' last records.
+
+        A run that was stopped (canceled, timed out, over its bytes) is not
+        read on; a file far behind is read for `END_READ_SECS`, then its
+        last `END_TAIL_BYTES`: a code's end never waits on a backlog.
+        """
+        r = self._run
+        stopped = r.canceled or r.timed_out or r.over_bytes is not None
+        for i, (n, _, f) in enumerate(self._files):
+            if stopped:
+                u = f.unread_bytes()
+                if u:
+                    r.append_log(
+                        f"[simvisor agent: {n}: its last {u} bytes"
+                        " were not read (the run was stopped)]\n"
+                    )
+            elif not f.read_all(END_READ_SECS):
+                self._skip(i, "it was written faster than it could be read")
+                f.read_all()
             f.close()
-            self._finish(n, p, f.offset > 0)
+            self._finish(i, f.offset > 0)
+
+    def _skip(self, index, why):
+        """Go on at the last `END_TAIL_BYTES` of file `index`, journaled."""
+        n, p, f = self._files[index]
+        s = f.offset
+        o = f.skip(END_TAIL_BYTES)
+        if o is None:
+            return
+        if self._journal:
+            self._journal.add(len(self._files) + index, o)
+        self._records(index, p.gap())
+        self._run.append_log(
+            f"[simvisor agent: {n}: {o - s} bytes were not read ({why});"
+            f" its last {END_TAIL_BYTES} bytes were]\n"
+        )
 
     def feed(self, index, data):
         """Bytes appended to file `index` (in ``follow`` order), for a caller
         that reads the files itself instead of `start` (`agent.slurm`)."""
-        n, p, _ = self._files[index]
-        self._records(n, p.feed(data))
+        self._records(index, self._files[index][1].feed(data))
 
     def reset(self, index):
         """File `index` was truncated: its parser starts over (with `feed`)."""
@@ -117,8 +177,8 @@ class Outputs:
         Args:
             written (list): for each file, whether any of it was read
         """
-        for (n, p, _), w in zip(self._files, written, strict=True):
-            self._finish(n, p, w)
+        for i, w in enumerate(written):
+            self._finish(i, w)
 
     def close(self):
         for _, _, f in self._files:
@@ -126,16 +186,21 @@ class Outputs:
         if self._journal:
             self._journal.close()
 
-    def _finish(self, name, parser, written):
-        self._records(name, parser.finish())
+    def _finish(self, index, written):
+        name, parser, _ = self._files[index]
+        self._records(index, parser.finish())
         if not written:
             self._run.append_log(f"[simvisor agent: {name} was not written]\n")
 
-    def _records(self, name, records):
+    def _records(self, index, records):
         r = self._run
+        name = self._files[index][0]
         for x in records:
             k = x.get("kind")
             if k == "rows":
+                x["rows"] = self._thinned(index, x["rows"])
+                if not x["rows"]:
+                    continue
                 r.add_frame(
                     {
                         "plot": "rows",
@@ -168,6 +233,36 @@ class Outputs:
                 self.errors.append(x["message"])
             elif k in ("warning", "note"):
                 r.append_log(f"[simvisor agent: {name}: {x['message']}]\n")
+
+    def _thinned(self, index, rows):
+        """The rows kept of file `index`'s (`ROWS_PER_STRIDE`)."""
+        t = self._thin[index]
+        stride, kept, skip = t
+        if stride == 1 and kept + len(rows) < ROWS_PER_STRIDE:
+            t[1] += len(rows)
+            return rows
+        rv = []
+        last = len(rows) - 1
+        for j, x in enumerate(rows):
+            if skip and j < last:
+                # a read's last row is kept: the plot goes to where the file is
+                skip -= 1
+                continue
+            rv.append(x)
+            kept += 1
+            skip = stride - 1
+            if kept >= ROWS_PER_STRIDE:
+                if stride == 1:
+                    self._run.append_log(
+                        f"[simvisor agent: {self._files[index][0]}: more than"
+                        f" {ROWS_PER_STRIDE} rows: from here on one in 2 is kept,"
+                        f" then one in 4 after {ROWS_PER_STRIDE} more, and so on]\n"
+                    )
+                stride *= 2
+                kept = 0
+                skip = stride - 1
+        t[:] = [stride, kept, skip]
+        return rv
 
 
 def _step(rows):

@@ -10,7 +10,8 @@ Bounds: a line longer than ``max_line_bytes`` is dropped (one ``note``
 says so) instead of being kept whole, so a parser holds at most that much
 of a partial line; formats keep at most one block of their own. No byte
 sequence raises: invalid UTF-8 is replaced, a number that does not parse
-makes its row or block be skipped.
+makes its row or block be skipped. A reader that falls too far behind may
+skip bytes (`Parser.gap`): the lines cut are dropped, a block cut is not given.
 
 Pure: no I/O, no asyncio, the standard library only, Python 3.8 and later.
 """
@@ -118,6 +119,19 @@ class Parser:
         self._flush_step(out)
         return out
 
+    def gap(self):
+        """Bytes were skipped (not read): what follows goes on from the next
+        newline, and the format forgets what the gap cut (`_gap`).
+
+        Returns:
+            list: records (a note of a block cut short)
+        """
+        out = []
+        self._pending = b""
+        self._dropping = True
+        self._gap(out)
+        return out
+
     def reset(self):
         """The file was truncated or replaced: forget everything, start over."""
         self._pending = b""
@@ -145,6 +159,11 @@ class Parser:
 
     def _end(self, out):
         """The end of the file: append what a pending block gives."""
+
+    def _gap(self, out):
+        """Bytes were skipped: by default, the format starts over (a table
+        whose rows go on after a gap keeps its columns instead)."""
+        self._clear()
 
     def _row(self, out, table, run, columns, row, step):
         """Append a row to out: to the last record if it is of that table."""

@@ -118,6 +118,11 @@ class LammpsDump(base.Parser):
         if self._block is not None and self._block.columns is not None:
             self._incomplete(out)
 
+    def _gap(self, out):
+        b = self._block
+        if b is not None:
+            self._broken(out, f"step {b.step}: the snapshot was cut by bytes not read")
+
     def _int(self, line):
         v = base.number(line.strip())
         if not isinstance(v, int):

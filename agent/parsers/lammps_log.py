@@ -99,6 +99,11 @@ class LammpsLog(base.Parser):
     def _end(self, out):
         self._end_table(out)
 
+    def _gap(self, out):
+        # the table's rows go on after it; a multi block cut is dropped
+        self._multi_block = None
+        self._header_next = False
+
     def _start_table(self, columns):
         self._run += 1
         self._columns = columns
