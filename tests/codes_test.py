@@ -39,6 +39,7 @@ _TEST_CODES = frozenset(
         "spawner",
         "probe",
         "checksum",
+        "spew",
     )
 )
 
@@ -222,7 +223,7 @@ def test_catalog():
         # burn has workers; heat's cores are Slurm tasks under the sbatch driver
         assert x["max_cores"] == (4 if n in ("burn", "heat") else 1)
         assert x["test"] is (n in _TEST_CODES)
-        assert x["frames"] is (n in ("heat", "lorenz", "stats", "checksum"))
+        assert x["frames"] is (n in ("heat", "lorenz", "stats", "checksum", "spew"))
         defaults = {}
         for p in x["params"]:
             t = p["type"]

@@ -46,7 +46,9 @@ class _Supervisor:
             b = self.data[f["offset"] : f["offset"] + f["length"]]
             if spoil:
                 b = b"x" + b[1:]
-            self.requests.data({"req_id": f["req_id"], "data": base64.b64encode(b).decode()})
+            self.requests.data(
+                {"req_id": f["req_id"], "data": base64.b64encode(b).decode()}
+            )
             done += 1
 
 
@@ -54,12 +56,15 @@ def _run(tmp_path, data):
     d = tmp_path / "run"
     d.mkdir()
     sha = hashlib.sha256(data).hexdigest()
-    return types.SimpleNamespace(
-        run_id="r-1",
-        op={"library": [{"name": "d.bin", "sha256": sha, "size": len(data)}]},
-        dir=d,
-        staging=None,
-    ), sha
+    return (
+        types.SimpleNamespace(
+            run_id="r-1",
+            op={"library": [{"name": "d.bin", "sha256": sha, "size": len(data)}]},
+            dir=d,
+            staging=None,
+        ),
+        sha,
+    )
 
 
 async def test_a_dropped_connection_goes_on_from_the_part(tmp_path):
@@ -101,7 +106,7 @@ async def test_a_dropped_connection_goes_on_from_the_part(tmp_path):
 
 async def test_bytes_that_do_not_hash_to_their_name_are_not_used(tmp_path):
     data = os.urandom(_MIB + 1)
-    run, sha = _run(tmp_path, data)
+    run, _ = _run(tmp_path, data)
     sv = _Supervisor(data)
     sv.requests.up()
     c = staging.Cache(tmp_path / "cache", sv.requests)
