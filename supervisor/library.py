@@ -36,6 +36,10 @@ from supervisor import errors, job, names
 _KEY_CHARS = 32
 #: where a user's run root holds the library files staged for its runs
 STAGED = ".library"
+#: uploads of a user interrupted (kept for a resume) or on their way, at most
+MAX_PARTS = 8
+#: an interrupted upload is kept this long after its last byte
+PART_SECS = 24 * 3600
 
 
 class Upload:
@@ -51,7 +55,7 @@ class Upload:
         #: the whole file's size (from the headers), or (not `exact`) its most
         self.length = length
         self._exact = exact
-        self._sha = digest
+        self.sha = digest
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def write(self, chunk):
@@ -68,7 +72,7 @@ class Upload:
                 f"the body is over the {self.length} bytes its headers declared",
             )
         os.write(self._fd, chunk)
-        self._sha.update(chunk)
+        self.sha.update(chunk)
         self.received += len(chunk)
 
     def suspend(self):
@@ -91,7 +95,7 @@ class Upload:
             await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
-        return await self._library.commit(self, self._sha.hexdigest())
+        return await self._library.commit(self, self.sha.hexdigest())
 
     def _close(self):
         if self._fd is not None:
@@ -157,7 +161,11 @@ class Library:
         return name in self._entries.get(user_name, {})
 
     def used_bytes(self, user_name):
-        return sum(e["size"] for e in self._entries.get(user_name, {}).values())
+        """What the user's library takes: its files, and the parts of
+        uploads interrupted or on their way."""
+        return sum(e["size"] for e in self._entries.get(user_name, {}).values()) + sum(
+            self._parts(user_name).values()
+        )
 
     def partial(self, user, name):
         """How much of an interrupted upload of `name` arrived: ``{name, received}``."""
@@ -172,34 +180,19 @@ class Library:
     async def begin(self, user, name, length, offset):
         """An upload of `length` bytes in all, from `offset` (a resume), or refused.
 
-        Called from the headers, before any of the body is read.
+        Called from the headers, before any of the body is read. The name is
+        taken at once (before the wait to hash a resumed part), so a second
+        upload of it is refused, never written into the same part.
 
         Raises:
             errors.TooLarge: over the plan's file size or library quota (413)
-            errors.Conflict: another upload of the name is on its way, or
-                `offset` is not what arrived before (its figure is said)
+            errors.Conflict: another upload of the name is on its way,
+                `offset` is not what arrived before (its figure is said), a
+                run uses the file it would replace, or too many uploads are
+                interrupted
         """
-        names.input_name(name)
-        if (user.name, name) in self._uploading:
-            raise errors.Conflict(
-                "upload_in_progress", f"{name!r} is being uploaded already"
-            )
         p = self._plan_of(user.name)
-        if length > p.max_library_file_bytes:
-            raise errors.TooLarge(
-                "file_too_large",
-                f"{length} bytes: the plan takes files of at most "
-                f"{p.max_library_file_bytes} bytes",
-            )
-        old = self._entries.get(user.name, {}).get(name)
-        used = self.used_bytes(user.name) - (old["size"] if old else 0)
-        if used + length > p.max_library_bytes:
-            raise errors.TooLarge(
-                "quota_exceeded",
-                f"your library holds {used} bytes of the plan's "
-                f"{p.max_library_bytes}: {length} more do not fit",
-            )
-        path = self._partial_path(user.name, name)
+        path = self._admit(user, name, length)
         have = path.stat().st_size if path.exists() else 0
         if offset and offset != have:
             raise errors.Conflict(
@@ -207,34 +200,100 @@ class Library:
                 f"{have} bytes of {name!r} arrived before, not {offset}: "
                 f"resume with Upload-Offset: {have}",
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if length > p.max_library_file_bytes:
+            raise errors.TooLarge(
+                "file_too_large",
+                f"{length} bytes: the plan takes files of at most "
+                f"{p.max_library_file_bytes} bytes",
+            )
+        room = self._room(user.name, name)
+        if length > room:
+            raise errors.TooLarge(
+                "quota_exceeded",
+                f"your library has room for {room} more bytes of the plan's "
+                f"{p.max_library_bytes} (its files, and uploads kept or on "
+                f"their way): {length} do not fit",
+            )
         if not offset and have:
             path.unlink()
-        sha = hashlib.sha256()
+        u = self._uploading[(user.name, name)] = Upload(
+            self, user, name, path, offset, length, hashlib.sha256()
+        )
         if offset:
-            await asyncio.to_thread(_hash_file, path, sha)
-        u = Upload(self, user, name, path, offset, length, sha)
-        self._uploading[(user.name, name)] = u
+            try:
+                await asyncio.to_thread(_hash_file, path, u.sha)
+            except BaseException:
+                self.end(u)
+                raise
         return u
 
     async def begin_copy(self, user, name):
         """An `Upload` of bytes whose size is not known yet (an output
         copied in): at most what the plan leaves room for."""
+        p = self._plan_of(user.name)
+        path = self._admit(user, name, 0)
+        path.unlink(missing_ok=True)
+        n = max(0, min(p.max_library_file_bytes, self._room(user.name, name)))
+        u = Upload(self, user, name, path, 0, n, hashlib.sha256(), exact=False)
+        self._uploading[(user.name, name)] = u
+        return u
+
+    def _admit(self, user, name, length):
+        """May `user` upload `name` now? Its part's path (its directory made)."""
         names.input_name(name)
         if (user.name, name) in self._uploading:
             raise errors.Conflict(
                 "upload_in_progress", f"{name!r} is being uploaded already"
             )
-        p = self._plan_of(user.name)
-        old = self._entries.get(user.name, {}).get(name)
-        used = self.used_bytes(user.name) - (old["size"] if old else 0)
-        n = max(0, min(p.max_library_file_bytes, p.max_library_bytes - used))
+        if name in self._entries.get(user.name, {}):
+            self._refuse_in_use(user, name, "replaced")
         path = self._partial_path(user.name, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        u = Upload(self, user, name, path, 0, n, hashlib.sha256(), exact=False)
-        self._uploading[(user.name, name)] = u
-        return u
+        self._expire_parts(user.name)
+        kept = self._parts(user.name)
+        if path.name not in kept and len(kept) >= MAX_PARTS:
+            raise errors.Conflict(
+                "too_many_uploads",
+                f"{len(kept)} uploads are interrupted or on their way: finish "
+                f"them (or wait {PART_SECS // 3600:.0f} h for them to expire)",
+            )
+        return path
+
+    def _room(self, user_name, name):
+        """Bytes the user's library may still take for `name`: the plan's
+        less its other files, its other parts kept, and the whole declared
+        size of its other uploads on their way."""
+        p = self._plan_of(user_name)
+        d = self._entries.get(user_name, {})
+        used = sum(e["size"] for n, e in d.items() if n != name)
+        mine = self._partial_path(user_name, name).name
+        going = {
+            u.path.name: u.length for (x, _), u in self._uploading.items() if x == user_name
+        }
+        for k, n in self._parts(user_name).items():
+            if k != mine:
+                used += max(n, going.get(k, 0))
+        return max(0, p.max_library_bytes - used)
+
+    def _parts(self, user_name):
+        """The user's parts on disk (uploads interrupted or on their way): key -> bytes."""
+        d = self.root / "partial" / user_name
+        try:
+            return {e.name: e.stat().st_size for e in os.scandir(d) if e.is_file()}
+        except FileNotFoundError:
+            return {}
+
+    def _expire_parts(self, user_name):
+        """Parts left longer than `PART_SECS`, and not on their way, go."""
+        going = {u.path.name for (x, _), u in self._uploading.items() if x == user_name}
+        t = time.time() - PART_SECS
+        d = self.root / "partial" / user_name
+        try:
+            for e in os.scandir(d):
+                if e.name not in going and e.stat().st_mtime < t:
+                    _unlink(pathlib.Path(e.path))
+        except FileNotFoundError:
+            pass
 
     def end(self, upload, drop=False):
         """The upload's request is over (finished, refused or dropped).
@@ -311,14 +370,22 @@ class Library:
     # --- changes ---------------------------------------------------------------
 
     async def rename(self, user, name, new):
-        e = self._entries.get(user.name, {}).get(name)
+        """`name` is `new` from now on: changed at once, then saved (two
+        renames at once: the second finds the name gone, a 404)."""
         self.get(user, name)
         names.input_name(new)
-        if new in self._entries[user.name]:
+        d = self._entries[user.name]
+        if new in d or (user.name, new) in self._uploading:
             raise errors.Conflict("file_exists", f"there is a file {new!r} already")
         self._refuse_in_use(user, name, "renamed")
-        await self._put(user.name, new, e)
-        await self._drop(user.name, name)
+        e = d.pop(name)
+        d[new] = e
+        try:
+            await self._store.save(self._key(user.name), d)
+        except OSError:
+            d.pop(new, None)
+            d[name] = e
+            raise
         return self._public(user.name, new, e)
 
     async def delete(self, user, name):

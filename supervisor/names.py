@@ -146,6 +146,8 @@ def _input_name_fault(v):
         return "no control characters, UTF-8 text"
     if len(v.encode("utf-8")) > MAX_NAME_BYTES:
         return f"at most {MAX_NAME_BYTES} bytes in UTF-8"
+    if v != v.strip():
+        return "no space at either end"
     if "/" in v:
         return "no /"
     if v.startswith("."):

@@ -264,6 +264,9 @@ def test_a_run_reads_a_library_file_it_cannot_change(server):
     )
     assert r.status_code == 409 and r.json()["error"] == "file_in_use"
     assert s["id"] in r.json()["message"]
+    # nor replaced
+    r = _put(server, "admin", "in.bin", b"other", 409)
+    assert r.json()["error"] == "file_in_use"
     r = requests.patch(
         _url(server, "in.bin"),
         headers=_auth(server, "admin"),
@@ -331,3 +334,95 @@ def test_an_output_is_saved_into_the_library(server_factory):
     assert not [
         p for p in (server.data_dir / "library" / "partial").rglob("*") if p.is_file()
     ]
+
+
+def _drop_after(server, user, name, total, sent):
+    """Start an upload of `total` bytes, send `sent` of them, and drop it."""
+    c = socket.create_connection(("127.0.0.1", server.port), 5)
+    c.sendall(
+        f"PUT /api/library/{name} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {server.tokens[user]}\r\n"
+        f"Content-Length: {total}\r\n\r\n".encode() + b"p" * sent
+    )
+    return c
+
+
+def test_uploads_on_their_way_and_kept_count_in_the_quota(server_factory):
+    server = server_factory(basic_max_library_bytes=10_000_000)
+    server.add_user("bob")
+    # on its way: 6 MB declared, so 5 MB more do not fit meanwhile
+    c = _drop_after(server, "bob", "a.bin", 6_000_000, 1_000_000)
+    wait_for(
+        lambda: server.api("GET", "/whoami", "bob").json()["limits"]["library_bytes"]
+        == 1_000_000,
+        10,
+        what="the part counted",
+    )
+    r = _put(server, "bob", "b.bin", b"b" * 5_000_000, 413)
+    assert r.json()["error"] == "quota_exceeded"
+    # a second upload of the same name at once is refused, not mixed in
+    r = _put(server, "bob", "a.bin", b"x" * 10, 409, {"Upload-Offset": "0"})
+    assert r.json()["error"] == "upload_in_progress"
+    c.close()
+    wait_for(
+        lambda: server.api("GET", "/library/a.bin/upload", "bob").status_code == 200,
+        10,
+        what="the dropped upload kept",
+    )
+    # kept: it still counts (1 MB), so 9 MB fit and 9.5 MB do not
+    _put(server, "bob", "b.bin", b"b" * 9_000_000)
+    r = _put(server, "bob", "c.bin", b"c" * 500_000, 413)
+    assert r.json()["error"] == "quota_exceeded"
+
+
+def test_interrupted_uploads_are_bounded_in_number(server):
+    from supervisor import library
+
+    server.add_user("bob")
+    for i in range(library.MAX_PARTS):
+        _drop_after(server, "bob", f"p{i}.bin", 1000, 10).close()
+    wait_for(
+        lambda: all(
+            server.api("GET", f"/library/p{i}.bin/upload", "bob").status_code == 200
+            for i in range(library.MAX_PARTS)
+        ),
+        10,
+        what="the parts kept",
+    )
+    r = _put(server, "bob", "one-more.bin", b"x", 409)
+    assert r.json()["error"] == "too_many_uploads"
+    # a kept one may go on
+    _put(server, "bob", "p0.bin", b"p" * 990, 201, {"Upload-Offset": "10"})
+    _put(server, "bob", "one-more.bin", b"x")
+
+
+def test_renames_at_once_leave_one_name(server):
+    import concurrent.futures
+
+    for k in range(5):
+        _put(server, "admin", f"r{k}.bin", b"r" * 1000 + bytes([k]))
+
+    def rename(k, new):
+        return requests.patch(
+            _url(server, f"r{k}.bin"),
+            json={"name": new},
+            headers=_auth(server, "admin"),
+            timeout=10,
+        ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        codes = list(
+            ex.map(
+                lambda a: rename(*a),
+                [(k, f"{k}-{x}.bin") for k in range(5) for x in "ab"],
+            )
+        )
+    assert sorted(codes) == [200] * 5 + [404] * 5, codes
+    names = [
+        f["name"]
+        for f in requests.get(
+            server.url + "/api/library", headers=_auth(server, "admin"), timeout=5
+        ).json()
+    ]
+    assert len(names) == 5 and not any(n.startswith("r") for n in names), names
+    assert server.api("GET", "/whoami").json()["limits"]["library_bytes"] == 5 * 1001
