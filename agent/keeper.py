@@ -78,7 +78,9 @@ _POLL_FIRST_SECS = 0.005
 _POLL_MAX_SECS = 0.1
 
 
-def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=(), files=None):
+def argv(
+    command, grace_secs, oom_score_adj=None, cgroup_dirs=(), files=None, fsize=None
+):
     """The keeper's command line that runs `command` under it.
 
     Args:
@@ -89,6 +91,7 @@ def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=(), files=None):
         files (dict): output, status, adopt (paths: `agent.runtable`),
             agent_pid, orphan_secs; None: the code inherits the keeper's
             stdout and stderr, and the keeper dies with nothing but a signal
+        fsize (int): the code's RLIMIT_FSIZE (no file it writes grows past it)
     """
     rv = [sys.executable, "-I", "-S", "-B", os.path.abspath(__file__)]
     rv += ["--grace-secs", repr(float(grace_secs))]
@@ -96,6 +99,8 @@ def argv(command, grace_secs, oom_score_adj=None, cgroup_dirs=(), files=None):
         rv += ["--oom-score-adj", str(int(oom_score_adj))]
     for d in cgroup_dirs:
         rv += ["--cgroup", d]
+    if fsize is not None:
+        rv += ["--fsize", str(int(fsize))]
     if files:
         rv += ["--output", str(files["output"]), "--status", str(files["status"])]
         rv += ["--adopt", str(files["adopt"]), "--agent-pid", str(files["agent_pid"])]
@@ -285,7 +290,7 @@ def main(args=None):
         c = subprocess.Popen(
             a.command,
             close_fds=True,
-            preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj, cg),
+            preexec_fn=_code_preexec(os.getpid(), a.oom_score_adj, cg, a.fsize),
             **(out.popen_args() if out else {}),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as e:
@@ -355,7 +360,7 @@ def _keeper_io():
     return m
 
 
-def _code_preexec(keeper_pid, oom_score_adj, cgroup=None):
+def _code_preexec(keeper_pid, oom_score_adj, cgroup=None, fsize=None):
     def f():
         # first of all: nothing of the code runs outside its cgroup (an
         # error here is the keeper's "cannot start")
@@ -370,6 +375,8 @@ def _code_preexec(keeper_pid, oom_score_adj, cgroup=None):
                     x.write(str(oom_score_adj))
             except OSError:
                 pass
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         # the keeper dies only by SIGKILL (OOM, a stranger): the code with it
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != keeper_pid:
@@ -412,6 +419,7 @@ def _parse(args):
     p.add_argument("--grace-secs", type=float, default=2.0)
     p.add_argument("--oom-score-adj", type=int, default=None)
     p.add_argument("--cgroup", action="append", default=[])
+    p.add_argument("--fsize", type=int, default=None)
     p.add_argument("--output", help="the code's output, as records (agent.keeper_io)")
     p.add_argument("--status", help="with --output: the keeper's last word")
     p.add_argument("--adopt", help="with --output: the adoption FIFO")

@@ -262,6 +262,8 @@ class Pool(records.Records):
                         agent_pid=os.getpid(),
                         orphan_secs=self.orphan_secs,
                     ),
+                    # no one file past the room its plan leaves (`agent.space`)
+                    run.op.get("max_bytes"),
                 ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -478,8 +480,11 @@ def _end_status(run, rc, oom_kills_before=None, run_cgroup=None):
         return "canceled", rc, None
     if run.timed_out:
         return "timed_out", rc, f"max run time of {run.max_run_secs} secs exceeded"
-    if run.over_bytes is not None:
-        return "error", rc, space.error(run.over_bytes, run.op["max_bytes"])
+    if run.over_bytes is not None or (
+        rc == -signal.SIGXFSZ and run.op.get("max_bytes") is not None
+    ):
+        n = run.over_bytes or run.op["max_bytes"]
+        return "error", rc, space.error(n, run.op["max_bytes"])
     if rc == 0:
         return "completed", 0, None
     e = limits.out_of_memory_error(oom_kills_before, run_cgroup)

@@ -7,7 +7,12 @@ that (the data directory is one tree on one file system), so the pool walks
 the run directory while the run goes (`watch`) and ends the run once it has
 passed the room, and once more when it ends (`over`). A walk costs in
 proportion to the files there: the next one waits at least `CHECK_SECS` and
-long enough that walking takes at most `MAX_SHARE` of a core.
+long enough that walking takes at most `MAX_SHARE` of a core, but never more
+than `MAX_CHECK_SECS`. No one file can grow past the room in between: the
+code runs with that as its RLIMIT_FSIZE (`agent.keeper`), so a write past
+it fails (SIGXFSZ, or EFBIG if the code ignores that signal). Bytes of files
+deleted while still open are not seen by a walk: they are freed when the
+run ends, within its max run time.
 """
 
 import asyncio
@@ -17,8 +22,10 @@ import time
 
 #: least time between two walks of a run directory
 CHECK_SECS = 1.0
-#: of one core, at most, spent walking a run directory
+#: of one core, at most, spent walking a run directory, unless that would
+#: put more than `MAX_CHECK_SECS` between two walks
 MAX_SHARE = 0.05
+MAX_CHECK_SECS = 5.0
 
 
 def dir_bytes(path):
@@ -87,4 +94,4 @@ async def watch(run, on_over):
         if n is not None:
             on_over(n)
             return
-        wait = max(CHECK_SECS, (time.monotonic() - t) / MAX_SHARE)
+        wait = min(MAX_CHECK_SECS, max(CHECK_SECS, (time.monotonic() - t) / MAX_SHARE))

@@ -268,7 +268,9 @@ class Library:
         used = sum(e["size"] for n, e in d.items() if n != name)
         mine = self._partial_path(user_name, name).name
         going = {
-            u.path.name: u.length for (x, _), u in self._uploading.items() if x == user_name
+            u.path.name: u.length
+            for (x, _), u in self._uploading.items()
+            if x == user_name
         }
         for k, n in self._parts(user_name).items():
             if k != mine:
