@@ -146,6 +146,26 @@ def test_upload_resume_run_and_delete_library_file(server, pages, tmp_path):
     expect(page.locator("[data-param=data] .field-error")).to_have_text(
         "Choose the data file."
     )
+    # the form's upload shortcut: a name the patterns refuse, then one they take
+    field = page.locator("[data-param=data]")
+    (tmp_path / "notes.txt").write_bytes(b"not data")
+    (tmp_path / "small.dat").write_bytes(b"0123456789" * 100)
+    with page.expect_file_chooser() as fc:
+        field.get_by_role("button", name="Upload a file…").click()
+    fc.value.set_files(tmp_path / "notes.txt")
+    expect(field.locator(".form-error")).to_have_text(
+        "Data file (data) must be a file named like *.bin or *.dat."
+    )
+    with page.expect_file_chooser() as fc:
+        field.get_by_role("button", name="Upload a file…").click()
+    fc.value.set_files(tmp_path / "small.dat")
+    expect(field.locator(".uploader")).to_have_attribute("data-state", "done")
+    expect(pick).to_have_value("small.dat")
+    expect(page.locator("[data-param=data] .field-error")).to_have_text("")
+    expect(pick.locator("option")).to_have_text(
+        ["Choose a file…", "data.bin (5.0 MB)", "small.dat (1000 B)"]
+    )
+    bt.shot(page, "new-file-param")
     pick.select_option("data.bin")
     page.get_by_role("button", name="Create simulation").click()
     expect(page.get_by_role("heading", name="sum it")).to_be_visible()
@@ -159,6 +179,12 @@ def test_upload_resume_run_and_delete_library_file(server, pages, tmp_path):
     server.run("lena", hold["id"])
     server.wait_status("lena", hold["id"], "running")
     page.get_by_role("link", name="Files", exact=True).click()
+    # a rename, in place
+    page.get_by_role("button", name="Rename small.dat").click()
+    page.get_by_label("New name for small.dat").fill("small2.dat")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("tr[data-file='small2.dat']")).to_be_visible()
+    expect(page.locator("tr[data-file='small.dat']")).to_have_count(0)
     used = row.locator(".file-used")
     expect(used.get_by_role("link")).to_have_count(2)
     expect(used.get_by_role("link", name="sum it")).to_have_attribute(
@@ -182,9 +208,9 @@ def test_upload_resume_run_and_delete_library_file(server, pages, tmp_path):
     row.get_by_role("button", name="Delete data.bin").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(row).to_have_count(0)
-    expect(page.get_by_text("No files yet")).to_be_visible()
-    expect(page.locator("#library-quota")).to_have_text("0 B of 20 GB used")
-    assert server.api("GET", "/library", "lena", expect=200).json() == []
+    expect(page.locator("#library-quota")).to_have_text("1000 B of 20 GB used")
+    left = server.api("GET", "/library", "lena", expect=200).json()
+    assert [f["name"] for f in left] == ["small2.dat"]
 
 
 def _t(seen, state):

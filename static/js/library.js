@@ -280,6 +280,10 @@ export function fileField(p, value, { id, describedBy, limits = {} }) {
         select.replaceChildren(...options);
         select.value = chosen;
         select.dataset.loaded = "true";
+        if (name !== undefined) {
+            // chosen by the upload: as if picked (the form clears its error)
+            select.dispatchEvent(new Event("change", { bubbles: true }));
+        }
     }
     refresh();
     return { select, el: h("div.file-param", h("div.file-param-row", select, uploadBtn, picker), uploader.el) };

@@ -26,6 +26,13 @@ export function paramFields(code, values = {}, { sims = [], limits = {} } = {}) 
             const f = fileField(p, v, { id, describedBy: `${hintId} ${errId}`, limits });
             input = f.select;
             extra = f.el;
+            input.addEventListener("change", () => {
+                input.removeAttribute("aria-invalid");
+                const err = document.getElementById(errId);
+                if (err) {
+                    err.textContent = "";
+                }
+            });
         } else if (p.type === "int" || p.type === "float") {
             input = h("input.input", {
                 id,

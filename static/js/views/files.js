@@ -21,7 +21,14 @@ export function filesView(root, _params, ctx) {
     const picker = h("input.input", { type: "file", id: "upload-file" });
     const nameInput = h("input.input", { type: "text", id: "upload-name", maxlength: "100", "aria-describedby": "upload-name-hint" });
     const uploadBtn = h("button.btn.btn-primary", { type: "submit", id: "upload-start" }, "Upload");
-    const uploader = new Uploader({ id: "upload", onDone: () => load() });
+    const uploader = new Uploader({
+        id: "upload",
+        onDone: () => {
+            picker.value = "";
+            nameInput.value = "";
+            load();
+        },
+    });
     const form = h(
         "form.upload-form",
         { novalidate: true, "aria-label": "Upload a file" },
@@ -63,7 +70,7 @@ export function filesView(root, _params, ctx) {
         ),
         h(
             "div.files-grid",
-            h("section.card.card-flush", { "aria-labelledby": "library-heading" }, h("div.card-head", h("h2", { id: "library-heading" }, "Your library")), list),
+            h("section.card.card-flush", { "aria-labelledby": "library-heading" }, h("div.card-head.card-pad", h("h2", { id: "library-heading" }, "Your library")), list),
             h(
                 "section.card",
                 { "aria-labelledby": "upload-heading" },
