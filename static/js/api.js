@@ -84,6 +84,11 @@ async function errorOf(r) {
     } catch (e) {
         // the body is lost; the status still says what happened
     }
+    return errorOfText(r.status, r.statusText, t);
+}
+
+function errorOfText(status, statusText, t) {
+    const r = { status, statusText };
     try {
         const j = JSON.parse(t);
         if (j && typeof j.message === "string") {
@@ -116,3 +121,54 @@ export const get = (path, opts) => api("GET", path, opts);
 export const post = (path, body, opts) => api("POST", path, { ...opts, body: body ?? {} });
 export const patch = (path, body, opts) => api("PATCH", path, { ...opts, body });
 export const del = (path, opts) => api("DELETE", path, opts);
+
+/**
+ * PUT `blob` to `path` with XMLHttpRequest, whose upload events give a real
+ * progress: `onProgress(sentBytes)`. `headers` are added (Upload-Offset);
+ * `signal` (an AbortSignal) stops it. Resolves with the parsed JSON reply;
+ * rejects with an ApiError (code "network" when the connection dropped,
+ * "aborted" when stopped).
+ */
+export function upload(path, blob, { headers = {}, onProgress, signal } = {}) {
+    return new Promise((resolve, reject) => {
+        const x = new XMLHttpRequest();
+        x.open("PUT", `/api${path}`);
+        x.setRequestHeader("Accept", "application/json");
+        x.setRequestHeader("Content-Type", "application/octet-stream");
+        const t = xsrfToken();
+        if (t) {
+            x.setRequestHeader("X-XSRFToken", t);
+        }
+        for (const [k, v] of Object.entries(headers)) {
+            x.setRequestHeader(k, String(v));
+        }
+        x.upload.addEventListener("progress", (ev) => onProgress?.(ev.loaded));
+        x.addEventListener("load", () => {
+            if (x.status >= 200 && x.status < 300) {
+                try {
+                    resolve(JSON.parse(x.responseText));
+                } catch (e) {
+                    reject(new ApiError(x.status, "bad_reply", `The supervisor sent a reply that is not JSON (PUT ${path}).`));
+                }
+                return;
+            }
+            const e = errorOfText(x.status, x.statusText, x.responseText);
+            if (x.status === 401) {
+                onUnauthorized(e);
+            }
+            reject(e);
+        });
+        x.addEventListener("error", () =>
+            reject(new ApiError(0, "network", "The upload was cut off (the connection dropped); what arrived is kept: resume it.")),
+        );
+        x.addEventListener("abort", () => reject(new ApiError(0, "aborted", "The upload was stopped; what arrived is kept: resume it.")));
+        if (signal) {
+            if (signal.aborted) {
+                x.abort();
+                return;
+            }
+            signal.addEventListener("abort", () => x.abort(), { once: true });
+        }
+        x.send(blob);
+    });
+}

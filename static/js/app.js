@@ -6,6 +6,7 @@ import { Live } from "./events.js";
 import { Router } from "./router.js";
 import { SignIns } from "./signin.js";
 import { adminView } from "./views/admin/index.js";
+import { filesView } from "./views/files.js";
 import { listView } from "./views/list.js";
 import { loginView, logo } from "./views/login.js";
 import { newView } from "./views/new.js";
@@ -42,6 +43,7 @@ const router = new Router(
         [/^\/$/, listView],
         [/^\/new(?:\/([\w-]+))?$/, newView],
         [/^\/sim\/([0-9a-f]+)$/, simulationView],
+        [/^\/files$/, filesView],
         [/^\/admin$/, adminView],
     ],
     notFoundView,
@@ -121,7 +123,15 @@ function renderHeader() {
 }
 
 function markNav(path) {
-    const sect = path.startsWith("/admin") ? "admin" : path.startsWith("/new") ? "new" : path === "/" || path.startsWith("/sim") ? "list" : "";
+    const sect = path.startsWith("/admin")
+        ? "admin"
+        : path.startsWith("/new")
+          ? "new"
+          : path === "/files"
+            ? "files"
+            : path === "/" || path.startsWith("/sim")
+              ? "list"
+              : "";
     for (const a of document.querySelectorAll("#nav a")) {
         if (a.dataset.nav === sect) {
             a.setAttribute("aria-current", "page");

@@ -4,13 +4,15 @@
 
 import { sentence } from "./api.js";
 import { h, pyNum, uid } from "./dom.js";
+import { fileField, fitsParam } from "./library.js";
 
 /**
  * Fields for `code.params` with `values` (defaults if missing).
- * `sims` lists simulations a "simulation" parameter may name.
+ * `sims` lists simulations a "simulation" parameter may name; `limits` (the
+ * plan's, from whoami) bound what a "file" parameter's upload shortcut sends.
  * Returns {el, read() -> {params, errors: [{name, message}]}, showErrors(errors)}.
  */
-export function paramFields(code, values = {}, { sims = [] } = {}) {
+export function paramFields(code, values = {}, { sims = [], limits = {} } = {}) {
     const rows = [];
     const inputs = new Map();
     for (const p of code.params) {
@@ -19,7 +21,19 @@ export function paramFields(code, values = {}, { sims = [] } = {}) {
         const errId = `${id}-error`;
         const v = p.name in values ? values[p.name] : p.default;
         let input;
-        if (p.type === "int" || p.type === "float") {
+        let extra = null;
+        if (p.type === "file") {
+            const f = fileField(p, v, { id, describedBy: `${hintId} ${errId}`, limits });
+            input = f.select;
+            extra = f.el;
+            input.addEventListener("change", () => {
+                input.removeAttribute("aria-invalid");
+                const err = document.getElementById(errId);
+                if (err) {
+                    err.textContent = "";
+                }
+            });
+        } else if (p.type === "int" || p.type === "float") {
             input = h("input.input", {
                 id,
                 name: p.name,
@@ -59,7 +73,7 @@ export function paramFields(code, values = {}, { sims = [] } = {}) {
                 "div.field",
                 { dataset: { param: p.name } },
                 h("label", { for: id }, p.label || p.name, " ", h("code.param-name", p.name)),
-                input,
+                extra || input,
                 h("div.hint", { id: hintId }, hint(p)),
                 h("div.field-error", { id: errId, role: "alert" }),
             ),
@@ -110,6 +124,8 @@ function hint(p) {
         parts.push("number");
     } else if (p.type === "simulation") {
         parts.push("one of your simulations");
+    } else if (p.type === "file") {
+        parts.push(p.patterns?.length ? `a file of your library named like ${p.patterns.join(" or ")}` : "a file of your library");
     } else if (p.choices) {
         parts.push(`one of ${p.choices.join(", ")}`);
     } else {
@@ -148,8 +164,11 @@ export function check(p, raw) {
         }
     } else {
         v = raw;
-        if (p.type === "simulation" && !v) {
+        if ((p.type === "simulation" || p.type === "file") && !v) {
             return [null, sentence(`choose the ${label.toLowerCase()}`)];
+        }
+        if (p.type === "file" && !fitsParam(p, v)) {
+            return bad(`must be a file named like ${p.patterns.join(" or ")}`);
         }
         if (v.length > MAX_STR_CHARS) {
             return bad(`must be text of at most ${MAX_STR_CHARS} characters`);

@@ -71,7 +71,7 @@ export function newView(root, params, ctx) {
         const sims = [...ctx.live.sims.values()]
             .filter((s) => s.user === ctx.user.name && ctx.codes.get(s.code)?.frames && ctx.codes.get(s.code)?.kind === "run")
             .sort((a, b) => b.created - a.created);
-        const fields = paramFields(code, {}, { sims });
+        const fields = paramFields(code, {}, { sims, limits: ctx.limits || {} });
         const name = h("input.input", {
             id: "sim-name",
             name: "name",
