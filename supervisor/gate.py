@@ -122,21 +122,23 @@ def caps(total, per_address, nofile):
 class Server(tornado.httpserver.HTTPServer):
     """`HTTPServer` behind a `Gate`, with timeouts and a safe accept loop."""
 
-    def initialize(self, *args, gate=None, **kwargs):
-        """As `HTTPServer`'s, and `gate` (`Gate`, required)."""
+    def initialize(self, *args, gate=None, per_address=True, **kwargs):
+        """As `HTTPServer`'s, and `gate` (`Gate`, required); `per_address`:
+        its connections count against their address's cap too."""
         super().initialize(*args, **kwargs)
         self._gate = gate
+        self._per_address = per_address
 
     def handle_stream(self, stream, address):
         a = _address(address)
-        if not self._gate.admit(a):
+        if not self._gate.admit(a, self._per_address):
             stream.close()
             return
         super().handle_stream(stream, address)
 
     def on_close(self, server_conn):
         super().on_close(server_conn)
-        self._gate.release(_address(server_conn.context.address))
+        self._gate.release(_address(server_conn.context.address), self._per_address)
 
     def add_sockets(self, sockets):
         assert self.ssl_options is None, "TLS is the reverse proxy's"

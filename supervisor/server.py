@@ -191,6 +191,7 @@ class Supervisor:
             xheaders=False,
             idle_connection_timeout=self.cfg.header_timeout_secs,
             gate=g,
+            per_address=False,
         )
         self._agent_server.add_socket(s)
         pkdlog("agents also on unix socket={}", p)

@@ -167,6 +167,46 @@ def test_one_address_cannot_take_every_slot(server_factory):
             c.close()
 
 
+def test_a_full_address_does_not_keep_local_agents_out(server_factory):
+    """Agents dial the unix socket: 127.0.0.1 holding all its slots stops no run."""
+    import http.client
+
+    server = server_factory(nofile=(64, 128), header_timeout_secs=30)
+    _, a = gate.caps(8192, 1024, 128)
+    socks = []
+
+    def api(method, path, body=None):
+        c = http.client.HTTPConnection(
+            "127.0.0.1", server.port, timeout=10, source_address=("127.0.0.2", 0)
+        )
+        h = {"Authorization": "Bearer " + server.tokens["admin"]}
+        c.request(method, "/api" + path, body=body and json.dumps(body), headers=h)
+        r = c.getresponse()
+        b = json.loads(r.read() or b"null")
+        c.close()
+        return r.status, b
+
+    try:
+        for _ in range(a):
+            c = socket.create_connection(("127.0.0.1", server.port), 5)
+            c.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+            socks.append(c)
+        st, s = api("POST", "/simulations", {"code": "sleep", "params": {"secs": 0.1}})
+        assert st == 201, s
+        st, j = api("POST", f"/simulations/{s['id']}/run", {})
+        assert st == 202, j
+
+        def ended():
+            _, j = api("GET", f"/simulations/{s['id']}/job")
+            return j["status"] in ("completed", "error") and j
+
+        j = wait_for(ended, 60, what="the run's end")
+        assert j["status"] == "completed", j
+    finally:
+        for c in socks:
+            c.close()
+
+
 def _healthy(server):
     try:
         return requests.get(server.url + "/api/health", timeout=2).ok

@@ -16,8 +16,33 @@ interface, so callers never probe a driver with ``getattr``/``hasattr``:
 - the rest have defaults: see each attribute and method below.
 """
 
+import hashlib
+import os
+import pathlib
+import tempfile
+
+#: the longest path of a unix socket (sun_path, less its NUL, with room)
+_MAX_SOCKET_PATH_BYTES = 100
+
 #: the agent's options every driver passes, in this order (see agent/__main__.py)
 _AGENT_OPTIONS = ("--url", "--agent-id", "--run-root", "--kill-grace-secs")
+
+
+def agent_socket(cfg):
+    """The unix socket agents dial: local ones, and those in network-less
+    containers (it serves only ``/agent``; no per-address cap counts them).
+
+    A unix socket's path has at most 107 bytes: a data directory deep in the
+    tree gets one under the temporary directory instead, named by its path.
+    """
+    if cfg.agent_socket:
+        return pathlib.Path(cfg.agent_socket).resolve()
+    d = pathlib.Path(cfg.data_dir).resolve()
+    p = d / "sock" / "agent.sock"
+    if len(os.fsencode(p)) <= _MAX_SOCKET_PATH_BYTES:
+        return p
+    h = hashlib.sha256(os.fsencode(d)).hexdigest()[:16]
+    return pathlib.Path(tempfile.gettempdir()) / f"simvisor-{h}" / "agent.sock"
 
 
 class Driver:

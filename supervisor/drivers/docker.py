@@ -41,11 +41,7 @@ _SIGKILL_EXIT = 137
 _LOG_TAIL_LINES = 5
 
 
-def agent_socket(cfg):
-    """The unix socket agents in network-less containers connect to."""
-    return pathlib.Path(
-        cfg.agent_socket or pathlib.Path(cfg.data_dir) / "sock" / "agent.sock"
-    ).resolve()
+agent_socket = base.agent_socket
 
 
 class DockerDriver(base.Driver):

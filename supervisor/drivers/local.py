@@ -45,6 +45,9 @@ class LocalDriver(base.Driver):
     def __init__(self, cfg, supervisor_url):
         super().__init__(cfg, supervisor_url)
         self._data_dir = pathlib.Path(cfg.data_dir).resolve()
+        #: agents dial the unix socket: a client holding every connection
+        #: slot of 127.0.0.1 cannot keep them out
+        self.agent_socket = base.agent_socket(cfg)
         self._target = resources.Target(HOST, cfg.local_cores)
         # agent id -> asyncio.subprocess.Process (only agents we started)
         self._procs = {}
@@ -79,10 +82,18 @@ class LocalDriver(base.Driver):
             str(self._work_dir(agent)),
             "--orphan-secs",
             str(self._orphan_secs),
+            "--unix-socket",
+            str(self.agent_socket),
         ]
         with open(lp, "ab") as log:
             p = await asyncio.create_subprocess_exec(
-                *self.agent_argv([sys.executable, "-m", "agent"], agent, r, extra=x),
+                *self.agent_argv(
+                    [sys.executable, "-m", "agent"],
+                    agent,
+                    r,
+                    url="ws://localhost/agent",
+                    extra=x,
+                ),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
