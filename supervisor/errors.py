@@ -34,8 +34,8 @@ class Unauthorized(Error):
 class Forbidden(Error):
     status = 403
 
-    def __init__(self, message="admin role required"):
-        super().__init__("forbidden", message)
+    def __init__(self, message="admin role required", code="forbidden"):
+        super().__init__(code, message)
 
 
 class NotFound(Error):

@@ -246,8 +246,14 @@ class Base(tornado.web.RequestHandler):
             return
         try:
             super().check_xsrf_cookie()
-        except tornado.web.HTTPError as e:
-            self._refuse(e)
+        except tornado.web.HTTPError:
+            self._refuse(
+                errors.Forbidden(
+                    "a request with the session cookie needs the _xsrf cookie's "
+                    "value in its X-XSRFToken header",
+                    code="bad_xsrf",
+                )
+            )
 
     def require_user(self):
         if self.user is None:
@@ -320,9 +326,12 @@ class Base(tornado.web.RequestHandler):
 def int_arg(handler, name, default):
     """A non-negative integer query argument: ASCII digits only (not ``٣``,
     ``1_000``, `` 5`` or ``+5``, which Python's `int` takes)."""
-    v = handler.get_query_argument(name, None, strip=False)
-    if v is None:
+    a = handler.get_query_arguments(name, strip=False)
+    if not a:
         return default
+    if len(a) > 1:
+        raise errors.BadInput("bad_argument", f"{name} is given {len(a)} times")
+    v = a[0]
     if not _DIGITS_RE.fullmatch(v):
         raise errors.BadInput(
             "bad_argument", f"{name} must be a non-negative integer (ASCII digits)"

@@ -63,7 +63,7 @@ class LibraryFile(Base):
             "download a file (Range works)",
             content="application/octet-stream",
             lookup=True,
-            also=(416,),
+            also=(206, 416),
         ),
         patch=Op(
             "rename it", schema.LibraryFile, request=schema.LibraryRename, lookup=True

@@ -150,8 +150,9 @@ def _ref(t):
 
 
 _REASONS = {
+    206: "the range of the bytes asked for (Range)",
     401: "missing or bad credentials",
-    403: "admins only",
+    403: "admins only, or a session cookie without its XSRF header",
     404: "no such object (or not yours)",
     411: "a Content-Length is needed",
     416: "the range is not in the file (Content-Range says its size)",
@@ -216,12 +217,14 @@ def _operation(template, method, op):
     if op.auth != PUBLIC:
         r["401"] = _error(_REASONS[401])
         res["security"] = [{"bearer": []}, {"session": []}]
-    if op.auth == ADMIN:
+    if op.auth == ADMIN or (method != "get" and op.auth != PUBLIC):
         r["403"] = _error(_REASONS[403])
     if op.lookup:
         r["404"] = _error(_REASONS[404])
     for x in op.also:
-        r[str(x)] = _error(_REASONS[x])
+        r[str(x)] = (
+            dict(ok, description=_REASONS[x]) if x < 300 else _error(_REASONS[x])
+        )
     r["409"] = _error("conflicts with the current state")
     r["413"] = _error("body too large")
     r["429"] = _error("too many requests (see Retry-After)")

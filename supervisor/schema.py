@@ -270,16 +270,19 @@ class Deleted(_Doc):
     deleted: str
 
 
+_NonEmpty = typing.Annotated[str, msgspec.Meta(min_length=1)]
+
+
 class LibraryRename(_Body):
-    name: str
+    name: _NonEmpty
 
 
 class LibrarySave(_Body):
     """An output file of a simulation's run, copied into the library."""
 
-    name: str
-    simulation: str
-    path: str
+    name: _NonEmpty
+    simulation: _NonEmpty
+    path: _NonEmpty
 
 
 class LibraryFile(_Doc):

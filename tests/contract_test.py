@@ -110,3 +110,22 @@ def test_the_document_names_every_refusal():
     ref = c["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert ref.endswith("/NoBody") and "400" in c["responses"]
     assert d["components"]["schemas"]["NoBody"]["additionalProperties"] is False
+
+
+def test_a_session_without_its_xsrf_header_is_a_json_403(server):
+    import requests
+
+    r = requests.post(server.url + "/api/login", json={"token": server.tokens["admin"]})
+    assert r.status_code == 200
+    s = server.create("admin", "heat")
+    for m in ("POST", "DELETE", "PATCH"):
+        path = f"/api/simulations/{s['id']}" + ("/cancel" if m == "POST" else "")
+        x = requests.request(m, server.url + path, cookies=r.cookies, json={})
+        assert x.status_code == 403 and x.json()["error"] == "bad_xsrf", (m, x.text)
+    assert server.api("GET", f"/simulations/{s['id']}").status_code == 200
+
+
+def test_a_repeated_query_integer_is_refused(server):
+    sid = server.create("admin", "heat")["id"]
+    r = server.api("GET", f"/simulations/{sid}/frames?since=x&since=1", expect=400)
+    assert r.json()["error"] == "bad_argument"
