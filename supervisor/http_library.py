@@ -101,12 +101,24 @@ class LibraryFile(Base):
         if self._finished or self._refusal is not None:
             return
         try:
-            self._upload.write(chunk)
+            f = self._upload.write(chunk)
         except (errors.Error, OSError) as e:
-            # nothing more of it is read; what arrived stays for a resume
-            self._unread = True
-            self._end_upload()
-            self._handle_request_exception(e)
+            self._failed(e)
+            return None
+        return None if f is None else self._written(f)
+
+    async def _written(self, flush):
+        # the next chunk is read once the flush before is on disk
+        try:
+            await flush
+        except OSError as e:
+            self._failed(e)
+
+    def _failed(self, e):
+        # nothing more of it is read; what is on disk stays for a resume
+        self._unread = True
+        self._end_upload()
+        self._handle_request_exception(e)
 
     async def put(self, name):
         try:

@@ -353,10 +353,11 @@ def test_uploads_on_their_way_and_kept_count_in_the_quota(server_factory):
     # on its way: 6 MB declared, so 5 MB more do not fit meanwhile
     c = _drop_after(server, "bob", "a.bin", 6_000_000, 1_000_000)
     wait_for(
-        lambda: server.api("GET", "/whoami", "bob").json()["limits"]["library_bytes"]
-        == 1_000_000,
+        lambda: server.api("GET", "/library/a.bin/upload", "bob").status_code == 404
+        and _put(server, "bob", "a.bin", b"", 409).json()["error"]
+        == "upload_in_progress",
         10,
-        what="the part counted",
+        what="the upload on its way",
     )
     r = _put(server, "bob", "b.bin", b"b" * 5_000_000, 413)
     assert r.json()["error"] == "quota_exceeded"
@@ -368,6 +369,12 @@ def test_uploads_on_their_way_and_kept_count_in_the_quota(server_factory):
         lambda: server.api("GET", "/library/a.bin/upload", "bob").status_code == 200,
         10,
         what="the dropped upload kept",
+    )
+    wait_for(
+        lambda: server.api("GET", "/whoami", "bob").json()["limits"]["library_bytes"]
+        == 1_000_000,
+        10,
+        what="the part counted",
     )
     # kept: it still counts (1 MB), so 9 MB fit and 9.5 MB do not
     _put(server, "bob", "b.bin", b"b" * 9_000_000)
@@ -426,3 +433,29 @@ def test_renames_at_once_leave_one_name(server):
     ]
     assert len(names) == 5 and not any(n.startswith("r") for n in names), names
     assert server.api("GET", "/whoami").json()["limits"]["library_bytes"] == 5 * 1001
+
+
+def test_a_full_disk_keeps_no_entry(server_factory, tmp_path):
+    import small_disk
+
+    d = tmp_path / "data"
+    (d / "library").mkdir(parents=True)
+    with small_disk.mounted(d / "library", "8m"):
+        server = server_factory(data_dir=d)
+        before = _state(server)
+        r = _put(server, "admin", "big.bin", os.urandom(12 * _MIB), 507)
+        assert r.json()["error"] == "insufficient_storage", r.text
+        assert _state(server) == before
+        assert (
+            requests.get(
+                server.url + "/api/library", headers=_auth(server, "admin"), timeout=5
+            ).json()
+            == []
+        )
+        assert _blobs(server) == []
+        # room again: the same name goes in
+        for p in (d / "library" / "partial").rglob("*"):
+            if p.is_file():
+                p.unlink()
+        _put(server, "admin", "big.bin", os.urandom(2 * _MIB))
+        server.stop()

@@ -22,6 +22,7 @@ from tests.bench import (
     figures,
     floors,
     lammps,
+    library,
     push_bench,
     push_load,
     report,
@@ -132,7 +133,9 @@ class Bench:
             "bare tornado relay (tests/bench/push_load.py relay: /in?ch=X written "
             "to every /out?ch=X and /out?ch=*), same sender, same clients",
         )
+        self.upload = library.upload_row()
         self.rows = [
+            self.upload,
             self.start,
             self.end,
             self.cancel,
@@ -244,6 +247,13 @@ class Bench:
             self.rows = [r for r in self.rows if self._wanted(r)]
         if self._wanted(self.store):
             await self._measure([self.store], self._store())
+        if self._wanted(self.upload):
+            await self._measure(
+                [self.upload],
+                library.measure_upload(
+                    self.conftest, self.tmp, self.upload, self.leftovers
+                ),
+            )
         if self._wanted(self.rate):
             await self._measure([self.rate], self._rate())
         if self._wanted(self.start, self.end, self.cancel, self.tput, *self.codes):
