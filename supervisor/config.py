@@ -108,9 +108,9 @@ _cfg = pkconfig.init(
         "an sbatch agent with no work for this long is shut down (its user must sign in again)",
     ),
     max_fetch_bytes=(
-        1024**3,
+        0,
         int,
-        "largest output file downloaded through an agent (sbatch)",
+        "largest output file downloaded through an agent (sbatch); 0: any size (it is streamed a MiB at a time)",
     ),
     docker_image=(
         f"simvisor-agent:{agent.VERSION}",

@@ -152,17 +152,18 @@ class Files:
                 max_bytes=_FETCH_CHUNK_BYTES,
                 offset=o,
             )
-            if r["size"] > self._cfg.max_fetch_bytes:
+            m = self._cfg.max_fetch_bytes
+            if m and r["size"] > m:
                 raise errors.TooLarge(
                     "too_large",
                     f"{path} is {r['size']} bytes; downloads through an agent are"
-                    f" limited to {self._cfg.max_fetch_bytes}",
+                    f" limited to {m}",
                 )
             c = base64.b64decode(r["content_b64"])
             o += len(c)
             if c:
                 await write(c)
-            if not r["truncated"] or not c or o >= self._cfg.max_fetch_bytes:
+            if not r["truncated"] or not c or (m and o >= m):
                 return pathlib.PurePosixPath(path).name
 
     async def save_to_library(self, user, sim_id, path, name):
