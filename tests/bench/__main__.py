@@ -210,7 +210,21 @@ class Bench:
                 "comes once the agent's squeue (0.05 s apart while a cancel "
                 "waits) saw Slurm end the job; squeue is checked afterwards"
             )
-            self.rows += [self.batch_run, self.batch_cancel]
+            self.batch_stage = Row(
+                f"19 sbatch: library file staged, {slurm.STAGE_MIB} MiB (MiB/s)",
+                PER_SEC,
+                "scp of the same bytes to the same sshd as the site's user "
+                "(password and one-time code through SSH_ASKPASS), connection "
+                "and authentication included",
+            )
+            self.batch_stage.note = (
+                "new bytes each sample (no cache hit): POST run of checksum "
+                "(driver sbatch) until the job push whose wait says the file "
+                "is all on the login node: the run op, the agent's 1 MiB "
+                "library_want requests (4 in flight) over its websocket, each "
+                "written and hashed in order into its cache"
+            )
+            self.rows += [self.batch_run, self.batch_cancel, self.batch_stage]
         self.tput.note = (
             f"supervisor: local_cores={THROUGHPUT_CORES}, admin on the premium plan "
             f"(8 running); {THROUGHPUT_RUNS} fresh simulations per repetition; time "
@@ -264,7 +278,7 @@ class Bench:
             await self._measure([self.push_load], self._push_load())
         if not self.docker_skipped and self._wanted(self.cold):
             await self._docker()
-        if not self.slurm_skipped and self._wanted(self.batch_run):
+        if not self.slurm_skipped and self._wanted(self.batch_run, self.batch_stage):
             await self._slurm()
 
     async def _rate(self):
@@ -439,7 +453,15 @@ class Bench:
         try:
             if await self._measure(rows, b.start()) is None:
                 return
-            await self._measure(rows, slurm.rows(b, self.batch_run, self.batch_cancel))
+            if self._wanted(self.batch_run):
+                await self._measure(
+                    rows, slurm.rows(b, self.batch_run, self.batch_cancel)
+                )
+            if self._wanted(self.batch_stage):
+                await self._measure(
+                    [self.batch_stage],
+                    slurm.stage_row(b, self.batch_stage, self.tmp),
+                )
         finally:
             self.leftovers += await b.cleanup()
 

@@ -28,6 +28,8 @@ import shutil
 import signal
 import time
 
+import requests
+
 from tests import hpc_site
 from tests.bench import clients, figures
 from tests.bench.report import BenchError, paired
@@ -97,6 +99,8 @@ class SlurmBench(figures._Bench):
 
     def __init__(self, conftest, data_dir, site):
         self.site = site
+        #: where row 19 keeps its scp files (set by `stage_row`)
+        self.data_dir_for_scp = None
         #: the agent's work directory, relative to the site user's home
         self.work_dir = f"sv-bench-{secrets.token_hex(4)}"
         pw = pwd.getpwnam(site.user)
@@ -187,6 +191,90 @@ class SlurmBench(figures._Bench):
         if s in ACTIVE:
             raise BenchError(f"cancel replied but Slurm job {jid} is {s}")
         return t - t0, t2 - t1
+
+    async def stage(self, path):
+        """One sbatch run of `checksum` on new library bytes (`path`): MiB/s
+        from the run request to the push that says they are all on the
+        login node (the agent's last ``staging``)."""
+        name = f"stage-{secrets.token_hex(4)}.bin"
+        u = f"{self.server.url}/api/library/{name}"
+        h = {"Authorization": "Bearer " + self.server.tokens["admin"]}
+        r = await asyncio.to_thread(_put_file, u, path, h)
+        if r.status_code != 201:
+            raise BenchError(f"PUT {name}: {r.status_code} {r.text[:200]}")
+        (sid,) = await self.api.create_sims(1, "checksum", {"data": name})
+        m0 = self.events.mark()
+        t0 = time.perf_counter()
+        await self.api.call(
+            "POST", f"/simulations/{sid}/run", {"driver": "sbatch"}, expect=202
+        )
+
+        def staged(m):
+            if not clients.is_job(m, sid):
+                return False
+            w = m["job"].get("wait") or {}
+            return (w.get("reason") == "staging" and w["done"] == w["total"]) or m[
+                "job"
+            ]["status"] in clients.ENDED
+
+        t, m = await self.events.wait_for(staged, m0, "the file staged")
+        if m["job"]["status"] in clients.ENDED:
+            raise BenchError(f"checksum ended before staging: {m['job']}")
+        await self.events.wait_for(
+            lambda m: clients.is_job(m, sid, clients.ENDED), m0, "checksum's end"
+        )
+        await self.api.call("DELETE", f"/simulations/{sid}", expect=200)
+        await asyncio.to_thread(requests.delete, u, headers=h, timeout=30)
+        return os.path.getsize(path) / 2**20 / (t - t0)
+
+    async def scp(self, path):
+        """MiB/s of ``scp`` of `path` to the login node's sshd as the site's
+        user (password and one-time code through SSH_ASKPASS)."""
+        s = self.site.sshd["prompt"]
+        d = pathlib.Path(self.data_dir_for_scp)
+        kh = d / "known_hosts"
+        kh.write_text(s.known_hosts_line() + "\n")
+        ask = d / "askpass"
+        ask.write_text(
+            '#!/bin/sh\ncase "$1" in *[Oo]ne-time*|*OATH*) echo "$SV_OTP";; '
+            '*) echo "$SV_PW";; esac\n'
+        )
+        ask.chmod(0o700)
+        env = dict(
+            os.environ,
+            SSH_ASKPASS=str(ask),
+            SSH_ASKPASS_REQUIRE="force",
+            DISPLAY=":0",
+            SV_PW=self.site.password,
+            SV_OTP=self.site.otp(),
+        )
+        t0 = time.perf_counter()
+        p = await asyncio.create_subprocess_exec(
+            "scp",
+            "-q",
+            "-P",
+            str(s.port),
+            "-o",
+            f"UserKnownHostsFile={kh}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            str(path),
+            f"{self.site.user}@{self.site.host}:{self.work_dir}/scp-floor.bin",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        _, err = await asyncio.wait_for(p.communicate(), 120)
+        t = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise BenchError(f"scp failed: {err.decode()[-300:]}")
+        return os.path.getsize(path) / 2**20 / t
 
     # --- the floor -----------------------------------------------------------
 
@@ -300,6 +388,32 @@ class SlurmBench(figures._Bench):
         finally:
             left += await asyncio.to_thread(self._site_cleanup)
         return left
+
+
+def _put_file(url, path, headers):
+    with open(path, "rb") as f:
+        return requests.put(url, data=f, headers=headers, timeout=300)
+
+
+#: row 19: the library file's size
+STAGE_MIB = 64
+
+
+async def stage_row(b, row, tmp):
+    """Row 19 through `b`: staging new library bytes beside scp of them."""
+    b.data_dir_for_scp = tmp
+    fl, fi = [], []
+    for i in range(4):
+        f = tmp / f"stage-{i}.bin"
+        with open(f, "wb") as o:
+            for _ in range(STAGE_MIB):
+                o.write(os.urandom(2**20))
+        try:
+            fl.append(await b.scp(f))
+            fi.append(await b.stage(f))
+        finally:
+            f.unlink(missing_ok=True)
+    row.floor, row.figure = fl, fi
 
 
 async def rows(b, run_row, cancel_row):
