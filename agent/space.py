@@ -20,6 +20,10 @@ import os
 import stat
 import time
 
+#: what an entry of a run directory counts at least (an inode's worth:
+#: a million empty files are not free)
+MIN_ENTRY_BYTES = 512
+
 #: least time between two walks of a run directory
 CHECK_SECS = 1.0
 #: of one core, at most, spent walking a run directory, unless that would
@@ -29,10 +33,13 @@ MAX_CHECK_SECS = 5.0
 
 
 def dir_bytes(path):
-    """Bytes of the regular files under `path` (no symlink followed); blocking.
+    """Bytes that what is under `path` takes (no symlink followed); blocking.
 
-    Sizes are the files' lengths (a sparse file counts all of it): what a
-    copy or a download of it would take.
+    Each entry counts what it takes on disk, and at least `MIN_ENTRY_BYTES`
+    (its inode): a regular file its length or its blocks, whichever is more
+    (a sparse file counts all of it: what a copy of it would take), a
+    directory or a symlink its blocks (a long symlink target, the names of
+    many entries). A library file linked in counts in the library instead.
 
     Returns:
         int: 0 if there is no such directory
@@ -47,10 +54,14 @@ def dir_bytes(path):
                         st = e.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
+                    b = st.st_blocks * 512
                     if stat.S_ISDIR(st.st_mode):
                         todo.append(e.path)
-                    elif stat.S_ISREG(st.st_mode) and not _is_library_link(st):
-                        n += st.st_size
+                    elif stat.S_ISREG(st.st_mode):
+                        if _is_library_link(st):
+                            continue
+                        b = max(b, st.st_size)
+                    n += max(b, MIN_ENTRY_BYTES)
         except (FileNotFoundError, NotADirectoryError):
             continue
     return n

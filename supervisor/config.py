@@ -252,7 +252,11 @@ _cfg = pkconfig.init(
         float,
         "a request's headers must arrive within this (also keep-alive idle)",
     ),
-    body_timeout_secs=(60.0, float, "a request's body must arrive within this"),
+    body_timeout_secs=(
+        60.0,
+        float,
+        "a request's body must arrive within this (a library upload: no pause in it this long)",
+    ),
     max_inputs_chars=(
         12 * 1024 * 1024,
         int,

@@ -19,6 +19,8 @@ from supervisor.openapi import Op, action, ops
 
 #: bytes per write of a download
 _CHUNK_BYTES = 256 * 1024
+#: an upload's whole body (a pause of ``body_timeout_secs`` ends it sooner)
+_WHOLE_BODY_SECS = 7 * 24 * 3600
 _RANGE_RE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _DIGITS_RE = re.compile(r"[0-9]{1,18}")
 
@@ -76,6 +78,7 @@ class LibraryFile(Base):
     def initialize(self, sv):
         super().initialize(sv)
         self._upload = None
+        self._idle = None
 
     async def prepare(self):
         super().prepare()
@@ -93,6 +96,11 @@ class LibraryFile(Base):
             )
         except errors.Error as e:
             self._refuse(e)
+            return
+        # a big file takes its time: no deadline for the whole body, only
+        # for a pause in it (`_idle`)
+        self.request.connection.set_body_timeout(_WHOLE_BODY_SECS)
+        self._arm_idle()
 
     def data_received(self, chunk):
         if self._upload is None:
@@ -100,6 +108,7 @@ class LibraryFile(Base):
             return
         if self._finished or self._refusal is not None:
             return
+        self._arm_idle()
         try:
             f = self._upload.write(chunk)
         except (errors.Error, OSError) as e:
@@ -168,6 +177,19 @@ class LibraryFile(Base):
         self.body(schema.NoBody)
         self.reply(await self.sv.library.delete(u, name))
 
+    def _arm_idle(self):
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(
+            self.sv.cfg.body_timeout_secs, self._idle_out
+        )
+
+    def _idle_out(self):
+        # nothing came for that long: what arrived stays for a resume
+        self._idle = None
+        self._end_upload()
+        self.request.connection.close()
+
     def on_connection_close(self):
         self._end_upload()
         super().on_connection_close()
@@ -176,6 +198,9 @@ class LibraryFile(Base):
         self._end_upload()
 
     def _end_upload(self):
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._upload is not None:
             self.sv.library.end(self._upload)
             self._upload = None

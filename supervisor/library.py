@@ -503,8 +503,13 @@ class Library:
         e = d.pop(name)
         await self._store.save(self._key(user_name), d)
         if not any(x["sha256"] == e["sha256"] for x in d.values()):
-            # nothing of this user's names those bytes: gone from their runs' view
-            _unlink(self._sims.run_root / user_name / STAGED / e["sha256"])
+            # nothing of this user's names those bytes: gone from their runs'
+            # view, and from the run directories of their runs that ended
+            # (else bytes no quota counts: a link counts in the library)
+            u = self._sims.run_root / user_name
+            _unlink(u / STAGED / e["sha256"])
+            dirs = [u / s.id for s in self._sims.for_user(user_name)]
+            await asyncio.to_thread(_unlink_links, self._blob(e["sha256"]), dirs)
         self._unref(e["sha256"])
 
     def _unref(self, sha256):
@@ -549,3 +554,20 @@ def _unlink(path):
         pass
     except OSError as e:
         pkdlog("file={} not removed error={}", path, e)
+
+
+def _unlink_links(blob, dirs):
+    """Remove the hard links of `blob` from the top of each of `dirs`."""
+    try:
+        b = os.stat(blob)
+    except FileNotFoundError:
+        return
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                for x in it:
+                    st = x.stat(follow_symlinks=False)
+                    if (st.st_ino, st.st_dev) == (b.st_ino, b.st_dev):
+                        _unlink(pathlib.Path(x.path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue

@@ -459,3 +459,59 @@ def test_a_full_disk_keeps_no_entry(server_factory, tmp_path):
                 p.unlink()
         _put(server, "admin", "big.bin", os.urandom(2 * _MIB))
         server.stop()
+
+
+def test_a_deleted_file_leaves_no_uncounted_bytes_in_run_directories(server):
+    data = os.urandom(_MIB)
+    _put(server, "admin", "in.bin", data)
+    ids = []
+    for _ in range(2):
+        s = server.create("admin", "checksum", data="in.bin")
+        server.run("admin", s["id"])
+        server.wait_status("admin", s["id"], "completed")
+        ids.append(s["id"])
+    r = requests.delete(
+        _url(server, "in.bin"), headers=_auth(server, "admin"), timeout=5
+    )
+    assert r.status_code == 200
+    for i in ids:
+        d = server.data_dir / "run" / "admin" / i
+        assert not (d / "data.bin").exists() and (d / "params.json").exists()
+    assert _blobs(server) == []
+
+
+def test_a_slow_upload_takes_its_time_a_stalled_one_is_dropped(server_factory):
+    server = server_factory(body_timeout_secs=2)
+    data = os.urandom(3 * _MIB)
+
+    def slow():
+        for i in range(0, len(data), 256 * 1024):
+            time.sleep(0.25)
+            yield data[i : i + 256 * 1024]
+
+    class Body:
+        def __len__(self):
+            return len(data)
+
+        def __init__(self):
+            self._it = slow()
+            self._left = b""
+
+        def read(self, n=-1):
+            if not self._left:
+                self._left = next(self._it, b"")
+            b, self._left = self._left[:n], self._left[n:]
+            return b
+
+    t = time.monotonic()
+    r = _put(server, "admin", "slow.bin", Body())
+    # longer than the body timeout in all, never paused that long
+    assert time.monotonic() - t > 2 and r.json()["size"] == len(data)
+    c = _drop_after(server, "admin", "stall.bin", 2 * _MIB, _MIB + 5)
+    c.settimeout(10)
+    t = time.monotonic()
+    assert c.recv(100) == b""
+    assert 1.5 < time.monotonic() - t < 8
+    c.close()
+    r = server.api("GET", "/library/stall.bin/upload", expect=200)
+    assert r.json()["received"] == _MIB + 5

@@ -39,7 +39,19 @@ def test_dir_bytes_counts_files_not_links(tmp_path):
     (tmp_path / "d" / "e" / "b").write_bytes(b"x" * 5)
     (tmp_path / "d" / "link").symlink_to("/etc/passwd")
     (tmp_path / "d" / "dirlink").symlink_to(tmp_path / "d" / "e")
-    assert usage.dir_bytes(tmp_path / "d") == 15
+    # a long target takes a block; many names take the directory's blocks
+    (tmp_path / "d" / "long").symlink_to("/".join(["t" * 200] * 15))
+    d = tmp_path / "d"
+    want = 0
+    for p in (d / "a", d / "e" / "b", d / "e", d / "link", d / "dirlink", d / "long"):
+        st = p.lstat()
+        b = st.st_blocks * 512
+        if p.is_file() and not p.is_symlink():
+            b = max(b, st.st_size)
+        want += max(b, 512)
+    assert usage.dir_bytes(d) == want
+    # the links' targets are not followed: /etc/passwd is not counted
+    assert want < 10 * 4096 + 3000
     assert usage.dir_bytes(tmp_path / "missing") == 0
     assert usage.file_bytes(tmp_path / "d" / "a") == 10
     assert usage.file_bytes(tmp_path / "d" / "link") == 0
