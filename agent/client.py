@@ -316,9 +316,10 @@ class Client:
             c.batch_sent = dict(b)
             self._send("batch_state", run_id=i, **b)
         while c.frames_next < len(run.frames):
-            self._send(
-                "frame", run_id=i, seq=c.frames_next, data=run.frames[c.frames_next]
-            )
+            f = run.frames[c.frames_next]
+            if f is not None:
+                # (None: a re-attach's gap, held by the supervisor already)
+                self._send("frame", run_id=i, seq=c.frames_next, data=f)
             c.frames_next += 1
         if run.progress is not None and run.progress != c.progress_sent:
             c.progress_sent = run.progress
@@ -376,6 +377,7 @@ class Client:
                 c = self._cursors[r.run_id] = _Cursors()
                 # a record the supervisor adopted has been started
                 c.started_sent = True
+            r.fill_gap(h["frames_next"])
             c.frames_next = min(h["frames_next"], len(r.frames))
             c.log_next = min(h["log_next"], r.log.end)
             c.progress_sent = None

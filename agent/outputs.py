@@ -28,11 +28,14 @@ appears gives no frame and is said so in the log at the end.
 """
 
 import collections
+import zlib
 
 from agent import follow, parsers
 
 #: the code's error lines kept for the error text
 MAX_CODE_ERRORS = 5
+#: the records that become frames
+_FRAMES = ("rows", "snapshot")
 
 #: rows of a file kept at each stride: all of the first ones, then one in
 #: 2, one in 4, ...: a flood of rows is held in memory that grows with the
@@ -87,32 +90,61 @@ class Outputs:
         """
         e = self._journal.entries() if self._journal else []
         ends = [0] * len(self._files)
-        for i, o in e:
+        # files whose bytes are not what was read before (changed meanwhile)
+        changed = set()
+        for i, o, crc in e:
             if i >= 2 * len(self._files):
                 break
-            if i >= len(self._files):
+            skip = i >= len(self._files)
+            if skip:
                 # a skip (`_skip`): file i - n went on at o
                 i -= len(self._files)
-                _, p, f = self._files[i]
-                self._records(i, p.gap())
-                # nothing read: the file is open, its offset at o
-                f.reread(o, o)
-                ends[i] = o
+            if i in changed:
                 continue
             _, p, f = self._files[i]
-            if o == 0:
+            if skip:
+                r = p.gap()
+                # nothing read: the file is open, its offset at o
+                f.reread(o, o)
+            elif o == 0:
                 p.reset()
+                r = []
             else:
                 # below the last end: the name holds a new file (rotated)
-                b = f.reread(ends[i] if o > ends[i] else 0, o)
-                self._records(i, p.feed(b))
+                s = ends[i] if o > ends[i] else 0
+                b = f.reread(s, o)
+                if len(b) != o - s or (crc is not None and zlib.crc32(b) != crc):
+                    changed.add(i)
+                    self._changed(i)
+                    continue
+                r = p.feed(b)
             ends[i] = o
+            if not changed:
+                self._records(i, r)
+            else:
+                # after a change: only the parser's state (the frames of these
+                # bytes are among those the agent before us made)
+                self._records(i, [x for x in r if x.get("kind") not in _FRAMES])
         return len(e)
+
+    def _changed(self, index):
+        """File `index` is not what the journal read: read anew from its start."""
+        n, p, f = self._files[index]
+        if self._run.frames_gap_at is None:
+            self._run.frames_gap_at = len(self._run.frames)
+        p.reset()
+        f.reread(0, 0)
+        # the supervisor's count may be known already (its welcome)
+        self._run.fill_gap()
+        self._run.append_log(
+            f"[simvisor agent: {n} changed while no agent followed it: read"
+            " again from its start]\n"
+        )
 
     def _read(self, index, data):
         _, p, f = self._files[index]
         if self._journal:
-            self._journal.add(index, f.offset)
+            self._journal.add(index, f.offset, zlib.crc32(data))
         self._records(index, p.feed(data))
 
     def _truncated(self, index):

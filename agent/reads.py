@@ -16,8 +16,13 @@ and is cut off. Sbatch runs keep such a journal of their own, for their
 stdout as well (`agent.slurm_jobs.JobReads`); local runs' stdout comes
 through the keeper's output file, which is read again whole.
 
-A file replaced under its name (rotated) while no agent followed it cannot
-be read again as it was: its pieces come from the new file.
+Each read's line also holds the CRC-32 of its bytes. A file changed while
+no agent followed it (truncated, rewritten, rotated) cannot be read again
+as it was: the replay sees the first piece whose bytes differ and stops
+making frames there (`agent.outputs.Outputs.replay`); that file is then
+read anew from its start, the others from where the journal says, and the
+frames made from then on are numbered after those the supervisor holds (a
+gap of what the agent before us made and never sent, `agent.run.Run`).
 """
 
 import os
@@ -43,7 +48,8 @@ class Journal:
         self._fd = os.open(self.path, _FLAGS | os.O_TRUNC, 0o600)
 
     def entries(self):
-        """The reads of the agent before us, as (index, offset); then we append.
+        """The reads of the agent before us, as (index, offset, crc32 of the
+        bytes read, or None); then we append.
 
         Returns:
             list: what the journal's whole, well-formed lines say
@@ -60,13 +66,13 @@ class Journal:
         used = 0
         for l in b.split(b"\n")[:-1]:
             try:
-                i, o = (int(x) for x in l.split())
-                if i < 0 or o < 0:
-                    raise ValueError(f"index {i} offset {o}")
+                x = [int(v) for v in l.split()]
+                if len(x) not in (2, 3) or min(x) < 0:
+                    raise ValueError(f"line {l[:60]!r}")
             except ValueError as e:
                 log("reads_journal_bad", path=str(self.path), error=str(e))
                 break
-            res.append((i, o))
+            res.append((x[0], x[1], x[2] if len(x) == 3 else None))
             used += len(l) + 1
         try:
             self._fd = os.open(self.path, _FLAGS, 0o600)
@@ -75,12 +81,16 @@ class Journal:
             self._failed(e)
         return res
 
-    def add(self, index, offset):
-        """A read of file `index` ended at `offset` (0: it was truncated)."""
+    def add(self, index, offset, crc=None):
+        """A read of file `index` ended at `offset` (0: it was truncated);
+        `crc`: the CRC-32 of its bytes (a replay checks they are the same)."""
         if self._fd is None:
             return
         try:
-            os.write(self._fd, b"%d %d\n" % (index, offset))
+            if crc is None:
+                os.write(self._fd, b"%d %d\n" % (index, offset))
+            else:
+                os.write(self._fd, b"%d %d %d\n" % (index, offset, crc))
         except OSError as e:
             self._failed(e)
 

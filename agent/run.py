@@ -157,6 +157,11 @@ class Run:
         self.over_bytes = None
         #: ``{file, done, total}`` while a library file is fetched (`agent.staging`)
         self.staging = None
+        #: a re-attach could not make the frames again past this many (a
+        #: followed file changed meanwhile): the next ones go after those
+        #: the supervisor holds (`fill_gap`)
+        self.frames_gap_at = None
+        self._held_frames = None
         self.status = None
         self.exit_code = None
         self.error = None
@@ -269,6 +274,19 @@ class Run:
         """Progress (0 to 1) from a report or a followed file."""
         self.progress = value
         self._emit(self, "progress")
+
+    def fill_gap(self, held=None):
+        """The supervisor holds `held` frames (its welcome; None: as told
+        before): what this agent makes from the gap on is numbered after
+        them. What fills the gap (None) is never sent."""
+        if held is not None:
+            self._held_frames = held
+        g = self.frames_gap_at
+        if g is None or self._held_frames is None:
+            return
+        self.frames_gap_at = None
+        if self._held_frames > g:
+            self.frames[g:g] = [None] * (self._held_frames - g)
 
     def add_frame(self, frame, size=None):
         """A frame (a dict) from a report line or a followed file, within the limits.

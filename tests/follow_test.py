@@ -325,12 +325,12 @@ def test_a_torn_reads_journal_line_is_cut_and_appending_goes_on(tmp_path):
     from agent import reads
 
     p = tmp_path / "reads"
-    p.write_bytes(b"0 10\n1 0\n0 2")
+    p.write_bytes(b"0 10 77\n1 0\n0 2")
     j = reads.Journal(p)
-    assert j.entries() == [(0, 10), (1, 0)]
-    j.add(0, 20)
+    assert j.entries() == [(0, 10, 77), (1, 0, None)]
+    j.add(0, 20, 5)
     j.close()
-    assert p.read_bytes() == b"0 10\n1 0\n0 20\n"
+    assert p.read_bytes() == b"0 10 77\n1 0\n0 20 5\n"
     # a line that does not parse ends what is used
     p.write_bytes(b"0 10\nx y\n0 30\n")
-    assert reads.Journal(p).entries() == [(0, 10)]
+    assert reads.Journal(p).entries() == [(0, 10, None)]

@@ -8,8 +8,14 @@ limit), then ``Loop time of ...``. ``mode`` makes it misbehave instead:
 
 - ``garbage``: between good rows, random bytes, invalid UTF-8, and a
   line of ``garbage_bytes`` without a newline (then the rest of the file);
-- ``nothing``: the followed file is never written (only stdout).
+- ``nothing``: the followed file is never written (only stdout);
+- ``truncate``, ``rotate``: ``rate`` rows a second; once a file
+  ``change-now`` appears in the run directory, the log is truncated and
+  written anew (``rotate``: moved to ``log.spew.1`` and a new one begun),
+  its rows from step 100001 on.
 """
+
+import os
 
 import random
 import sys
@@ -17,7 +23,16 @@ import time
 
 from agent.codes import report
 
-DEFAULTS = {"lines": 1000, "secs": 0.0, "mode": "thermo", "garbage_bytes": 0}
+DEFAULTS = {
+    "lines": 1000,
+    "secs": 0.0,
+    "mode": "thermo",
+    "garbage_bytes": 0,
+    "rate": 100.0,
+}
+
+#: the rows written after a change are numbered from here
+CHANGED_FROM = 100001
 
 OUT_FILE = "log.spew"
 
@@ -68,9 +83,35 @@ def _garbage(f, garbage_bytes):
     return 200
 
 
+def _changing(lines, rate, rotate):
+    """`lines` rows at `rate` a second; the file changes at ``change-now``."""
+    f = open(OUT_FILE, "wb")
+    f.write(b"LAMMPS (spew)\n" + _MEMORY + _HEADER)
+    step, changed = 1, False
+    for _ in range(lines):
+        if not changed and os.path.exists("change-now"):
+            changed = True
+            f.close()
+            if rotate:
+                os.rename(OUT_FILE, OUT_FILE + ".1")
+            f = open(OUT_FILE, "wb")
+            f.write(b"LAMMPS (spew)\n" + _MEMORY + _HEADER)
+            step = CHANGED_FROM
+        f.write(_rows(step, step + 1))
+        f.flush()
+        step += 1
+        time.sleep(1 / max(rate, 1e-3))
+    f.write(b"Loop time of 1.0 on 1 procs for %d steps\n" % lines)
+    f.close()
+    print(f"spew: wrote {lines} rows, changed={changed}", flush=True)
+
+
 def main():
     p = report.params(DEFAULTS)
     mode = p["mode"]
+    if mode in ("truncate", "rotate"):
+        _changing(max(0, p["lines"]), p["rate"], mode == "rotate")
+        return
     if mode not in ("thermo", "garbage", "nothing"):
         sys.exit(f"spew: mode={mode!r} is not thermo, garbage or nothing")
     t0 = time.monotonic()
