@@ -156,7 +156,7 @@ class LibraryFile(Base):
             o = start
             while o < end:
                 b = await asyncio.to_thread(
-                    _pread, fh.fileno(), min(_CHUNK_BYTES, end - o), o
+                    os.pread, fh.fileno(), min(_CHUNK_BYTES, end - o), o
                 )
                 if not b:
                     break
@@ -250,7 +250,3 @@ def _range(header, size):
             "range_not_satisfiable", f"the file has {size} bytes"
         )
     return start, end
-
-
-def _pread(fd, n, offset):
-    return os.pread(fd, n, offset)

@@ -76,8 +76,9 @@ class Library:
 
     def list(self, user):
         """The user's files, by name: name, size, sha256, uploaded, used_by."""
+        u = self._uses(user.name)
         return [
-            self._public(user.name, n, e)
+            self._public(user.name, n, e, u.get(n, ([], []))[0])
             for n, e in sorted(self._entries.get(user.name, {}).items())
         ]
 
@@ -338,18 +339,24 @@ class Library:
     def _users_of_file(self, user_name, name):
         """Ids of `user_name`'s simulations whose parameters name file
         `name`, and of those the ones whose run is queued or running."""
-        used, active = [], []
+        return self._uses(user_name).get(name, ([], []))
+
+    def _uses(self, user_name):
+        """File name -> (`_users_of_file`) for all of a user's files, in one
+        pass over the user's simulations."""
+        res = {}
         for s in self._sims.for_user(user_name):
             c = self._catalog.codes.get(s.code)
-            if c is None or not any(
-                p["type"] == "file" and s.params.get(p["name"]) == name
-                for p in c.params
-            ):
-                continue
-            used.append(s.id)
-            if s.job.status in job.ACTIVE:
-                active.append(s.id)
-        return used, active
+            for p in c.params if c is not None else ():
+                v = s.params.get(p["name"])
+                if p["type"] != "file" or v is None:
+                    continue
+                used, active = res.setdefault(v, ([], []))
+                if s.id not in used:
+                    used.append(s.id)
+                    if s.job.status in job.ACTIVE:
+                        active.append(s.id)
+        return res
 
     def _refuse_in_use(self, user, name, what):
         _, active = self._users_of_file(user.name, name)
@@ -400,8 +407,9 @@ class Library:
         self._refs.pop(sha256, None)
         _unlink(self._blob(sha256))
 
-    def _public(self, user_name, name, e):
-        used, _ = self._users_of_file(user_name, name)
+    def _public(self, user_name, name, e, used=None):
+        if used is None:
+            used, _ = self._users_of_file(user_name, name)
         return dict(
             name=name,
             size=e["size"],

@@ -230,21 +230,24 @@ class Agent(_Socket):
         self.sv.agents.attach(self.agent, self)
         self._handlers = self.sv.agent_handlers
         self._turn_start = None
+        self._turn_over = None
 
     def on_message(self, text):
         self._handle(text)
         now = time.monotonic()
         if self._turn_start is None:
             self._turn_start = now
+            self._turn_over = asyncio.get_running_loop().create_future()
             # runs once this connection lets the loop go on: the turn's end
             asyncio.get_running_loop().call_soon(self._end_turn)
         elif now - self._turn_start >= AGENT_TURN_SECS:
-            # Tornado reads the next message only once this is done
-            return asyncio.sleep(0)
+            # Tornado reads the next message only once the turn has ended
+            return self._turn_over
         return None
 
     def _end_turn(self):
         self._turn_start = None
+        self._turn_over.set_result(None)
 
     def _handle(self, text):
         a = self.agent

@@ -10,16 +10,9 @@ import requests
 
 from api_test import _state
 from conftest import wait_for
+from events_test import _rss_bytes
 
 _MIB = 1024 * 1024
-
-
-def _rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _url(server, name):

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import procs_under, wait_for
+from reattach_test import _agent, _alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,19 +29,6 @@ _GRACE = dict(lost_grace_secs=300, local_orphan_secs=60)
 _PROMPT_SECS = 20
 
 _ENDED = ("completed", "error", "canceled", "timed_out")
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _agent(server):
-    (a,) = server.api("GET", "/admin/agents", expect=200).json()
-    return a
 
 
 def _entry(server, user, run_id):
