@@ -105,6 +105,11 @@ def parse_args(argv=None):
         help="with --work-dir: how long a local run whose agent died waits for a new agent",
     )
     p.add_argument(
+        "--library-cache",
+        help="fetch runs' library files from the supervisor into this directory "
+        "(a host that cannot see its disk: agent/staging.py)",
+    )
+    p.add_argument(
         "--daemon",
         action="store_true",
         help="detach once started; log to --log-file",

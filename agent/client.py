@@ -71,7 +71,8 @@ class Client:
     def __init__(self, args, secret, sandbox=None, cgroups=None):
         self.args = args
         self._ws = None
-        #: fetches of library files, for runs on a shared filesystem
+        #: fetches of library files, for agents that cannot see the
+        #: supervisor's disk (a login node, a Docker host of storage: volume)
         self.library = staging.Requests(self._send)
         if getattr(args, "slurm", False):
             self.pool = slurm.SlurmPool(
@@ -83,6 +84,7 @@ class Client:
                 max_procs=args.max_procs,
             )
         else:
+            c = getattr(args, "library_cache", None)
             self.pool = pool.Pool(
                 run_root=args.run_root,
                 kill_grace_secs=args.kill_grace_secs,
@@ -95,6 +97,7 @@ class Client:
                 work_dir=getattr(args, "work_dir", None),
                 owner=args.agent_id,
                 orphan_secs=getattr(args, "orphan_secs", 0.0),
+                library_cache=c and staging.Cache(c, self.library),
             )
         u = getattr(args, "unix_socket", None)
         #: a network-less container reaches the supervisor through a socket file

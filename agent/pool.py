@@ -71,6 +71,8 @@ class Pool(records.Records):
         owner (str): who holds the runs (the agent id), in their entries
         orphan_secs (float): how long a run whose agent died waits for a
             new one to re-attach it before its keeper ends it
+        library_cache (agent.staging.Cache): where runs' library files are
+            fetched to, if this host cannot see the supervisor's disk
     """
 
     def __init__(
@@ -86,8 +88,10 @@ class Pool(records.Records):
         work_dir=None,
         owner=None,
         orphan_secs=0.0,
+        library_cache=None,
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
+        self.library_cache = library_cache
         self.oom_score_adj = oom_score_adj
         self.sandbox = sandbox or agent_sandbox.Bare()
         self.cgroups = cgroups if cgroups and cgroups.mode != "none" else None

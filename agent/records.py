@@ -13,7 +13,7 @@ import asyncio
 import os
 import pathlib
 
-from agent import rundir
+from agent import rundir, staging
 from agent.log import log, stack
 from agent.run import Run
 from agent.tasks import Tasks
@@ -43,6 +43,9 @@ class Records:
         self._on_event = on_event
         self._tasks = Tasks(type(self).__name__)
         self._destroyed = False
+        #: where library files of runs are fetched to (`agent.staging.Cache`),
+        #: for an agent that cannot see the supervisor's disk; else None
+        self.library_cache = None
 
     def start(self, op):
         """Start a run or analysis; every outcome, even a refusal, ends in ``exited``.
@@ -142,9 +145,10 @@ class Records:
         )
 
     async def _stage(self, run):
-        """Bring the run's library files that are not here (default: all
-        are, `links`); why they cannot be, or None."""
-        return None
+        """Bring the run's library files that are not here (its op's
+        ``library``, into `library_cache`; those on this host's disk are
+        its ``links``); why they cannot be, or None."""
+        return await staging.stage_run(self.library_cache, run, self._emit)
 
     def code_uid(self):
         """The uid its codes run as (a sandbox may run them as another)."""

@@ -97,10 +97,10 @@ class SlurmPool(records.Records):
     ):
         super().__init__(run_root, kill_grace_secs, on_event)
         self.table = JobTable(work_dir)
-        #: library files of runs, fetched through `library` (`agent.staging`)
-        self._cache = library and staging.Cache(
-            self.table.path.parent / "library", library
-        )
+        if library is not None:
+            self.library_cache = staging.Cache(
+                self.table.path.parent / "library", library
+            )
         self._reads_dir = self.table.path.parent / READS_DIR
         self._poll_min, self._poll_max = poll_secs
         self._slots = asyncio.Semaphore(max_procs)
@@ -146,9 +146,6 @@ class SlurmPool(records.Records):
             # a job that goes on: a successor appends to its journal
             if r.reads is not None:
                 r.reads.close()
-
-    async def _stage(self, run):
-        return await staging.stage_run(self._cache, run, self._emit)
 
     def _prepare(self, run):
         super()._prepare(run)

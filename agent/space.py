@@ -32,14 +32,16 @@ MAX_SHARE = 0.05
 MAX_CHECK_SECS = 5.0
 
 
-def dir_bytes(path):
+def dir_bytes(path, staged=frozenset()):
     """Bytes that what is under `path` takes (no symlink followed); blocking.
 
     Each entry counts what it takes on disk, and at least `MIN_ENTRY_BYTES`
     (its inode): a regular file its length or its blocks, whichever is more
     (a sparse file counts all of it: what a copy of it would take), a
     directory or a symlink its blocks (a long symlink target, the names of
-    many entries). A library file linked in counts in the library instead.
+    many entries). A library file linked in counts in the library instead:
+    one of the supervisor's disk (root's, read-only), or one of `staged`
+    (``(st_dev, st_ino)``, fetched into the agent's cache, `agent.staging`).
 
     Returns:
         int: 0 if there is no such directory
@@ -58,7 +60,7 @@ def dir_bytes(path):
                     if stat.S_ISDIR(st.st_mode):
                         todo.append(e.path)
                     elif stat.S_ISREG(st.st_mode):
-                        if _is_library_link(st):
+                        if _is_library_link(st) or (st.st_dev, st.st_ino) in staged:
                             continue
                         b = max(b, st.st_size)
                     n += max(b, MIN_ENTRY_BYTES)
@@ -86,7 +88,9 @@ async def over(run):
     m = run.op.get("max_bytes")
     if m is None or run.dir is None:
         return None
-    n = await asyncio.get_running_loop().run_in_executor(None, dir_bytes, run.dir)
+    n = await asyncio.get_running_loop().run_in_executor(
+        None, dir_bytes, run.dir, frozenset(run.staged_inodes)
+    )
     return n if n > m else None
 
 

@@ -152,6 +152,9 @@ class Cache:
             if d.exists() or d.is_symlink():
                 d.unlink()
             os.link(p, d)
+            st = os.stat(p)
+            # its bytes are the library's, not the run directory's (`agent.space`)
+            run.staged_inodes.add((st.st_dev, st.st_ino))
 
     async def _ensure(self, run_id, item, on_progress):
         sha, size = item["sha256"], item["size"]

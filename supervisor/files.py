@@ -84,7 +84,7 @@ class Files:
         """What the op of a run of `sim` carries besides its code: the
         plan's limits (`run_limits`) and the library files it links."""
         r = self.run_limits(sim, plan)
-        if self._drivers[sim.job.driver].remote_files:
+        if self._drivers[sim.job.driver].files_remote(sim.job.host):
             # the agent fetches them (`staging`)
             x = self.library.items(sim, code)
             if x:
@@ -105,7 +105,7 @@ class Files:
         are not counted here.
         """
         r = dict(max_memory_bytes=plan.max_run_memory_bytes, max_pids=plan.max_run_pids)
-        if not self._drivers[sim.job.driver].remote_files:
+        if self._drivers[sim.job.driver].checks_room:
             n = self._usage.bytes_of(sim.user) - self._usage.get(
                 sim.user, sim.id, usage.RUN
             )
@@ -190,7 +190,7 @@ class Files:
         """
         j = sim.job
         d = self._drivers.get(j.driver) if j.driver else None
-        if d is None or not d.remote_files or not j.host:
+        if d is None or not j.host or not d.files_remote(j.host):
             return None
         a = self._agents.connected(sim.user, j.driver, j.host)
         if a is None:

@@ -16,6 +16,16 @@ def test_parse():
     assert docker_hosts.parse([]) == []
 
 
+def test_storage():
+    # an engine on a unix socket is on this machine; one over TCP is not
+    a, b = docker_hosts.parse([_UNIX, _TCP])
+    assert (a.storage, b.storage) == ("shared", "volume")
+    a, b = docker_hosts.parse(
+        [dict(_UNIX, storage="volume"), dict(_TCP, storage="shared")]
+    )
+    assert (a.storage, b.storage) == ("volume", "shared")
+
+
 @pytest.mark.parametrize(
     "doc, error",
     [
@@ -28,6 +38,7 @@ def test_parse():
         (dict(_UNIX, cores=True), "cores="),
         (dict(_UNIX, cores="2"), "cores="),
         (dict(_UNIX, network="bridge"), "network="),
+        (dict(_UNIX, storage="nfs"), "storage="),
         ({k: v for k, v in _TCP.items() if k != "tls_dir"}, "needs tls_dir"),
     ],
 )

@@ -96,6 +96,11 @@ def docker_server(engine, server_factory, tmp_path):
                     for c in _containers(e, p):
                         left.append(c.name)
                         c.remove(force=True)
+                # a user's volume of run directories (storage: volume)
+                for v in e.client().volumes.list(
+                    filters={"label": f"simvisor.project={p}"}
+                ):
+                    v.remove(force=True)
     finally:
         for s in made:
             shutil.rmtree(s.sock_dir, ignore_errors=True)

@@ -227,6 +227,9 @@ if [[ ! -f $image_tar ]]; then
     echo "simvisor:x:$uid:$uid:simvisor agent:/tmp:/usr/sbin/nologin" >> "$r/etc/passwd"
     echo "simvisor:x:$uid:" >> "$r/etc/group"
     mkdir -p "$r/simvisor/run" "$r/simvisor/sock"
+    # a volume mounted there (storage: volume) takes this owner and mode
+    chown "$uid:$uid" "$r/simvisor/run"
+    chmod 0700 "$r/simvisor/run"
     if [[ -d $r/etc/openmpi ]]; then
         # on a line of its own: Debian's file does not end with a newline
         { echo; cat etc/docker/openmpi-mca-params.conf; } >> "$r/etc/openmpi/openmpi-mca-params.conf"

@@ -51,7 +51,11 @@ class Driver:
     #: agents start only when their user signs in (`login`), never by `start`
     needs_login = False
     #: run directories are not on this host: files go through the agent
+    #: (`files_remote` says it per host)
     remote_files = False
+    #: the agent holds each run's directory to the room its user's plan has
+    #: left (the op's ``max_bytes``, `agent.space`)
+    checks_room = True
     #: runs wait in a scheduler's queue: the max run time counts from when the
     #: scheduler says RUNNING, not from the agent's `started`
     batch = False
@@ -119,6 +123,11 @@ class Driver:
     def login_hosts(self):
         """The hosts a user signs in to: name -> {name, address, otp}."""
         return {}
+
+    def files_remote(self, host):
+        """Are run directories on `host` out of this host's sight? (Then
+        files and library inputs go through the agent.)"""
+        return self.remote_files
 
     def recover(self, agents, on_exit):
         """At start: the agents known before a restart (they may reconnect).

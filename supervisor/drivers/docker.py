@@ -4,7 +4,13 @@ A container runs the agent image (etc/docker/build-agent-image.sh) as a
 non-root uid with a read-only root, a tmpfs /tmp, no capabilities,
 no-new-privileges, a pids limit, a memory limit from the user's plan and a CPU
 quota that follows the cores of the runs it holds. Only the user's own run
-directory is mounted. With ``network: none`` (the default) the container has
+directory is mounted: on a host of ``storage: shared`` (an engine on this
+machine) the user's directory of this data directory, bind-mounted, with
+their staged library files read-only beside it; on a host of ``storage:
+volume`` (one that does not see this disk) a Docker volume of the user's on
+that host, whose library files the agent fetches into its cache there
+(`agent.staging`) and whose outputs are read through the agent
+(`files_remote`). With ``network: none`` (the default) the container has
 no network at all: the agent reaches the supervisor through a unix socket
 whose directory is mounted read-only, so simulation code reaches nothing.
 
@@ -78,6 +84,10 @@ class DockerDriver(base.Driver):
     def targets(self):
         return [h.target for h in self.hosts.values()]
 
+    def files_remote(self, host):
+        h = self.hosts.get(host)
+        return h is not None and h.storage == "volume"
+
     def pkdebug_str(self):
         return f"DockerDriver(project={self.project} hosts={sorted(self.hosts)})"
 
@@ -106,9 +116,14 @@ class DockerDriver(base.Driver):
         h = self.hosts[agent.host]
         self._agents[agent.id] = (agent, on_exit)
         try:
-            r = self._data_dir / "run" / agent.user
-            await asyncio.to_thread(_user_dir, r, self._uid())
-            await asyncio.to_thread(_staged_dir, r / library.STAGED)
+            if h.storage == "volume":
+                r = await h.call(
+                    _volume, self._volume_name(agent.user), self._labels(h, agent)
+                )
+            else:
+                r = self._data_dir / "run" / agent.user
+                await asyncio.to_thread(_user_dir, r, self._uid())
+                await asyncio.to_thread(_staged_dir, r / library.STAGED)
             if h.network == "none":
                 await asyncio.to_thread(_socket_dir, self.agent_socket.parent)
             cid, name = await h.call(_create, self._spec(h, agent, r), secret)
@@ -120,23 +135,43 @@ class DockerDriver(base.Driver):
         agent.info["cores"] = 1
         pkdlog("{} started container={} host={}", agent, name, h.name)
 
+    def _volume_name(self, user):
+        return f"{self.project}-run-{user}"
+
+    def _labels(self, host, agent):
+        return {
+            "simvisor.project": self.project,
+            "simvisor.user": agent.user,
+            "simvisor.agent": agent.id,
+            "simvisor.host": host.name,
+        }
+
     def _spec(self, host, agent, run_dir):
-        u = self._uid()
+        """What the container is made of; `run_dir` is the user's run
+        directory here (``storage: shared``) or their volume's name there."""
         m = self._plan_of(agent.user).mem_bytes
         # under the memory limit the simulation dies, not the agent
         x = ["--sim-oom-score-adj", "1000"]
         url = None
-        mounts = [
-            docker.types.Mount(RUN_ROOT, str(run_dir), type="bind"),
-            # the user's library files, staged for its runs: read-only in
-            # there (the agent symlinks them into run directories)
-            docker.types.Mount(
-                f"{RUN_ROOT}/{library.STAGED}",
-                str(run_dir / library.STAGED),
-                type="bind",
-                read_only=True,
-            ),
-        ]
+        if host.storage == "volume":
+            # the image's user owns the volume (its empty mount point's
+            # owner is copied in); library files come through the agent
+            u = self._cfg.docker_uid
+            mounts = [docker.types.Mount(RUN_ROOT, run_dir, type="volume")]
+            x += ["--library-cache", f"{RUN_ROOT}/{library.STAGED}"]
+        else:
+            u = self._uid()
+            mounts = [
+                docker.types.Mount(RUN_ROOT, str(run_dir), type="bind"),
+                # the user's library files, staged for its runs: read-only in
+                # there (the agent symlinks them into run directories)
+                docker.types.Mount(
+                    f"{RUN_ROOT}/{library.STAGED}",
+                    str(run_dir / library.STAGED),
+                    type="bind",
+                    read_only=True,
+                ),
+            ]
         if host.network == "none":
             url = "ws://localhost/agent"
             x += ["--unix-socket", f"{SOCK_DIR}/{self.agent_socket.name}"]
@@ -152,12 +187,7 @@ class DockerDriver(base.Driver):
             image=self._cfg.docker_image,
             command=a,
             name=f"simvisor-{agent.id}",
-            labels={
-                "simvisor.project": self.project,
-                "simvisor.user": agent.user,
-                "simvisor.agent": agent.id,
-                "simvisor.host": host.name,
-            },
+            labels=self._labels(host, agent),
             user=f"{u}:{u}",
             network_mode=host.network,
             read_only=True,
@@ -349,6 +379,18 @@ def _user_dir(path, uid):
 
 def _staged_dir(path):
     path.mkdir(mode=0o755, exist_ok=True)
+
+
+def _volume(client, name, labels):
+    """The user's volume of run directories on this host (made once)."""
+    try:
+        client.volumes.get(name)
+    except docker.errors.NotFound:
+        # the agent's labels but the agent: the volume outlives it
+        client.volumes.create(
+            name, labels={k: v for k, v in labels.items() if k != "simvisor.agent"}
+        )
+    return name
 
 
 def _socket_dir(path):

@@ -22,6 +22,11 @@ from supervisor import resources
 #: "host" is for a remote host whose agents dial the supervisor's TCP port
 NETWORKS = ("none", "host")
 
+#: where a host keeps run directories: "shared", this host's data directory
+#: at the same path (bind mounts); "volume", a Docker volume per user there,
+#: its files and library inputs going through the agent
+STORAGES = ("shared", "volume")
+
 #: seconds between attempts to reach an engine whose event stream broke
 _RECONNECT_SECS = (0.5, 10.0)
 
@@ -37,7 +42,7 @@ def parse(docs):
     for d in docs:
         if not isinstance(d, dict):
             raise ValueError(f"docker host must be an object: {d!r}")
-        x = set(d) - {"name", "url", "cores", "tls_dir", "network"}
+        x = set(d) - {"name", "url", "cores", "tls_dir", "network", "storage"}
         if x:
             raise ValueError(f"docker host {d.get('name')}: unknown keys {sorted(x)}")
         n = d.get("name")
@@ -60,7 +65,13 @@ def parse(docs):
             )
         if u.startswith("tcp://") and not d.get("tls_dir"):
             raise ValueError(f"docker host {n}: tcp needs tls_dir (ca, cert, key .pem)")
-        res.append(Host(n, u, c, d.get("tls_dir"), w))
+        # an engine on a unix socket is on this machine: it sees our paths
+        s = d.get("storage", "shared" if u.startswith("unix://") else "volume")
+        if s not in STORAGES:
+            raise ValueError(
+                f"docker host {n}: storage={s!r} must be one of {STORAGES}"
+            )
+        res.append(Host(n, u, c, d.get("tls_dir"), w, s))
     if len({h.name for h in res}) != len(res):
         raise ValueError("docker host names must be unique")
     return res
@@ -69,11 +80,12 @@ def parse(docs):
 class Host:
     """One Docker engine."""
 
-    def __init__(self, name, url, cores, tls_dir, network):
+    def __init__(self, name, url, cores, tls_dir, network, storage="shared"):
         self.name = name
         self.url = url
         self.tls_dir = tls_dir
         self.network = network
+        self.storage = storage
         self.target = resources.Target(name, cores)
         self._client = None
         self._lock = threading.Lock()

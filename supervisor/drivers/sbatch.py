@@ -170,6 +170,8 @@ class SbatchDriver(base.Driver):
     name = "sbatch"
     needs_login = True
     remote_files = True
+    # the files are on the login node, not in this host's stored bytes
+    checks_room = False
     batch = True
 
     def __init__(self, cfg, supervisor_url):
