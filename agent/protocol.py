@@ -181,6 +181,9 @@ _RUN_FIELDS = {
     "library?": _is_library,
     # library files staged under the run root: name in the run dir -> path
     "links?": lambda v: _is_dict(v) and all(_is_str(x) for x in v.values()),
+    # files the site provides where the run goes: name -> absolute path
+    "site_files?": lambda v: _is_dict(v)
+    and all(_is_str(x) and x.startswith("/") for x in v.values()),
     "batch?": _is_batch,
     # a code adapter's (`supervisor.adapter`): launcher, files, steps
     "launch?": lambda v: v in ("process", "mpi"),

@@ -142,6 +142,7 @@ class Records:
             run.op.get("links"),
             self.run_root,
             self.code_uid(),
+            run.op.get("site_files"),
         )
 
     async def _stage(self, run):

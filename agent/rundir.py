@@ -73,7 +73,9 @@ def check_inputs(inputs):
     return None
 
 
-def prepare_dir(path, params, inputs, links=None, run_root=None, code_uid=None):
+def prepare_dir(
+    path, params, inputs, links=None, run_root=None, code_uid=None, site_files=None
+):
     """A fresh run directory: what a previous run left is removed.
 
     Args:
@@ -81,8 +83,10 @@ def prepare_dir(path, params, inputs, links=None, run_root=None, code_uid=None):
             file, `supervisor.library`), linked in if the code cannot write
             it (it runs as `code_uid`, not root, and not as the file's
             owner), else copied; read-only either way
+        site_files (dict): name -> absolute path of a file this host
+            provides (the catalog's ``site``): a symlink to it
     Raises:
-        OSError: a staged file is not there (its message says which)
+        OSError: a staged or site file is not there (its message says which)
     """
     if path.is_symlink() or path.is_file():
         path.unlink()
@@ -96,6 +100,10 @@ def prepare_dir(path, params, inputs, links=None, run_root=None, code_uid=None):
         (path / n).write_text(t, encoding="utf-8")
     for n, rel in (links or {}).items():
         _stage(resolve_inside(run_root, rel), path / n, code_uid)
+    for n, t in (site_files or {}).items():
+        if not os.path.isfile(t):
+            raise OSError(f"site file {n} is not at {t} on this host")
+        os.symlink(t, path / n)
 
 
 def _stage(src, dst, code_uid):

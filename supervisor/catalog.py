@@ -9,6 +9,9 @@ from supervisor import adapter, errors, names
 
 _DEFAULT = pathlib.Path(__file__).resolve().parents[1] / "etc" / "codes.json"
 TYPES = ("int", "float", "str", "simulation", "file")
+#: a `file` parameter's value naming a file the site provides (its ``site``),
+#: not one of the library (whose names have no "/")
+SITE_PREFIX = "site/"
 _MAX_STR_CHARS = 1000
 
 
@@ -30,6 +33,10 @@ class Code:
             if p["type"] == "file":
                 # the name the run directory gives it (default: the file's own)
                 assert names.input_name(p.get("as") or "x"), p
+                # files the site provides where runs go (in the image, on the
+                # HPC filesystem): name -> absolute path there, never sent
+                for n, x in p.get("site", {}).items():
+                    assert names.input_name(n) and x.startswith("/"), (p, n)
         #: deck, launch, followed files, plots (`supervisor.adapter`)
         self.adapter = adapter.Adapter(self.name, doc, self.params)
 
@@ -45,6 +52,7 @@ class Code:
                 }
                 | ({"choices": p["choices"]} if "choices" in p else {})
                 | {k: p[k] for k in ("patterns", "as") if k in p}
+                | ({"site": sorted(p["site"])} if p.get("site") else {})
                 for p in self.params
             ],
             "max_cores": self.max_cores,
@@ -103,6 +111,10 @@ def _check(code, p, v):
             return None
         if not isinstance(v, str):
             raise bad("must name a file of your library")
+        if v.startswith(SITE_PREFIX):
+            if v[len(SITE_PREFIX) :] not in p.get("site", {}):
+                raise bad(f"names no file the site provides: {v}")
+            return v
         pats = p.get("patterns")
         if pats and not any(fnmatch.fnmatchcase(v, x) for x in pats):
             raise bad(f"must be a file named like {' or '.join(pats)}")

@@ -22,7 +22,7 @@ import stat
 from pykern.pkdebug import pkdlog
 
 from agent.codes import stats
-from supervisor import agents, errors, job, names, store, usage
+from supervisor import agents, catalog, errors, job, names, store, usage
 
 #: one file op through an agent
 _FILE_OP_SECS = 60.0
@@ -84,6 +84,9 @@ class Files:
         """What the op of a run of `sim` carries besides its code: the
         plan's limits (`run_limits`) and the library files it links."""
         r = self.run_limits(sim, plan)
+        x = _site_files(sim, code)
+        if x:
+            r["site_files"] = x
         if self._drivers[sim.job.driver].files_remote(sim.job.host):
             # the agent fetches them (`staging`)
             x = self.library.items(sim, code)
@@ -332,6 +335,19 @@ class Files:
                 f"inputs of {n} characters exceed the limit of {self._cfg.max_inputs_chars}",
             )
         return res
+
+
+def _site_files(sim, code):
+    """Files the site provides that `sim`'s parameters name: name in the
+    run directory -> its path where the run goes (never sent)."""
+    res = {}
+    for p in code.params:
+        v = sim.params.get(p["name"])
+        if p["type"] == "file" and v and v.startswith(catalog.SITE_PREFIX):
+            res[p.get("as") or v[len(catalog.SITE_PREFIX) :]] = p["site"][
+                v[len(catalog.SITE_PREFIX) :]
+            ]
+    return res
 
 
 def read_uploads(path):

@@ -10,7 +10,7 @@ streams as a ``simulation`` message.
 import json
 import time
 
-from supervisor import errors, events, job
+from supervisor import catalog, errors, events, job
 
 _MAX_NAME_CHARS = 200
 
@@ -71,7 +71,7 @@ class Sims:
         for p in code.params:
             v = params.get(p["name"])
             t = p["type"]
-            if t not in ("simulation", "file") or v is None:
+            if t not in ("simulation", "file") or v is None or _site(t, v):
                 continue
             try:
                 if t == "file":
@@ -160,7 +160,7 @@ class Sims:
         """Queue a run of `sim` for `user` (`runs.Runs.run`); returns the job."""
         for p in self._catalog.get(sim.code).params:
             v = sim.params.get(p["name"])
-            if p["type"] == "file" and v is not None:
+            if p["type"] == "file" and v is not None and not _site("file", v):
                 if not self._library.has(sim.user, v):
                     raise errors.Conflict(
                         "file_missing",
@@ -198,6 +198,11 @@ class Sims:
         if tail is not None:
             t = "".join(t.splitlines(keepends=True)[-tail:]) if tail else ""
         return t, sim.log_chars, sim.job.run_id or ""
+
+
+def _site(type_, value):
+    """Does a `file` parameter's `value` name a file the site provides?"""
+    return type_ == "file" and value.startswith(catalog.SITE_PREFIX)
 
 
 def _name(v):

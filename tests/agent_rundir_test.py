@@ -29,3 +29,13 @@ def test_write_atomic_keeps_the_old_file_when_it_fails(tmp_path, monkeypatch):
         rundir.write_atomic(p, b"new")
     assert p.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["t.json"]
+
+
+def test_site_files_are_linked_or_the_run_says_which_is_missing(tmp_path):
+    d = tmp_path / "run"
+    rundir.prepare_dir(d, {}, {}, site_files={"release.dat": "/usr/lib/os-release"})
+    assert os.readlink(d / "release.dat") == "/usr/lib/os-release"
+    with pytest.raises(
+        OSError, match=r"site file x\.eam is not at /nonexistent/x\.eam"
+    ):
+        rundir.prepare_dir(d, {}, {}, site_files={"x.eam": "/nonexistent/x.eam"})

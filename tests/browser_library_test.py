@@ -140,7 +140,14 @@ def test_upload_resume_run_and_delete_library_file(server, pages, tmp_path):
     page.get_by_role("radio", name=re.compile("^Test: checksum")).check()
     pick = page.get_by_label("Data file")
     expect(pick).to_have_attribute("data-loaded", "true")
-    expect(pick.locator("option")).to_have_text(["Choose a file…", "data.bin (5.0 MB)"])
+    expect(pick.locator("option")).to_have_text(
+        ["Choose a file…", "data.bin (5.0 MB)", "release.dat"]
+    )
+    # the library's files, and apart those the site provides
+    expect(pick.locator("optgroup")).to_have_count(2)
+    expect(
+        pick.locator("optgroup[label='Provided by the site'] option")
+    ).to_have_attribute("value", "site/release.dat")
     page.get_by_label("Name", exact=True).fill("sum it")
     page.get_by_role("button", name="Create simulation").click()
     expect(page.locator("[data-param=data] .field-error")).to_have_text(
@@ -163,7 +170,7 @@ def test_upload_resume_run_and_delete_library_file(server, pages, tmp_path):
     expect(pick).to_have_value("small.dat")
     expect(page.locator("[data-param=data] .field-error")).to_have_text("")
     expect(pick.locator("option")).to_have_text(
-        ["Choose a file…", "data.bin (5.0 MB)", "small.dat (1000 B)"]
+        ["Choose a file…", "data.bin (5.0 MB)", "small.dat (1000 B)", "release.dat"]
     )
     bt.shot(page, "new-file-param")
     pick.select_option("data.bin")

@@ -48,14 +48,16 @@ def _bearer(server, user):
 
 def _volume_file(engine, volume, path):
     """A file's bytes in `volume`, read with a container of our own image."""
+    return _image_file(engine, f"/v/{path}", {volume: {"bind": "/v", "mode": "ro"}})
+
+
+def _image_file(engine, path, volumes=None):
+    """A file's bytes in a container of our own image (with `volumes`)."""
     c = engine.client().containers.create(
-        engine.image,
-        command=["true"],
-        network_mode="none",
-        volumes={volume: {"bind": "/v", "mode": "ro"}},
+        engine.image, command=["true"], network_mode="none", volumes=volumes or {}
     )
     try:
-        s, _ = c.get_archive(f"/v/{path}")
+        s, _ = c.get_archive(path)
         with tarfile.open(fileobj=io.BytesIO(b"".join(s))) as t:
             return t.extractfile(t.getmembers()[0]).read()
     finally:
@@ -115,6 +117,14 @@ def test_runs_inputs_and_outputs_without_the_shared_path(docker_server, engine):
     )
     assert r.status_code == 201, r.text
     assert r.json()["sha256"] == sha
+    # a file the site provides (the catalog's "site"): the image's own
+    x, j = docker_test._run_to_end(s, "alice", "checksum", data="site/release.dat")
+    assert j["status"] == "completed", j
+    b = _image_file(engine, "/usr/lib/os-release")
+    assert [f["sha256"] for f in s.frames("alice", x["id"])] == [
+        hashlib.sha256(b).hexdigest()
+    ]
+    assert _staged_bytes(s) == len(data)
     # another user sees none of it
     s.add_user("bob")
     s.api("GET", f"/simulations/{x['id']}/files", "bob", expect=404)

@@ -135,6 +135,31 @@ def test_your_own_deck_fails_with_lammps_own_words(server):
     assert not procs_under(_run_dir(server, s["id"]))
 
 
+def test_a_potential_the_site_provides_is_linked_never_sent(server):
+    # a file of the catalog's "site": LAMMPS's own potentials, where runs go
+    r = server.api(
+        "POST",
+        "/simulations",
+        json={"code": "lammps-deck", "params": {"potential": "site/Cu_u4.eam"}},
+        expect=400,
+    )
+    assert "names no file the site provides" in r.json()["message"]
+    s = server.create("admin", "lammps-deck", potential="site/Cu_u3.eam")
+    _upload_deck(server, s["id"], (_DATA / "cu_eam.in").read_text())
+    server.run("admin", s["id"])
+    j = server.wait_status("admin", s["id"], ("completed", "error", "canceled"), 60)
+    assert j["status"] == "completed", j
+    d = _run_dir(server, s["id"])
+    assert os.readlink(d / "Cu_u3.eam") == "/usr/share/lammps/potentials/Cu_u3.eam"
+    rows = [
+        r for f in server.frames("admin", s["id"]) if f.get("table") for r in f["rows"]
+    ]
+    # 300 K of fcc copper, steps 0 to 100 every 10
+    assert [r[0] for r in rows] == list(range(0, 101, 10)), rows
+    # the library holds nothing, and the run directory counts only the link
+    assert server.api("GET", "/whoami").json()["limits"]["library_bytes"] == 0
+
+
 def test_your_own_deck_cannot_read_the_data_dir(server_factory):
     sv = server_factory()
     sv.add_user("eve")

@@ -9,6 +9,7 @@ fetches nothing (the supervisor's `simvisor_library_staged_bytes`).
 
 import hashlib
 import os
+import pathlib
 import re
 
 import pytest
@@ -72,3 +73,13 @@ def test_a_library_file_is_fetched_once_and_checked(sbatch_factory, hpc_site):
         timeout=10,
     )
     assert got.content == want.content and b"checksum:" in got.content
+    # a file the site provides (the catalog's "site"): on the login node, not sent
+    s = sv.create("lib", "checksum", data="site/release.dat")
+    sv.run("lib", s["id"], driver="sbatch")
+    j = sv.wait_status("lib", s["id"], ("completed", "error"), 120)
+    assert j["status"] == "completed", j
+    b = pathlib.Path("/usr/lib/os-release").read_bytes()
+    assert [f["sha256"] for f in sv.frames("lib", s["id"])] == [
+        hashlib.sha256(b).hexdigest()
+    ]
+    assert _staged_bytes(sv) == len(data)

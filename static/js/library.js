@@ -59,6 +59,9 @@ export function globMatch(name, pat) {
     return new RegExp(`^${re}$`, "u").test(name);
 }
 
+/** A file parameter's value naming a file the site provides (its `site`). */
+export const SITE_PREFIX = "site/";
+
 /** Whether `name` fits a file parameter's `patterns` (none: any name). */
 export function fitsParam(p, name) {
     return !p.patterns?.length || p.patterns.some((x) => globMatch(name, x));
@@ -270,12 +273,18 @@ export function fileField(p, value, { id, describedBy, limits = {} }) {
             return;
         }
         const fit = files.filter((f) => fitsParam(p, f.name));
-        const options = [h("option", { value: "" }, fit.length ? "Choose a file…" : "No file of yours fits: upload one")];
-        if (chosen && !fit.some((f) => f.name === chosen)) {
+        const site = (p.site || []).map((n) => SITE_PREFIX + n);
+        const options = [h("option", { value: "" }, fit.length || site.length ? "Choose a file…" : "No file of yours fits: upload one")];
+        if (chosen && !fit.some((f) => f.name === chosen) && !site.includes(chosen)) {
             options.push(h("option", { value: chosen }, `${chosen} (not in your library)`));
         }
-        for (const f of fit) {
-            options.push(h("option", { value: f.name }, `${f.name} (${fmtBytes(f.size)})`));
+        const mine = fit.map((f) => h("option", { value: f.name }, `${f.name} (${fmtBytes(f.size)})`));
+        if (site.length) {
+            // files the site provides where runs go: never uploaded nor sent
+            options.push(h("optgroup", { label: "Your library" }, ...mine));
+            options.push(h("optgroup", { label: "Provided by the site" }, ...site.map((v) => h("option", { value: v }, v.slice(SITE_PREFIX.length)))));
+        } else {
+            options.push(...mine);
         }
         select.replaceChildren(...options);
         select.value = chosen;

@@ -4,7 +4,7 @@
 
 import { sentence } from "./api.js";
 import { h, pyNum, uid } from "./dom.js";
-import { fileField, fitsParam } from "./library.js";
+import { SITE_PREFIX, fileField, fitsParam } from "./library.js";
 
 /**
  * Fields for `code.params` with `values` (defaults if missing).
@@ -125,7 +125,7 @@ function hint(p) {
     } else if (p.type === "simulation") {
         parts.push("one of your simulations");
     } else if (p.type === "file") {
-        parts.push(p.patterns?.length ? `a file of your library named like ${p.patterns.join(" or ")}` : "a file of your library");
+        parts.push((p.patterns?.length ? `a file of your library named like ${p.patterns.join(" or ")}` : "a file of your library") + (p.site?.length ? ", or one the site provides" : ""));
     } else if (p.choices) {
         parts.push(`one of ${p.choices.join(", ")}`);
     } else {
@@ -167,7 +167,11 @@ export function check(p, raw) {
         if ((p.type === "simulation" || p.type === "file") && !v) {
             return [null, sentence(`choose the ${label.toLowerCase()}`)];
         }
-        if (p.type === "file" && !fitsParam(p, v)) {
+        if (p.type === "file" && v.startsWith(SITE_PREFIX)) {
+            if (!(p.site || []).includes(v.slice(SITE_PREFIX.length))) {
+                return bad(`names no file the site provides: ${v}`);
+            }
+        } else if (p.type === "file" && !fitsParam(p, v)) {
             return bad(`must be a file named like ${p.patterns.join(" or ")}`);
         }
         if (v.length > MAX_STR_CHARS) {
