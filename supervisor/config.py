@@ -151,6 +151,7 @@ _cfg = pkconfig.init(
     basic_max_run_secs=(3600.0, float, "max run time on the basic plan"),
     basic_max_cores=(2, int, "max cores of one run on the basic plan"),
     premium_max_running=(8, int, "running jobs per user on the premium plan"),
+    sweep_max_members=(10000, int, "members one sweep may have at most"),
     basic_max_simulations=(1000, int, "simulations a basic user may keep"),
     premium_max_simulations=(10000, int, "simulations a premium user may keep"),
     basic_max_event_sockets=(20, int, "open /api/events of a basic user"),

@@ -125,6 +125,9 @@ def _kind(simulation_id, msg, new_run=False):
         return _Kind(("frame", i), order=msg["seq"])
     if t == "log":
         return _Kind(("log", i), order=msg["offset"])
+    if t == "sweep":
+        # its newest summary only (a deletion supersedes it too)
+        return _Kind(("sweep", msg["sweep"]["id"]))
     if t == "sign_in":
         return _Kind(("sign_in", msg.get("user"), msg.get("host")))
     return _Kind(None)

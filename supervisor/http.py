@@ -12,8 +12,8 @@ import mimetypes
 import swagger_ui_bundle
 import tornado.web
 
-from supervisor import VERSION, auth, errors, http_admin, http_library, names
-from supervisor import openapi, schema
+from supervisor import VERSION, auth, errors, http_admin, http_library, http_sweeps
+from supervisor import names, openapi, schema
 from supervisor.http_base import Base, int_arg
 from supervisor.openapi import PUBLIC, Op, action, ops
 
@@ -349,6 +349,7 @@ ROUTES = (
     ("/api/simulations/{id}/log", Log),
     ("/api/simulations/{id}/files", Files),
     ("/api/simulations/{id}/files/{path}", File),
+    *http_sweeps.ROUTES,
     ("/api/sbatch/hosts", SignInHosts),
     ("/api/sbatch/login", SignIn),
     ("/api/admin/jobs", http_admin.AdminJobs),

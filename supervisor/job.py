@@ -27,7 +27,8 @@ STATUSES = frozenset((MISSING,)) | ACTIVE | ENDED
 
 #: from -> allowed next statuses
 TRANSITIONS = {
-    MISSING: {QUEUED},
+    # or never run: a sweep's member canceled, or refused, before its turn
+    MISSING: {QUEUED, CANCELED, ERROR},
     QUEUED: {STARTING, CANCELED, ERROR},
     # back to QUEUED: the agent vanished before it confirmed the start, so the
     # run is retried under a new run id (the old one is never adopted)
@@ -171,6 +172,14 @@ class Job:
             },
         )
         del self.history[MAX_HISTORY:]
+
+    def never_ran(self, status, now, error):
+        """A sweep's member that will not run (canceled, or refused at its turn)."""
+        self.transition(status)
+        self.ended_at = now
+        self.error = error
+        self.situation = ""
+        self.wait = None
 
     def waiting(self, situation, wait):
         """Say why the run waits: in words and as a reason code.

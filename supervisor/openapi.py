@@ -14,7 +14,7 @@ import types
 
 import msgspec
 
-from supervisor import VERSION, schema
+from supervisor import VERSION, schema, schema_sweeps
 
 #: path parameter -> the pattern it matches (in routes and in the document)
 PARAMS = {
@@ -108,7 +108,7 @@ def route_regex(template):
 def document(routes):
     """The OpenAPI document of `routes`: (template, handler class) pairs."""
     refs, components = msgspec.json.schema_components(
-        schema.TYPES, ref_template="#/components/schemas/{name}"
+        schema.TYPES + schema_sweeps.TYPES, ref_template="#/components/schemas/{name}"
     )
     del refs
     paths = {}

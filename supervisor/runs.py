@@ -57,6 +57,7 @@ class Runs(agents.Watcher):
         self._held = {}
         self._tasks = tasks.Tasks("runs")
         self._positions_pending = False
+        self._sweep_job = _nothing
         self.restarts = 0
         #: what agents report about runs (`reports.Reports.handlers`)
         self.reports = reports.Reports(self, sims)
@@ -82,23 +83,23 @@ class Runs(agents.Watcher):
         """
         while True:
             # bad input must not cancel anything: check it all first
-            code, _, _ = self._check_request(user, sim, cores, driver)
+            code, _, _ = self.check_request(user, sim.code, cores, driver)
             i = await self._files.run_inputs(user, sim, code)
             if sim.deleted:
                 raise errors.NotFound("unknown_simulation", f"no simulation {sim.id}")
             if sim.run is None:
                 break
             await self.cancel(sim, error="superseded by a newer run")
-        code, plan, d = self._check_request(user, sim, cores, driver)
+        code, plan, d = self.check_request(user, sim.code, cores, driver)
         self._sims.new_run(sim)
         sim.job.queue(self._ids.next(), cores or 1, d.name, code.kind, time.time())
         self.queue(sim, plan, d, i)
         await self.changed(sim)
         return sim.job
 
-    def _check_request(self, user, sim, cores, driver):
+    def check_request(self, user, code_name, cores, driver):
         """Validate a run request; returns (code, plan, driver)."""
-        code = self._catalog.get(sim.code)
+        code = self._catalog.get(code_name)
         plan = self._users.plan_of(user.name)
         driver = driver or self._cfg.default_driver
         d = self._drivers.get(driver) if isinstance(driver, str) else None
@@ -458,12 +459,22 @@ class Runs(agents.Watcher):
         self.publish(
             sim, {"type": "job", "simulation": sim.id, "job": sim.job.to_dict()}
         )
+        if sim.sweep is not None:
+            self._sweep_job(sim)
+
+    def watch_jobs(self, on_member):
+        """Call ``on_member(sim)`` on each change of a sweep member's job."""
+        self._sweep_job = on_member
 
     def publish(self, sim, msg):
         self._hub.publish(sim.user, sim.id, msg)
 
     async def destroy(self):
         await self._tasks.destroy()
+
+
+def _nothing(*args):
+    pass
 
 
 async def _first(reply, ended, timeout_secs):

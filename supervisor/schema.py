@@ -214,6 +214,13 @@ class Job(_Doc):
     history: list[Run]
 
 
+class SweepRef(_Doc):
+    """The sweep a simulation is a member of: its id, and the member's index."""
+
+    id: str
+    index: int
+
+
 class Simulation(_Doc):
     id: str
     user: str
@@ -223,6 +230,7 @@ class Simulation(_Doc):
     created: float
     updated: float
     job: Job
+    sweep: SweepRef | None = None
 
 
 class AdminJob(_Doc):
@@ -384,6 +392,7 @@ TYPES = (
     Run,
     Wait,
     Job,
+    SweepRef,
     Simulation,
     AdminJob,
     Frames,

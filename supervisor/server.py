@@ -38,6 +38,7 @@ from supervisor import (
     sim_store,
     sims,
     store,
+    sweeps,
     users,
     ws,
 )
@@ -124,6 +125,16 @@ class Supervisor:
             error=lambda a, m: pkdlog("{} reports error={}", a, m["message"]),
             **self.runs.reports.handlers,
         )
+        self.sweeps = sweeps.Sweeps(
+            cfg,
+            self.store,
+            self.sim_store,
+            self.sims,
+            self.runs,
+            self.catalog,
+            self.users,
+            self.hub,
+        )
         assert set(self.agent_handlers) == set(protocol.TO_SUPERVISOR)
         #: open connections and websockets (`gate.Gate`), made at start
         self.gate = None
@@ -145,6 +156,7 @@ class Supervisor:
         self.agents.load()
         self.library.load()
         self.runs.recover(self.sim_store.load())
+        self.sweeps.load()
         g = self.gate = gate.gate(self.cfg)
         self._server = gate.Server(
             self._app(),
@@ -166,35 +178,9 @@ class Supervisor:
                 flush=True,
             )
         self._server.add_sockets(s)
-        self._listen_agent_socket(g)
+        self.sweeps.start()
+        self._agent_server = ws.listen_agent_socket(self, g)
         pkdlog("listening url=http://{}:{}/", self.cfg.host, self.port)
-
-    def _listen_agent_socket(self, g):
-        """Agents in network-less containers reach us through a unix socket.
-
-        It serves only ``/agent`` (and needs the agent's secret): simulation
-        code in those containers can reach it, and nothing else of ours.
-        """
-        p = {d.agent_socket for d in self.drivers.values()} - {None}
-        if not p:
-            return
-        (p,) = p
-        p.parent.mkdir(parents=True, exist_ok=True)
-        s = tornado.netutil.bind_unix_socket(str(p), mode=0o666)
-        self._agent_server = gate.Server(
-            tornado.web.Application(
-                [(r"/agent", ws.Agent, {"sv": self})],
-                websocket_max_message_size=protocol.MAX_MESSAGE_BYTES,
-                websocket_ping_interval=15,
-                websocket_ping_timeout=15,
-            ),
-            xheaders=False,
-            idle_connection_timeout=self.cfg.header_timeout_secs,
-            gate=g,
-            per_address=False,
-        )
-        self._agent_server.add_socket(s)
-        pkdlog("agents also on unix socket={}", p)
 
     def _app(self):
         return tornado.web.Application(
@@ -232,6 +218,7 @@ class Supervisor:
             self._server.stop()
         if self._agent_server:
             self._agent_server.stop()
+        await self.sweeps.destroy()
         await self.runs.destroy()
         await self.agents.destroy()
         for d in self.drivers.values():

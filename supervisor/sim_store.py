@@ -41,6 +41,8 @@ class Simulation:
         self.created = doc["created"]
         self.updated = doc.get("updated", self.created)
         self.job = job.Job(doc.get("job"))
+        #: ``{id, index}`` of the sweep it is a member of (`sweeps`), or None
+        self.sweep = doc.get("sweep")
         # the agent the current run was sent to (re-adoption after a restart)
         self.agent_id = doc.get("agent_id")
         #: the current run's frames as JSON lines (bytes, with the newline);
@@ -63,6 +65,7 @@ class Simulation:
             "created": self.created,
             "updated": self.updated,
             "job": self.job.to_dict(),
+            "sweep": self.sweep,
         }
 
     def pkdebug_str(self):
@@ -149,8 +152,8 @@ class SimStore:
 
     # --- changes -----------------------------------------------------------
 
-    def create(self, user, code, name, params):
-        now = time.time()
+    def create(self, user, code, name, params, sweep=None, now=None):
+        now = now or time.time()
         s = Simulation(
             {
                 "id": secrets.token_hex(6),
@@ -159,6 +162,7 @@ class SimStore:
                 "name": name,
                 "params": params,
                 "created": now,
+                "sweep": sweep,
             }
         )
         self.by_id[s.id] = s

@@ -51,7 +51,7 @@ class Sims:
         c = self._catalog.get(body.get("code"))
         n = _name(body.get("name", c.title))
         p = c.check_params(body.get("params", {}))
-        self._check_sources(user, c, p)
+        self.check_sources(user, c, p)
         s = self._store.create(user, c.name, n, p)
         try:
             await self._store.save(s)
@@ -62,10 +62,10 @@ class Sims:
                 self._store.delete(s)
                 self._publish_deleted(s)
             raise
-        self._publish(s)
+        self.publish(s)
         return s.to_dict()
 
-    def _check_sources(self, user, code, params):
+    def check_sources(self, user, code, params):
         """A `simulation` parameter names a simulation `user` may see, a
         `file` parameter a file of `user`'s library."""
         for p in code.params:
@@ -98,12 +98,12 @@ class Sims:
             if "params" in body
             else sim.params
         )
-        self._check_sources(user, c, p)
+        self.check_sources(user, c, p)
         sim.name = n
         sim.params = p
         sim.updated = time.time()
         await self._store.save(sim)
-        self._publish(sim)
+        self.publish(sim)
         return sim.to_dict()
 
     async def delete(self, user, sim_id):
@@ -127,7 +127,7 @@ class Sims:
             {"type": "simulation", "simulation": {"id": sim.id, "deleted": True}},
         )
 
-    def _publish(self, sim):
+    def publish(self, sim):
         self._hub.publish(
             sim.user, sim.id, {"type": "simulation", "simulation": sim.to_dict()}
         )

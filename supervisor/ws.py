@@ -8,11 +8,13 @@ handler).
 """
 
 import asyncio
+import itertools
 import json
 import socket
 import time
 
 import tornado.iostream
+import tornado.netutil
 import tornado.web
 import tornado.websocket
 from pykern.pkdebug import pkdexc, pkdlog
@@ -145,7 +147,10 @@ class Events(_Socket):
             s,
             self._write,
             self.close,
-            lambda: self.sv.sims.snapshot(self.user, s),
+            lambda: itertools.chain(
+                () if s else self.sv.sweeps.snapshot(self.user),
+                self.sv.sims.snapshot(self.user, s),
+            ),
             self.sv.cfg.max_event_queue_bytes,
         )
         # subscribed first: changes made while the snapshot is written are
@@ -279,3 +284,33 @@ class Agent(_Socket):
         self.sv.memory.closed()
         if self.agent is not None:
             self.sv.agents.closed(self.agent, self)
+
+
+def listen_agent_socket(sv, gate_):
+    """The server of the unix socket agents in network-less containers (and
+    local ones) dial, or None if no driver has one.
+
+    It serves only ``/agent`` (and needs the agent's secret): simulation
+    code in those containers can reach it, and nothing else of ours.
+    """
+    p = {d.agent_socket for d in sv.drivers.values()} - {None}
+    if not p:
+        return None
+    (p,) = p
+    p.parent.mkdir(parents=True, exist_ok=True)
+    s = tornado.netutil.bind_unix_socket(str(p), mode=0o666)
+    res = gate.Server(
+        tornado.web.Application(
+            [(r"/agent", Agent, {"sv": sv})],
+            websocket_max_message_size=protocol.MAX_MESSAGE_BYTES,
+            websocket_ping_interval=15,
+            websocket_ping_timeout=15,
+        ),
+        xheaders=False,
+        idle_connection_timeout=sv.cfg.header_timeout_secs,
+        gate=gate_,
+        per_address=False,
+    )
+    res.add_socket(s)
+    pkdlog("agents also on unix socket={}", p)
+    return res
