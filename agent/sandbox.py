@@ -129,13 +129,15 @@ class Sandbox(Bare):
             self._python_path = os.path.dirname(self._agent_dir)
         self._ro = p
 
-    def argv(self, run_dir, argv):
+    def argv(self, run_dir, argv, files=()):
         """The full command line that runs `argv` in the sandbox, in `run_dir`.
 
         Args:
             run_dir (str or Path): absolute; the only writable host directory
             argv (list): the code's command (its program on a path the
                 sandbox shows: the system or the agent's Python)
+            files (iterable): absolute paths of files shown read-only at
+                their place (the site files its run directory links to)
         Returns:
             list: ``env``, ``bwrap`` and its options, (``setpriv``,) ``env``, argv
         """
@@ -164,6 +166,9 @@ class Sandbox(Bare):
         for p in self._ro:
             rv += [*_parents(p, made, binds), "--ro-bind", p, p]
             binds.append(p)
+        for p in files:
+            if not any(_is_inside(p, x) for x in (*_SYSTEM, *binds)):
+                rv += [*_parents(p, made, binds), "--ro-bind", os.path.realpath(p), p]
         for link, target in _links(argv[0], [*binds, "/usr"]):
             if link in made:
                 # a system link already made (/bin on merged-/usr Debian)
@@ -193,7 +198,9 @@ class Sandbox(Bare):
         if self.is_root:
             # never the library files linked in: they stay read-only, root's
             _chown_dir(run.dir, self.uid, set(run.op.get("links") or ()))
-        return self.argv(run.dir, run.command())
+        return self.argv(
+            run.dir, run.command(), (run.op.get("site_files") or {}).values()
+        )
 
     def code_uid(self):
         return self.uid if self.is_root else os.geteuid()

@@ -14,22 +14,25 @@ hashed in order as it comes to ``<sha256>.part``: no file is ever held in
 memory, on either side. The whole must hash to its name, or the part is
 removed and the run ends ``error`` saying so. A dropped connection fails
 the requests in flight; the fetch waits for the next connection and goes on
-from what the part holds (hashing that first). A cached file is checked by
-its size, inode and modification time against what was verified
-(``<sha256>.ok``) before each use: one changed since is fetched again.
-Codes on a login node run as the user, who owns the cache: a code may make
-its linked file writable and change it; that is seen (its modification
-time) and undone (fetched again) before the next run uses it, and the mode
-is set read-only again each time.
+from what the part holds (hashing that first). Codes on a login node (or
+in a Docker volume) run as the user, who owns the cache: a code may make
+its linked file writable, change it, and set its modification time back
+(or write any stamp file beside it). So a cached file is used as it is
+only if its size, inode and change time (which no code can set back) are
+what this agent saw when it last linked it, kept in memory; else (changed
+since, or its first use by this agent) it is hashed again, and fetched
+again if it does not hash to its name. Its mode is set read-only each time.
+A code still running with the file linked in can change it under a later
+run: runs that must not share a file's bytes need copies of their own.
 """
 
 import asyncio
 import base64
 import collections
 import hashlib
-import json
 import os
 import pathlib
+import stat
 import time
 
 from agent.log import log
@@ -137,6 +140,9 @@ class Cache:
         self._requests = requests
         #: bytes fetched since start (a cached file adds nothing)
         self.fetched_bytes = 0
+        # sha256 -> `_stamp` of the cached file when this agent last linked
+        # it: in memory, where no code can write
+        self._linked = {}
 
     async def stage(self, run, on_progress):
         """Every library file of `run` into the cache, then linked into its directory.
@@ -153,15 +159,17 @@ class Cache:
                 d.unlink()
             os.link(p, d)
             st = os.stat(p)
+            self._linked[x["sha256"]] = _stamp(st)
             # its bytes are the library's, not the run directory's (`agent.space`)
             run.staged_inodes.add((st.st_dev, st.st_ino))
 
     async def _ensure(self, run_id, item, on_progress):
         sha, size = item["sha256"], item["size"]
         p = self.path / sha
-        if await asyncio.get_running_loop().run_in_executor(None, self._valid, p, size):
-            # a code runs as the user: it may have made it writable (a
-            # change to its bytes changes its mtime, and it is fetched again)
+        if await asyncio.get_running_loop().run_in_executor(
+            None, self._valid, p, sha, size
+        ):
+            # a code runs as the user: it may have made it writable
             os.chmod(p, 0o444)
             return p
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -175,8 +183,6 @@ class Cache:
                 await self._requests.connected.wait()
         os.chmod(part, 0o444)
         os.replace(part, p)
-        st = os.stat(p)
-        _write_ok(p, st)
         return p
 
     async def _fetch(self, run_id, item, part, on_progress):
@@ -226,24 +232,30 @@ class Cache:
                 f"{sha} on arrival (got {h.hexdigest()}): not used"
             )
 
-    def _valid(self, path, size):
-        """Is `path` the verified file, unchanged since (size, inode, mtime)?"""
+    def _valid(self, path, sha, size):
+        """Does `path` hold the bytes of `sha`? Unchanged since this agent
+        linked it (size, inode, change time), or hashed again; blocking."""
         try:
-            st = os.stat(path)
-            ok = json.loads((path.parent / f"{path.name}.ok").read_text())
-        except (OSError, ValueError):
+            # a code may have put a symlink or a FIFO there
+            fd = os.open(
+                path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+            )
+        except OSError:
             return False
-        return ok == _stamp(st) and st.st_size == size
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return False
+            if self._linked.get(sha) == _stamp(st):
+                return True
+            h = hashlib.sha256()
+            return _hash_fd(fd, h, size) == size and h.hexdigest() == sha
+        finally:
+            os.close(fd)
 
 
 def _stamp(st):
-    return {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
-
-
-def _write_ok(path, st):
-    t = path.parent / f".{path.name}.ok.tmp"
-    t.write_text(json.dumps(_stamp(st)))
-    os.replace(t, path.parent / f"{path.name}.ok")
+    return (st.st_size, st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def _hash_fd(fd, h, size):

@@ -160,7 +160,15 @@ class Sims:
         """Queue a run of `sim` for `user` (`runs.Runs.run`); returns the job."""
         for p in self._catalog.get(sim.code).params:
             v = sim.params.get(p["name"])
-            if p["type"] == "file" and v is not None and not _site("file", v):
+            if p["type"] == "file" and v is not None and _site("file", v):
+                # the catalog may have dropped it since the value was checked
+                if v[len(catalog.SITE_PREFIX) :] not in p.get("site", {}):
+                    raise errors.Conflict(
+                        "file_missing",
+                        f"{p['name']}: {v!r} is not a file the site provides "
+                        "(any more): choose another",
+                    )
+            elif p["type"] == "file" and v is not None:
                 if not self._library.has(sim.user, v):
                     raise errors.Conflict(
                         "file_missing",
