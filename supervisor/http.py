@@ -94,7 +94,14 @@ class Simulations(Base):
         get=Op(
             "the caller's simulations (admins: anyone's)",
             [schema.Simulation],
-            query=(("user", {"type": "string"}, "whose (admins only)"),),
+            query=(
+                ("user", {"type": "string"}, "whose (admins only)"),
+                (
+                    "members",
+                    {"type": "integer", "enum": [0, 1]},
+                    "0: leave out the members of sweeps (GET /api/sweeps has them)",
+                ),
+            ),
             also=(403,),
         ),
         post=Op(
@@ -104,7 +111,12 @@ class Simulations(Base):
 
     def get(self):
         u = self.require_user()
-        self.reply(self.sv.sims.list(u, self.get_query_argument("user", None)))
+        m = int_arg(self, "members", 1)
+        if m not in (0, 1):
+            raise errors.BadInput("bad_argument", "members must be 0 or 1")
+        self.reply(
+            self.sv.sims.list(u, self.get_query_argument("user", None), members=m)
+        )
 
     async def post(self):
         u = self.require_user()

@@ -35,11 +35,16 @@ class Sims:
         """The simulation if `user` may see it; NotFound otherwise (never 403)."""
         return self._store.get(user, sim_id)
 
-    def list(self, user, owner=None):
-        """`owner`'s simulations (only admins may name someone else)."""
+    def list(self, user, owner=None, members=True):
+        """`owner`'s simulations (only admins may name someone else); without
+        the members of sweeps unless `members`."""
         if owner and owner != user.name and not user.is_admin():
             raise errors.Forbidden()
-        return [s.to_dict() for s in self._store.for_user(owner or user.name)]
+        return [
+            s.to_dict()
+            for s in self._store.for_user(owner or user.name)
+            if members or s.sweep is None
+        ]
 
     async def create(self, user, body):
         m = self._users.plan_of(user.name).max_simulations

@@ -64,6 +64,10 @@ def test_every_member_runs_and_another_user_gets_its_turn(server_factory):
     assert s.api("GET", "/sweeps", "bob", expect=200).json() == []
     (x,) = s.api("GET", "/sweeps", "alice", expect=200).json()
     assert x["id"] == w["id"] and x["members"] == 200
+    # the list of simulations with or without the members
+    assert len(s.api("GET", "/simulations", "alice", expect=200).json()) == 200
+    assert s.api("GET", "/simulations?members=0", "alice", expect=200).json() == []
+    s.api("GET", "/simulations?members=2", "alice", expect=400)
     # the table as CSV
     r = s.api("GET", f"/sweeps/{w['id']}/results.csv", "alice", expect=200)
     rows = list(csv.reader(io.StringIO(r.text)))
