@@ -179,6 +179,7 @@ class Client:
             ("fetch_file", self._op_fetch_file),
             ("list_files", self._op_list_files),
             ("put_file", self._op_put_file),
+            ("remove_dir", self._op_remove_dir),
             ("library_data", self.library.data),
             ("shutdown", self._op_shutdown),
             ("error", self._op_error),
@@ -450,6 +451,12 @@ class Client:
             self._file_op(
                 msg, files.write_file, self.pool.run_root, msg["path"], msg["content"]
             )
+        )
+
+    def _op_remove_dir(self, msg):
+        busy = {r.run_dir for r in self.pool.runs.values() if not r.is_exited}
+        self._tasks.spawn(
+            self._file_op(msg, files.remove_dir, self.pool.run_root, msg["path"], busy)
         )
 
     async def _file_op(self, msg, func, *args):

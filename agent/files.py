@@ -9,6 +9,7 @@ size limit once base64 encoded.
 import base64
 import binascii
 import os
+import shutil
 import stat
 
 from agent import rundir
@@ -62,6 +63,31 @@ def read_file(root, path, max_bytes, offset=0):
         "offset": offset,
         "truncated": s.st_size > offset + len(c),
     }
+
+
+def remove_dir(root, name, busy):
+    """Remove run directory `name` of the run root (a deleted simulation's).
+
+    Args:
+        busy (set): run directories of runs still going: refused
+    Returns:
+        bool: whether there was one
+    """
+    if name in busy:
+        raise FileError(f"run_dir={name!r} has a run still going")
+    if not name or "/" in name or name.startswith("."):
+        raise FileError(f"run_dir={name!r} is not a run directory's name")
+    p = os.path.join(root, name)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        # a code may have put a symlink there: that goes, not what it names
+        os.unlink(p)
+        return True
+    shutil.rmtree(p)
+    return True
 
 
 def write_file(root, path, content_b64):

@@ -318,7 +318,7 @@ class Pool(records.Records):
         left = run.max_run_secs - (time.time() - entry["started_at"])
         timeout_timer = loop.call_later(max(0.0, left), self._time_out, run)
         space_task = asyncio.ensure_future(
-            space.watch(run, lambda n: self._over_bytes(run, n))
+            space.watch(run, lambda n: self._over_bytes(run, n), self.room_root)
         )
         try:
             if run.canceled:
@@ -353,7 +353,7 @@ class Pool(records.Records):
             space_task.cancel()
             if run.over_bytes is None and not (run.canceled or run.timed_out):
                 # what it wrote since the last walk counts too
-                run.over_bytes = await space.over(run)
+                run.over_bytes = await space.over(run, self.room_root)
             st = self._end_of(run, k, rc, entry, cg)
             if cg is not None and not cg.remove(parents=True):
                 # gone before the run's end is told (busy: again afterwards)

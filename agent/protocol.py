@@ -177,6 +177,8 @@ _RUN_FIELDS = {
     "max_pids?": lambda v: _is_int(v) and v >= 0,
     # bytes the run's directory may reach (`agent.space`): local and Docker
     "max_bytes?": lambda v: _is_int(v) and v >= 0,
+    # ... of its run root, not only its directory (a Docker volume's)
+    "max_bytes_root?": lambda v: isinstance(v, bool),
     # library files to fetch into the agent's cache (sbatch: `agent.staging`)
     "library?": _is_library,
     # library files staged under the run root: name in the run dir -> path
@@ -253,6 +255,8 @@ TO_AGENT = {
     },
     "list_files": {"op_id": _is_int, "path": _is_str},
     "put_file": {"op_id": _is_int, "path": _is_str, "content": _is_str},
+    # a deleted simulation's run directory (by its name in the run root)
+    "remove_dir": {"op_id": _is_int, "path": _is_str},
     # the answer to a library_want: the bytes (base64), or why not
     "library_data": {"req_id": _is_int, "data?": _is_str, "error?": _is_opt_str},
     "shutdown": {},

@@ -145,6 +145,10 @@ class Records:
             run.op.get("site_files"),
         )
 
+    def room_root(self):
+        """The run root and what its library cache holds (`agent.space.over`)."""
+        return self.run_root, self.library_cache.held() if self.library_cache else {}
+
     async def _stage(self, run):
         """Bring the run's library files that are not here (its op's
         ``library``, into `library_cache`; those on this host's disk are

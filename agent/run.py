@@ -157,8 +157,8 @@ class Run:
         self.over_bytes = None
         #: ``{file, done, total}`` while a library file is fetched (`agent.staging`)
         self.staging = None
-        #: (st_dev, st_ino) of the library files linked into its directory
-        self.staged_inodes = set()
+        #: (st_dev, st_ino) -> size of the library files linked into its directory
+        self.staged_inodes = {}
         #: a re-attach could not make the frames again past this many (a
         #: followed file changed meanwhile): the next ones go after those
         #: the supervisor holds (`fill_gap`)

@@ -32,7 +32,7 @@ MAX_SHARE = 0.05
 MAX_CHECK_SECS = 5.0
 
 
-def dir_bytes(path, staged=frozenset()):
+def dir_bytes(path, staged=None):
     """Bytes that what is under `path` takes (no symlink followed); blocking.
 
     Each entry counts what it takes on disk, and at least `MIN_ENTRY_BYTES`
@@ -41,11 +41,13 @@ def dir_bytes(path, staged=frozenset()):
     directory or a symlink its blocks (a long symlink target, the names of
     many entries). A library file linked in counts in the library instead:
     one of the supervisor's disk (root's, read-only), or one of `staged`
-    (``(st_dev, st_ino)``, fetched into the agent's cache, `agent.staging`).
+    (``{(st_dev, st_ino): size}``, fetched into the agent's cache,
+    `agent.staging`), as long as it is no longer than that.
 
     Returns:
         int: 0 if there is no such directory
     """
+    staged = staged or {}
     n = 0
     todo = [path]
     while todo:
@@ -60,7 +62,9 @@ def dir_bytes(path, staged=frozenset()):
                     if stat.S_ISDIR(st.st_mode):
                         todo.append(e.path)
                     elif stat.S_ISREG(st.st_mode):
-                        if _is_library_link(st) or (st.st_dev, st.st_ino) in staged:
+                        if _is_library_link(st) or st.st_size <= staged.get(
+                            (st.st_dev, st.st_ino), -1
+                        ):
                             continue
                         b = max(b, st.st_size)
                     n += max(b, MIN_ENTRY_BYTES)
@@ -83,21 +87,30 @@ def error(n, max_bytes):
     )
 
 
-async def over(run):
-    """Bytes of `run`'s directory if over its ``max_bytes``, else None."""
+async def over(run, root=None):
+    """Bytes of `run`'s directory if over its ``max_bytes``, else None.
+
+    Args:
+        root (callable): ``() -> (path, held)`` of the run root, walked
+            instead when the op says ``max_bytes_root`` (a Docker volume of the
+            user's: what a code writes beside its directory counts too),
+            and what the library cache there holds (`agent.staging.Cache.held`)
+    """
     m = run.op.get("max_bytes")
     if m is None or run.dir is None:
         return None
-    n = await asyncio.get_running_loop().run_in_executor(
-        None, dir_bytes, run.dir, frozenset(run.staged_inodes)
-    )
+    p, s = run.dir, dict(run.staged_inodes)
+    if root is not None and run.op.get("max_bytes_root"):
+        p, h = root()
+        s.update(h)
+    n = await asyncio.get_running_loop().run_in_executor(None, dir_bytes, p, s)
     return n if n > m else None
 
 
-async def watch(run, on_over):
+async def watch(run, on_over, root=None):
     """Walk `run`'s directory until cancelled; ``on_over(n)`` once it is over.
 
-    Does nothing for a run without ``max_bytes``.
+    Does nothing for a run without ``max_bytes``; `root` as for `over`.
     """
     if run.op.get("max_bytes") is None:
         return
@@ -105,7 +118,7 @@ async def watch(run, on_over):
     while True:
         await asyncio.sleep(wait)
         t = time.monotonic()
-        n = await over(run)
+        n = await over(run, root)
         if n is not None:
             on_over(n)
             return

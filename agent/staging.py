@@ -143,6 +143,8 @@ class Cache:
         # sha256 -> `_stamp` of the cached file when this agent last linked
         # it: in memory, where no code can write
         self._linked = {}
+        # (st_dev, st_ino) -> size of the parts being fetched
+        self._parts = {}
 
     async def stage(self, run, on_progress):
         """Every library file of `run` into the cache, then linked into its directory.
@@ -161,7 +163,7 @@ class Cache:
             st = os.stat(p)
             self._linked[x["sha256"]] = _stamp(st)
             # its bytes are the library's, not the run directory's (`agent.space`)
-            run.staged_inodes.add((st.st_dev, st.st_ino))
+            run.staged_inodes[(st.st_dev, st.st_ino)] = st.st_size
 
     async def _ensure(self, run_id, item, on_progress):
         sha, size = item["sha256"], item["size"]
@@ -192,6 +194,9 @@ class Cache:
         h = hashlib.sha256()
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         inflight = collections.deque()
+        st = os.fstat(fd)
+        k = (st.st_dev, st.st_ino)
+        self._parts[k] = size
         try:
             have = await loop.run_in_executor(None, _hash_fd, fd, h, size)
             os.ftruncate(fd, have)
@@ -222,6 +227,7 @@ class Cache:
                     on_progress(item["name"], have, size)
             os.fsync(fd)
         finally:
+            self._parts.pop(k, None)
             for _, f in inflight:
                 f.cancel()
             os.close(fd)
@@ -231,6 +237,14 @@ class Cache:
                 f"library file {item['name']}: its bytes did not hash to "
                 f"{sha} on arrival (got {h.hexdigest()}): not used"
             )
+
+    def held(self):
+        """What the cache holds for the library, not for any run's room
+        (`agent.space`): ``{(st_dev, st_ino): size at most}`` of the files
+        this agent verified and linked, and of the parts it is fetching."""
+        res = {(x[1], x[2]): x[0] for x in self._linked.values()}
+        res.update(self._parts)
+        return res
 
     def _valid(self, path, sha, size):
         """Does `path` hold the bytes of `sha`? Unchanged since this agent

@@ -22,7 +22,7 @@ import stat
 from pykern.pkdebug import pkdlog
 
 from agent.codes import stats
-from supervisor import agents, catalog, errors, job, names, store, usage
+from supervisor import agents, catalog, dispatch, errors, job, names, store, usage
 
 #: one file op through an agent
 _FILE_OP_SECS = 60.0
@@ -113,6 +113,9 @@ class Files:
                 sim.user, sim.id, usage.RUN
             )
             r["max_bytes"] = max(0, plan.max_stored_bytes - n)
+            if self._drivers[sim.job.driver].files_remote(sim.job.host):
+                # the user's volume there: a code may write beside its directory
+                r["max_bytes_root"] = True
         return r
 
     # --- outputs -------------------------------------------------------------
@@ -120,7 +123,7 @@ class Files:
     async def list(self, user, sim_id):
         """``{files: [{path, size, mtime}], inputs: [names]}``."""
         sim = self._sims.get(user, sim_id)
-        a = self._remote_agent(sim)
+        a = await self._remote_agent(sim)
         if a is None:
             return await asyncio.to_thread(
                 _list_files, self._run_dir(sim), self.inputs_dir(sim)
@@ -139,7 +142,7 @@ class Files:
         """
         sim = self._sims.get(user, sim_id)
         names.output_path(path)
-        a = self._remote_agent(sim)
+        a = await self._remote_agent(sim)
         if a is None:
             with self._open_output(sim, path) as f:
                 # off the event loop, and no faster than the client reads
@@ -185,23 +188,52 @@ class Files:
         finally:
             self.library.end(u, drop=True)
 
-    def _remote_agent(self, sim):
+    async def remove_remote(self, sim):
+        """A deleted simulation's run directory where it is not on this host
+        (a Docker volume, a login node), through the agent; best effort."""
+        try:
+            a = await self._remote_agent(sim)
+            if a is not None:
+                await self._agent_op(a, "remove_dir", path=sim.id)
+        except errors.Error as e:
+            pkdlog("{} run dir left on host={} error={}", sim, sim.job.host, e)
+
+    async def _remote_agent(self, sim):
         """The agent that holds `sim`'s run directory, if it is not on this host.
 
+        A driver that starts agents itself (a Docker host of volume storage)
+        starts one for the files if none is there (its idle time ends it).
+
         Raises:
-            errors.Conflict: its user must sign in to the host first
+            errors.Conflict: its user must sign in to the host first, or the
+                agent did not start
         """
         j = sim.job
         d = self._drivers.get(j.driver) if j.driver else None
         if d is None or not j.host or not d.files_remote(j.host):
             return None
         a = self._agents.connected(sim.user, j.driver, j.host)
-        if a is None:
+        if a is not None:
+            return a
+        if d.needs_login:
             raise errors.Conflict(
                 "sign_in_required",
                 f"the files are on {j.host}: sign in there to see them",
             )
-        return a
+
+        async def _ready(key):
+            return self._agents.check_ready(*key)
+
+        try:
+            return await asyncio.wait_for(
+                dispatch.dispatch(_ready, (sim.user, j.driver, j.host)),
+                self._cfg.agent_start_timeout_secs,
+            )
+        except (TimeoutError, agents.AgentStartFailed) as e:
+            raise errors.Conflict(
+                "agent_unavailable",
+                f"no agent on {j.host} to read the files: {e or 'it did not start'}",
+            ) from None
 
     async def _agent_op(self, agent, kind, **fields):
         try:

@@ -114,11 +114,16 @@ class Sims:
     async def delete(self, user, sim_id):
         """Cancel its run (confirmed gone), then delete it and its files."""
         sim = self.get(user, sim_id)
-        # a run requested while we waited for the cancel is canceled too
-        while sim.run is not None:
-            await self._runs.cancel(sim)
-        if sim.deleted:
-            return {"deleted": sim_id}
+        while True:
+            # a run requested while we waited for the cancel is canceled too
+            while sim.run is not None:
+                await self._runs.cancel(sim)
+            if sim.deleted:
+                return {"deleted": sim_id}
+            # its run directory on a host that is not this one (an agent's)
+            await self._files.remove_remote(sim)
+            if sim.run is None:
+                break
         # its files too (`sim_store.SimStore.delete`)
         f = self._store.delete(sim)
         self._publish_deleted(sim)

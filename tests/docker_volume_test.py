@@ -51,6 +51,22 @@ def _volume_file(engine, volume, path):
     return _image_file(engine, f"/v/{path}", {volume: {"bind": "/v", "mode": "ro"}})
 
 
+def _volume_names(engine, volume):
+    """The names at the top of `volume`."""
+    c = engine.client().containers.create(
+        engine.image,
+        command=["true"],
+        network_mode="none",
+        volumes={volume: {"bind": "/v", "mode": "ro"}},
+    )
+    try:
+        s, _ = c.get_archive("/v")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(s))) as t:
+            return {m.name.split("/")[1] for m in t.getmembers() if m.name.count("/")}
+    finally:
+        c.remove(force=True)
+
+
 def _image_file(engine, path, volumes=None):
     """A file's bytes in a container of our own image (with `volumes`)."""
     c = engine.client().containers.create(
@@ -129,6 +145,10 @@ def test_runs_inputs_and_outputs_without_the_shared_path(docker_server, engine):
     s.add_user("bob")
     s.api("GET", f"/simulations/{x['id']}/files", "bob", expect=404)
     s.api("GET", f"/simulations/{x['id']}/files/data.bin", "bob", expect=404)
+    # a deleted simulation's run directory goes from the volume too
+    assert x["id"] in _volume_names(engine, v)
+    s.api("DELETE", f"/simulations/{x['id']}", "alice", expect=200)
+    assert x["id"] not in _volume_names(engine, v)
 
 
 def test_a_run_past_its_room_ends_error(docker_server, engine):

@@ -62,7 +62,7 @@ def _run(tmp_path, data):
             op={"library": [{"name": "d.bin", "sha256": sha, "size": len(data)}]},
             dir=d,
             staging=None,
-            staged_inodes=set(),
+            staged_inodes={},
         ),
         sha,
     )
@@ -108,9 +108,10 @@ async def test_a_dropped_connection_goes_on_from_the_part(tmp_path):
         # as in a container: the agent's user owns its cache, not root
         os.chown(run.dir / "d.bin", 10001, 10001)
     st = os.stat(run.dir / "d.bin")
-    assert run.staged_inodes == {(st.st_dev, st.st_ino)}
+    assert run.staged_inodes == {(st.st_dev, st.st_ino): len(data)}
     assert space.dir_bytes(run.dir) >= len(data)
-    assert space.dir_bytes(run.dir, frozenset(run.staged_inodes)) == 0
+    assert space.dir_bytes(run.dir, run.staged_inodes) == 0
+    assert c.held() == run.staged_inodes
 
 
 async def test_bytes_that_do_not_hash_to_their_name_are_not_used(tmp_path):
