@@ -27,6 +27,7 @@ from tests.bench import (
     push_load,
     report,
     slurm,
+    sweeps,
 )
 from tests.bench.report import MS, PER_SEC, Row
 
@@ -134,6 +135,7 @@ class Bench:
             "to every /out?ch=X and /out?ch=*), same sender, same clients",
         )
         self.upload = library.upload_row()
+        self.sweep = sweeps.row()
         self.rows = [
             self.upload,
             self.start,
@@ -145,6 +147,7 @@ class Bench:
             self.store,
             self.rate,
             self.push_load,
+            self.sweep,
         ]
         self.lammps_skipped = lammps.unavailable()
         self.lammps = [] if self.lammps_skipped else lammps.rows()
@@ -274,6 +277,11 @@ class Bench:
             await self._real_agent()
         if self._wanted(self.push, self.dispatch):
             await self._fake_agent()
+        if self._wanted(self.sweep):
+            await self._measure(
+                [self.sweep],
+                sweeps.measure(self.conftest, self.tmp, self.sweep, self.leftovers),
+            )
         if self._wanted(self.push_load):
             await self._measure([self.push_load], self._push_load())
         if not self.docker_skipped and self._wanted(self.cold):

@@ -183,7 +183,7 @@ class FakeAgentBench(_Bench):
 
     AGENT_ID = "admin-local-bench"
 
-    def __init__(self, conftest, data_dir, max_running):
+    def __init__(self, conftest, data_dir, max_running, **cfg):
         self._secret = secrets.token_urlsafe(32)
         clients.seed_agent(data_dir, self.AGENT_ID, self._secret)
         super().__init__(
@@ -192,6 +192,7 @@ class FakeAgentBench(_Bench):
             local_cores=max_running,
             basic_max_running=max_running,
             agent_idle_secs=600,
+            **cfg,
         )
 
     async def start(self):
