@@ -218,6 +218,82 @@ def test_check_takes_a_good_spec_and_the_catalogs_keys():
     assert results.is_spec([dict(_OK, name=f"x{i}") for i in range(16)])
 
 
+# --- agent/outputs.py: rows into the result, on a re-attach too ----------------
+
+
+def _spew_run(run_dir):
+    from agent import run
+
+    r = run.Run(
+        dict(
+            run_id="r-1",
+            op_id=0,
+            kind="run",
+            code="spew",
+            argv=["true"],
+            params={},
+            inputs={},
+            run_dir=str(run_dir),
+            cores=1,
+            max_run_secs=60,
+            follow=[
+                {"file": "log.spew", "parser": "lammps_log"},
+                {"file": "log.other", "parser": "lammps_log"},
+            ],
+            result=[
+                _column("rows", "thermo", "Step", "count"),
+                _column("steps", "thermo", "Step", "sum"),
+            ],
+        ),
+        lambda r, kind: None,
+    )
+    r.dir = run_dir
+    return r
+
+
+def _read(run_dir, replay=False):
+    from agent import outputs, reads
+
+    r = _spew_run(run_dir)
+    o = outputs.Outputs(r, None, reads.Journal(run_dir / "reads"))
+    if replay:
+        assert o.replay() > 0
+    else:
+        o._journal.create()
+    o.end()
+    o.close()
+    return r
+
+
+def _thermo_log(steps):
+    return b"Step Temp E_pair\n" + b"".join(b"%d 1.5 -6.25\n" % i for i in steps)
+
+
+async def test_a_replay_counts_the_rows_once(tmp_path, monkeypatch):
+    """Re-attached, the reads of the agent before are made again: the rows
+    of a file that did not change, and of one that changed past its first
+    reads (read anew from its start), count once."""
+    from agent import outputs
+
+    # many small reads, so a change falls after some of them
+    monkeypatch.setattr(outputs, "READ_BYTES", 256)
+    log = tmp_path / "log.spew"
+    log.write_bytes(_thermo_log(range(1, 201)))
+    # read after log.spew, past its change: makes no frame, still counts
+    (tmp_path / "log.other").write_bytes(_thermo_log(range(5000, 5010)))
+    whole = {"rows": 210, "steps": sum(range(1, 201)) + 50045}
+    r = _read(tmp_path)
+    assert r.result() == whole
+    assert len(r.frames) > 10
+    r = _read(tmp_path, replay=True)
+    assert r.result() == whole
+    # the same first rows, then others: the replay's later reads differ
+    log.write_bytes(_thermo_log([*range(1, 101), *range(1000, 1050)]))
+    r = _read(tmp_path, replay=True)
+    assert "log.spew changed while no agent" in r.log.text_from(0, 10**6)[1]
+    assert r.result() == {"rows": 160, "steps": sum(range(1, 101)) + 51225 + 50045}
+
+
 # --- end to end: real runs on the local driver ---------------------------------
 
 _ENDED = ("completed", "error", "canceled", "timed_out")
