@@ -337,12 +337,14 @@ class Client:
                 )
         if run.is_exited and not c.exited_sent:
             c.exited_sent = True
+            res = run.result()
             self._send(
                 "exited",
                 run_id=i,
                 status=run.status,
                 exit_code=run.exit_code,
                 error=run.error,
+                **({} if res is None else {"result": res}),
             )
 
     def _send_log(self, run, cursors):

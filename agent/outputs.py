@@ -14,7 +14,9 @@ records into the run's:
   "snapshot", "file", "step", "box", "columns", "atoms"}``;
 - progress: the last ``step`` over the op's ``steps``;
 - error: the code's own ``error`` lines, which name a failed run's error;
-- log: ``warning`` and ``note`` lines, marked as the agent's.
+- log: ``warning`` and ``note`` lines, marked as the agent's;
+- result: every row (before thinning) and frame, to the run's
+  `agent.results.Results`.
 
 With a `agent.reads.Journal`, each read is journaled before it is used and
 `replay` makes a re-attached run's frames again exactly as they were.
@@ -34,8 +36,6 @@ from agent import follow, parsers
 
 #: the code's error lines kept for the error text
 MAX_CODE_ERRORS = 5
-#: the records that become frames
-_FRAMES = ("rows", "snapshot")
 
 #: rows of a file kept at each stride: all of the first ones, then one in
 #: 2, one in 4, ...: a flood of rows is held in memory that grows with the
@@ -119,12 +119,9 @@ class Outputs:
                     continue
                 r = p.feed(b)
             ends[i] = o
-            if not changed:
-                self._records(i, r)
-            else:
-                # after a change: only the parser's state (the frames of these
-                # bytes are among those the agent before us made)
-                self._records(i, [x for x in r if x.get("kind") not in _FRAMES])
+            # after a change: only the parser's state and the result (the
+            # frames of these bytes are among those the agent before us made)
+            self._records(i, r, frames=not changed)
         return len(e)
 
     def _changed(self, index):
@@ -134,6 +131,8 @@ class Outputs:
             self._run.frames_gap_at = len(self._run.frames)
         p.reset()
         f.reread(0, 0)
+        # its rows come again
+        self._run.results.restart(index)
         # the supervisor's count may be known already (its welcome)
         self._run.fill_gap()
         self._run.append_log(
@@ -224,16 +223,23 @@ class Outputs:
         if not written:
             self._run.append_log(f"[simvisor agent: {name} was not written]\n")
 
-    def _records(self, index, records):
+    def _records(self, index, records, frames=True):
+        """The parser's records of file `index`; `frames`: False, they make
+        no frame (its predecessor made them), only the result."""
         r = self._run
         name = self._files[index][0]
+        add_frame = r.add_frame if frames else r.results.add_frame
         for x in records:
             k = x.get("kind")
             if k == "rows":
+                # all of them, however many a flood thins away
+                r.results.add_rows(index, x["table"], x["columns"], x["rows"])
+                if not frames:
+                    continue
                 x["rows"] = self._thinned(index, x["rows"])
                 if not x["rows"]:
                     continue
-                r.add_frame(
+                add_frame(
                     {
                         "plot": "rows",
                         "file": name,
@@ -245,7 +251,7 @@ class Outputs:
                     }
                 )
             elif k == "snapshot":
-                r.add_frame(
+                add_frame(
                     {
                         "plot": "snapshot",
                         "file": name,

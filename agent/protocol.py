@@ -9,7 +9,7 @@ supervisor call `parse` on what they receive and `make` on what they send.
 import json
 import re
 
-from agent import analyses, parsers
+from agent import analyses, parsers, results
 
 #: bumped when a message changes incompatibly
 VERSION = 1
@@ -193,6 +193,8 @@ _RUN_FIELDS = {
     "steps?": lambda v: _is_int(v) and v >= 1,
     # an analysis the warm worker serves (`agent.analysis_worker`)
     "worker?": lambda v: _is_str(v) and v in analyses.ANALYSES,
+    # what the run reports at its end (`agent.results`)
+    "result?": results.is_spec,
 }
 
 #: messages the agent sends
@@ -230,6 +232,8 @@ TO_SUPERVISOR = {
         "status": _is_end_status,
         "exit_code": _is_opt_int,
         "error": _is_opt_str,
+        # the code's declared result: name -> finite number or None
+        "result?": results.is_values,
     },
     "reply": {
         "op_id": _is_int,

@@ -16,7 +16,7 @@ import itertools
 import json
 import sys
 
-from agent import follow, owned, protocol
+from agent import follow, owned, protocol, results
 
 #: argv element replaced by the agent's own interpreter
 PYTHON_ARG = "{python}"
@@ -140,6 +140,8 @@ class Run:
         #: the output files to follow (`agent.outputs`), and the steps of a run
         self.follow = op.get("follow") or []
         self.steps = op.get("steps")
+        #: what it reports at its end (`agent.results`), fed every frame and row
+        self.results = results.Results(op.get("result") or [])
         #: the followers of `follow` (`agent.outputs.Outputs`), set by the pool
         self.outputs = None
         #: the pool's launcher of `cores` ranks (``{cores}`` filled), for
@@ -217,6 +219,10 @@ class Run:
                 f" only its tail is kept for sending, all of it is in {LOG_FILE}]\n"
             )
         self._emit(self, "log")
+
+    def result(self):
+        """What the run reports at its end (`agent.results`); None: nothing declared."""
+        return self.results.values() if self.results else None
 
     def stderr_tail(self):
         """The last lines of stderr (for the error text of a failed run)."""
@@ -296,6 +302,8 @@ class Run:
         Args:
             size (int): its size as JSON, if known
         """
+        # before the limits: a frame dropped still counts for the result
+        self.results.add_frame(frame)
         if size is None:
             size = len(json.dumps(frame, separators=(",", ":")))
         self._frame_bytes += size

@@ -28,6 +28,7 @@ the whole contract):
 - ``plots``: what the GUI draws from those frames (`check_plots`).
 - ``worker``: (an analysis) the name of an analysis of `agent.analyses` that
   the agent's warm worker serves, instead of a process per request.
+- ``result``: what a run reports at its end (`check_result`, `agent.results`).
 
 Everything is checked when the catalog is loaded: a template naming a
 parameter that does not exist, or one with free text, stops the supervisor
@@ -37,7 +38,7 @@ with the code and the name in the message.
 import pathlib
 import re
 
-from agent import analyses, parsers, protocol
+from agent import analyses, parsers, protocol, results
 
 _CODES_DIR = pathlib.Path(__file__).resolve().parents[1] / "etc" / "codes"
 
@@ -112,6 +113,8 @@ class Adapter:
             )
             self.steps_param = pr["steps"]
         self.plots = check_plots(code, doc.get("plots", []))
+        #: the declared result, as the catalog shows it and as the op carries it
+        self.result, self._result_op = check_result(code, doc.get("result", []))
         #: an analysis the agent's warm worker serves (`agent.analyses`)
         self.worker = doc.get("worker")
         if self.worker is not None:
@@ -165,6 +168,8 @@ class Adapter:
             rv["steps"] = int(params[self.steps_param])
         if self.worker is not None:
             rv["worker"] = self.worker
+        if self._result_op:
+            rv["result"] = self._result_op
         return rv
 
     def _follow(self, x):
@@ -217,6 +222,30 @@ def check_plots(code, plots):
                 f"code={code}: a plot is {{kind: lines, table, x: AXIS, y: [AXIS]}} or {{kind: scatter3d, file}}, an AXIS {{column, label?, unit?}}: {p!r}"
             )
     return plots
+
+
+def check_result(code, spec):
+    """The ``result`` of a catalog entry, checked (`agent.results`).
+
+    Each entry is ``{name, label, unit?, reduce, field}`` or ``{name, label,
+    unit?, reduce, table, column}``.
+
+    Returns:
+        tuple: ([{name, label, unit?}] for the catalog, [entry] for the run op)
+    """
+    try:
+        results.check(spec, extra=("label", "unit"))
+    except ValueError as e:
+        raise AdapterError(f"code={code}: {e}") from e
+    for e in spec:
+        if not isinstance(e.get("label"), str) or not e["label"]:
+            raise AdapterError(f"code={code}: result {e['name']} has no label")
+        if not isinstance(e.get("unit", ""), str):
+            raise AdapterError(f"code={code}: result {e['name']} unit is not text")
+    return (
+        [{k: e[k] for k in ("name", "label", "unit") if k in e} for e in spec],
+        [{k: v for k, v in e.items() if k not in ("label", "unit")} for e in spec],
+    )
 
 
 def _axis(a):

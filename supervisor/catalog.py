@@ -58,7 +58,7 @@ class Code:
             "max_cores": self.max_cores,
             "frames": self.frames,
             "plots": self.adapter.plots,
-        }
+        } | ({"result": self.adapter.result} if self.adapter.result else {})
 
     def check_params(self, params, base=None):
         """Validate `params` over defaults (or `base`): the complete set.

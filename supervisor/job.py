@@ -63,6 +63,7 @@ FIELDS = (
     "ended_at",
     "exit_code",
     "error",
+    "result",
     "frames",
     "history",
 )
@@ -116,6 +117,9 @@ class Job:
         self.ended_at = d.get("ended_at")
         self.exit_code = d.get("exit_code")
         self.error = d.get("error")
+        #: what the run reported at its end: {name: number or None} (the
+        #: code's catalog ``result``), None if it declares none or did not say
+        self.result = d.get("result")
         self.frames = d.get("frames", 0)
         self.history = list(d.get("history", []))
 
@@ -135,6 +139,7 @@ class Job:
         self.ended_at = None
         self.exit_code = None
         self.error = None
+        self.result = None
         self.progress = 0.0
         self.frames = 0
         self.situation = "queued"
@@ -144,12 +149,17 @@ class Job:
         self.queue_position = None
         self.batch = None
 
-    def end(self, status, now, exit_code=None, error=None):
-        """The run ended; record it in the history."""
+    def end(self, status, now, exit_code=None, error=None, result=None):
+        """The run ended; record it in the history.
+
+        Args:
+            result (dict): what the agent said the run reports (or None)
+        """
         self.transition(status)
         self.ended_at = now
         self.exit_code = exit_code
         self.error = error
+        self.result = result
         self.situation = ""
         self.wait = None
         self.canceling = False
@@ -169,6 +179,7 @@ class Job:
                 "host": self.host,
                 "exit_code": exit_code,
                 "error": error,
+                "result": result,
             },
         )
         del self.history[MAX_HISTORY:]

@@ -90,7 +90,14 @@ class Reports:
         st, e = msg["status"], msg["error"]
         if st == job.CANCELED and r.end_as:
             st, e = r.end_as
-        f = self._runs.end(r, st, exit_code=msg["exit_code"], error=e, from_agent=True)
+        f = self._runs.end(
+            r,
+            st,
+            exit_code=msg["exit_code"],
+            error=e,
+            from_agent=True,
+            result=msg.get("result"),
+        )
         # the agent keeps the run until its end is durable here
         f.add_done_callback(lambda _: self._runs.forget(agent, msg["run_id"]))
 

@@ -306,8 +306,12 @@ class Runs(agents.Watcher):
 
     # --- ends ----------------------------------------------------------------
 
-    def end(self, run, status, exit_code=None, error=None, from_agent=False):
+    def end(
+        self, run, status, exit_code=None, error=None, from_agent=False, result=None
+    ):
         """End `run` with `status`; returns the future of the durable record.
+
+        `result`: what the agent said the run reports (`agent.results`).
 
         Unless the agent itself reported the end, a connected agent is told to
         kill the run (a disconnected one does when it returns: the run is not
@@ -324,7 +328,7 @@ class Runs(agents.Watcher):
         self.active.pop(run.run_id, None)
         if sim.job.status == job.QUEUED and status not in (job.CANCELED, job.ERROR):
             status = job.ERROR
-        sim.job.end(status, time.time(), exit_code, error)
+        sim.job.end(status, time.time(), exit_code, error, result=result)
         self._sims.end_run(sim)
         run.destroy(self._resources)
         if a is not None:

@@ -153,6 +153,14 @@ class Whoami(_Doc):
     xsrf: str
 
 
+class ResultField(_Doc):
+    """One number a code's runs report at their end (`supervisor.adapter.check_result`)."""
+
+    name: str
+    label: str
+    unit: str | UnsetType = UNSET
+
+
 class Code(_Doc):
     name: str
     title: str
@@ -163,6 +171,8 @@ class Code(_Doc):
     frames: bool
     #: what the GUI draws of them (`supervisor.adapter.check_plots`)
     plots: list[dict[str, typing.Any]]
+    #: what its runs report at their end (the job's ``result``), if anything
+    result: list[ResultField] | UnsetType = UNSET
 
 
 class Batch(_Doc):
@@ -184,6 +194,8 @@ class Run(_Doc):
     host: str | None
     exit_code: int | None
     error: str | None
+    #: what it reported at its end (absent in runs stored before results)
+    result: dict[str, float | None] | UnsetType | None = UNSET
 
 
 class Wait(_Doc):
@@ -210,6 +222,9 @@ class Job(_Doc):
     ended_at: float | None
     exit_code: int | None
     error: str | None
+    #: what the run reported at its end: the code's declared result, by name
+    #: (None: no value); None if it declares none or it did not end so
+    result: dict[str, float | None] | None
     frames: int
     history: list[Run]
 
@@ -387,6 +402,7 @@ TYPES = (
     UserMaybeToken,
     Limits,
     Whoami,
+    ResultField,
     Code,
     Batch,
     Run,

@@ -134,3 +134,68 @@ def test_a_deck_of_several_files_the_first_is_the_input(tmp_path):
     with pytest.raises(adapter.AdapterError) as e:
         adapter.Adapter("g", d, _PARAMS)
     assert "md.mdp is twice" in str(e.value)
+
+
+_RESULT = {"name": "u_max", "label": "final max", "field": "u", "reduce": "max"}
+
+
+@pytest.mark.parametrize(
+    "result, why",
+    [
+        ({"name": "x"}, "result must be a list"),
+        ([dict(_RESULT, name=f"r{i}") for i in range(17)], "more than 16"),
+        ([_RESULT, _RESULT], "result u_max is declared twice"),
+        ([dict(_RESULT, name="u max")], "is not a plain identifier"),
+        ([dict(_RESULT, reduce="median")], "reduce must be one of"),
+        ([dict(_RESULT, table="thermo", column="T")], "a field, or a table"),
+        ([{"name": "t", "label": "T", "table": "x", "reduce": "mean"}], "a column"),
+        ([dict(_RESULT, colour="red")], "unknown keys colour"),
+        ([{k: v for k, v in _RESULT.items() if k != "label"}], "has no label"),
+        ([dict(_RESULT, unit=3)], "unit is not text"),
+    ],
+)
+def test_a_bad_result_stops_the_catalog_with_its_reason(tmp_path, result, why):
+    with pytest.raises(adapter.AdapterError) as e:
+        _adapter(tmp_path, "run {steps}\n", result=result)
+    assert why in str(e.value) and "code=c" in str(e.value), str(e.value)
+
+
+def test_a_result_is_in_the_catalog_and_the_run_op(tmp_path):
+    t = {"name": "t", "label": "mean T", "unit": "K", "table": "thermo"}
+    t.update(column="Temp", reduce="mean")
+    a = _adapter(tmp_path, "run {steps}\n", result=[_RESULT, t])
+    assert a.result == [
+        {"name": "u_max", "label": "final max"},
+        {"name": "t", "label": "mean T", "unit": "K"},
+    ]
+    # the agent needs no labels
+    assert a.op_fields({"steps": 1})["result"] == [
+        {"name": "u_max", "field": "u", "reduce": "max"},
+        {"name": "t", "table": "thermo", "column": "Temp", "reduce": "mean"},
+    ]
+
+
+def test_the_shipped_results_name_what_the_codes_make():
+    c = catalog.Catalog(test_codes=True)
+    d = {x["name"]: x for x in c.to_list()}
+    assert d["heat"]["result"] == [{"name": "u_max", "label": "final maximum of u"}]
+    assert [r["name"] for r in d["lammps"]["result"]] == [
+        "temp_mean",
+        "press_mean",
+        "etotal_final",
+    ]
+    assert "result" not in d["crash"]
+    assert "result" not in c.get("crash").adapter.op_fields({})
+    for code in c.codes.values():
+        # a table result's column is one the code's plots draw of that table
+        # (a typo of a column name would be null in every run)
+        drawn = {
+            (p["table"], a["column"])
+            for p in code.adapter.plots
+            if "table" in p
+            for a in [p["x"], *p["y"]]
+        }
+        for r in code.adapter.op_fields(code.check_params({})).get("result", []):
+            # (spew, a test code, draws nothing)
+            if "table" in r and code.adapter.plots:
+                assert (r["table"], r["column"]) in drawn, (code.name, r)

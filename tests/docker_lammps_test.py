@@ -22,6 +22,7 @@ import pytest
 
 import docker_test
 from conftest import wait_for
+from lammps_test import _assert_result
 
 pytestmark = pytest.mark.docker
 
@@ -147,6 +148,8 @@ def test_two_ranks_in_the_container(docker_server, engine):
     assert steps == list(range(0, 4001, 100))
     assert [y["step"] for y in snaps] == [0, 1000, 2000, 3000, 4000]
     assert all(y["natoms"] == 2048 for y in snaps)
+    # the result the agent in the container made of every thermo row
+    _assert_result(j, f["frames"])
     assert not _lmp_ranks(c.id)
     # Open MPI said nothing: not one message of a rank or of mpirun (one
     # that cannot copy between ranks says "Read -1, ..., errno = 1" at each)

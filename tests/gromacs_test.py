@@ -6,6 +6,7 @@ as mdrun writes it, and grompp's refusals from ``grompp.log``.
 """
 
 import shutil
+import statistics
 
 import pytest
 
@@ -74,6 +75,13 @@ def test_two_threads_complete_with_live_energies(server):
         assert first[k] == float(log[k]), (k, first[k], log[k])
     # drawn at the temperature asked for (1044 atoms: within a few percent)
     assert abs(first["Temperature"] - 320.0) < 16.0, first
+    # the result: of every row of energies
+    col = {k: [r[c.index(k)] for x in rows for r in x["rows"]] for k in c}
+    assert j["result"] == {
+        "temp_mean": pytest.approx(statistics.fmean(col["Temperature"]), rel=1e-12),
+        "press_mean": pytest.approx(statistics.fmean(col["Pressure (bar)"]), rel=1e-12),
+        "etotal_final": col["Total Energy"][-1],
+    }
     # the catalog's plots name columns the frames have
     code = next(
         x

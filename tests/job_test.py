@@ -122,6 +122,7 @@ def test_queue_resets_per_run_fields(from_):
         ended_at=3.0,
         exit_code=9,
         error="old error",
+        result={"u_max": 0.5},
         frames=42,
         history=old_history,
     )
@@ -134,7 +135,15 @@ def test_queue_resets_per_run_fields(from_):
     assert j.kind == "run"
     assert j.queued_at == 100.0
     assert j.situation == "queued"
-    for f in ("host", "started_at", "ended_at", "exit_code", "error", "queue_position"):
+    for f in (
+        "host",
+        "started_at",
+        "ended_at",
+        "exit_code",
+        "error",
+        "result",
+        "queue_position",
+    ):
         assert getattr(j, f) is None, f
     assert j.progress == 0.0
     assert j.frames == 0
@@ -160,8 +169,9 @@ def test_end_records_the_run():
     j.progress = 0.4
     j.situation = "running"
     j.queue_position = 1
-    j.end(job.ERROR, 12.0, exit_code=3, error="boom")
+    j.end(job.ERROR, 12.0, exit_code=3, error="boom", result={"u_max": None})
     assert j.status == job.ERROR
+    assert j.result == {"u_max": None}
     assert not j.is_active()
     assert j.ended_at == 12.0
     assert j.exit_code == 3
@@ -181,8 +191,25 @@ def test_end_records_the_run():
             "host": "h1",
             "exit_code": 3,
             "error": "boom",
+            "result": {"u_max": None},
         }
     ]
+
+
+def test_a_result_is_stored_and_stays_in_the_history():
+    j = job.Job()
+    _ran(j, "r-000001", job.COMPLETED, 1.0)
+    assert j.result is None and j.history[0]["result"] is None
+    j.queue("r-000002", cores=1, driver="local", kind="run", now=5.0)
+    j.transition(job.STARTING)
+    j.transition(job.RUNNING)
+    j.end(job.COMPLETED, 6.0, result={"secs": 0.25, "n": 3})
+    again = job.Job(json.loads(json.dumps(j.to_dict())))
+    assert again.result == {"secs": 0.25, "n": 3}
+    assert [h["result"] for h in again.history] == [{"secs": 0.25, "n": 3}, None]
+    again.queue("r-000003", cores=1, driver="local", kind="run", now=7.0)
+    assert again.result is None
+    assert again.history[0]["result"] == {"secs": 0.25, "n": 3}
 
 
 def test_end_completed_sets_progress():

@@ -8,6 +8,7 @@ following ``log.lammps`` and the dump file as LAMMPS writes them.
 import os
 import pathlib
 import shutil
+import statistics
 
 import pytest
 
@@ -68,6 +69,34 @@ def test_two_ranks_complete_with_live_thermo_and_atoms(server):
     # the deck the run used is in its directory, rendered from the parameters
     deck = (d / "in.melt").read_text()
     assert "velocity        all create 2.5 " in deck and "run             4000" in deck
+
+
+def _thermo(frames, column):
+    rows = [x for x in frames if x["plot"] == "rows" and x["table"] == "thermo"]
+    return [r[x["columns"].index(column)] for x in rows for r in x["rows"]]
+
+
+def _assert_result(job, frames):
+    """The job's result is that of every thermo row its frames hold."""
+    temp, press = _thermo(frames, "Temp"), _thermo(frames, "Press")
+    r = job["result"]
+    assert set(r) == {"temp_mean", "press_mean", "etotal_final"}, r
+    assert r["temp_mean"] == pytest.approx(statistics.fmean(temp), rel=1e-12)
+    assert r["press_mean"] == pytest.approx(statistics.fmean(press), rel=1e-12)
+    assert r["etotal_final"] == _thermo(frames, "TotEng")[-1]
+
+
+def test_a_run_reports_the_mean_temperature_and_pressure_of_its_thermo(server):
+    s = server.create("admin", "lammps", box=4, steps=200, thermo_every=10)
+    server.run("admin", s["id"], cores=1)
+    j = server.wait_status("admin", s["id"], ("completed", "error", "canceled"), 120)
+    assert j["status"] == "completed", j
+    f = server.frames("admin", s["id"])
+    # every row is in the frames (no thinning of so few)
+    assert _thermo(f, "Step") == list(range(0, 201, 10))
+    _assert_result(j, f)
+    assert j["result"]["temp_mean"] != _thermo(f, "Temp")[-1]
+    assert j["history"][0]["result"] == j["result"]
 
 
 def test_cancel_stops_every_rank(server):
@@ -203,4 +232,6 @@ def test_a_reattached_run_follows_its_files_on_without_repeats_or_gaps(server_fa
     steps = [r[c.index("Step")] for x in rows for r in x["rows"]]
     assert steps == list(range(0, 3001, 100))
     assert [x["step"] for x in f if x["plot"] == "snapshot"] == [0, 1000, 2000, 3000]
+    # the rows the new agent read again count once
+    _assert_result(j, f)
     assert not procs_under(_run_dir(server, s["id"]))

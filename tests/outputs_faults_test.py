@@ -8,6 +8,7 @@ nor an agent out of memory (the agent's RSS is read from /proc).
 import pathlib
 import re
 import shutil
+import statistics
 import threading
 import time
 
@@ -118,6 +119,22 @@ def test_a_flood_of_thermo_rows_is_thinned_and_ends(server):
     assert not procs_under(_run_dir(server, s["id"]))
     # the agent is still there, and answers
     assert _agent_pid(server)
+
+
+def test_the_result_counts_every_row_the_thinning_drops(server):
+    s = server.create("admin", "spew", lines=50_000)
+    server.run("admin", s["id"])
+    j = server.wait_status("admin", s["id"], _ENDED, 60)
+    assert j["status"] == "completed", j
+    rows = _rows(server.frames("admin", s["id"]))
+    assert "rows: from here on" in _log(server, s["id"]) and len(rows) < 40_000
+    # spew's Temp of step i is i % 7 + 0.5
+    mean = statistics.fmean(i % 7 + 0.5 for i in range(1, 50_001))
+    assert j["result"] == {
+        "rows": 50_000,
+        "step_last": 50_000,
+        "temp_mean": pytest.approx(mean, rel=1e-12),
+    }
 
 
 def test_a_flood_is_canceled_promptly(server):

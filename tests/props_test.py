@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import analyses, parsers, protocol
+from agent import analyses, parsers, protocol, results
 from supervisor import job
 
 settings.register_profile("bounded", max_examples=200, deadline=None, database=None)
@@ -63,8 +63,29 @@ _BATCH = st.fixed_dictionaries(
     },
 )
 
+_RESULT_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
+_KEY = st.text(min_size=1, max_size=20)
+_RESULT_SPEC = st.lists(
+    st.fixed_dictionaries(
+        {"name": _RESULT_NAME, "reduce": st.sampled_from(results.REDUCES)}
+    ).flatmap(
+        lambda e: st.one_of(
+            st.fixed_dictionaries({"field": _KEY}),
+            st.fixed_dictionaries({"table": _KEY, "column": _KEY}),
+        ).map(lambda x: dict(e, **x))
+    ),
+    max_size=4,
+    unique_by=lambda e: e["name"],
+)
+_RESULT_VALUES = st.dictionaries(
+    _RESULT_NAME, st.none() | st.integers(-(2**63), 2**63) | _FINITE, max_size=4
+)
+
 #: a strategy for each field of every kind: (kind, field) first, then field
 _FIELDS = {
+    ("run", "result"): _RESULT_SPEC,
+    ("analysis", "result"): _RESULT_SPEC,
+    ("exited", "result"): _RESULT_VALUES,
     ("hello", "runs"): st.lists(
         st.fixed_dictionaries(
             {
@@ -114,6 +135,7 @@ _FIELDS = {
     "max_memory_bytes": st.integers(0, 2**62),
     "max_pids": st.integers(0, 2**31),
     "links": st.dictionaries(_STR, _STR, max_size=3),
+    "site_files": st.dictionaries(_STR, _STR.map(lambda x: "/" + x), max_size=3),
     "library": st.lists(
         st.fixed_dictionaries({"name": _STR, "sha256": _SHA256, "size": _INT}),
         max_size=2,
@@ -433,10 +455,11 @@ def _apply(j, op, i):
             "ended_at": None,
             "exit_code": None,
             "error": None,
+            "result": None,
             "frames": 0,
         }
     else:
-        j.end(to, now=i, exit_code=3, error="e")
+        j.end(to, now=i, exit_code=3, error="e", result={"r": i})
         h = before["history"]
         assert j.history[1:] == h[: job.MAX_HISTORY - 1]
         assert j.history[0] == {
@@ -450,6 +473,7 @@ def _apply(j, op, i):
             "host": before["host"],
             "exit_code": 3,
             "error": "e",
+            "result": {"r": i},
         }
         assert j.to_dict() == {
             **before,
@@ -462,6 +486,7 @@ def _apply(j, op, i):
             "ended_at": i,
             "exit_code": 3,
             "error": "e",
+            "result": {"r": i},
             "history": j.history,
         }
 

@@ -33,6 +33,11 @@ _RUN = {
     "follow": [{"file": "log.lammps", "parser": "lammps_log"}],
     "steps": 1000,
     "worker": "rdf",
+    "site_files": {"Cu_u3.eam": "/usr/share/lammps/potentials/Cu_u3.eam"},
+    "result": [
+        {"name": "temp_mean", "table": "thermo", "column": "Temp", "reduce": "mean"},
+        {"name": "u_max", "field": "u", "reduce": "max"},
+    ],
 }
 
 #: a valid example of every kind, by table
@@ -76,6 +81,7 @@ _EXAMPLES = {
             "status": "completed",
             "exit_code": 0,
             "error": None,
+            "result": {"temp_mean": 1.5, "steps": 3, "u_max": None},
         },
         "reply": {"op_id": 7, "ok": True, "result": {"content": "abc"}, "error": None},
         "error": {"message": "bad frame: unknown kind"},
@@ -281,6 +287,36 @@ _BAD_FIELDS = [
     _bad("library_want", "length", 0),
     _bad("library_want", "length", protocol.MAX_LIBRARY_CHUNK_BYTES + 1),
     _bad("run", "library", [{"name": "x", "sha256": "ab" * 32}], table="TO_AGENT"),
+    _bad("run", "result", {"name": "x"}, table="TO_AGENT"),
+    _bad(
+        "run", "result", [{"name": "x", "reduce": "median", "field": "u"}], "TO_AGENT"
+    ),
+    _bad("run", "result", [{"name": "x-y", "reduce": "max", "field": "u"}], "TO_AGENT"),
+    _bad("run", "result", [{"name": "x", "reduce": "max", "table": "t"}], "TO_AGENT"),
+    _bad(
+        "run",
+        "result",
+        [{"name": "x", "reduce": "max", "field": "u", "table": "t", "column": "c"}],
+        "TO_AGENT",
+    ),
+    _bad(
+        "run",
+        "result",
+        [{"name": "x", "reduce": "max", "field": "u"}] * 2,
+        "TO_AGENT",
+    ),
+    _bad(
+        "run",
+        "result",
+        [{"name": f"x{i}", "reduce": "max", "field": "u"} for i in range(17)],
+        "TO_AGENT",
+    ),
+    _bad("exited", "result", {"x": float("nan")}),
+    _bad("exited", "result", {"x": float("inf")}),
+    _bad("exited", "result", {"x": "1"}),
+    _bad("exited", "result", {"x": True}),
+    _bad("exited", "result", {"a b": 1}),
+    _bad("exited", "result", [1]),
 ]
 
 

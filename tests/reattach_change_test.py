@@ -36,6 +36,8 @@ def test_rows_after_a_change_while_no_agent_followed_arrive(server_factory, mode
     assert new == list(range(100001, 100001 + len(new))) and len(new) > 10, steps
     old_rows = [s for s in steps if s < 100001]
     assert old_rows == sorted(set(old_rows)) and old_rows[0] == 1
+    # the result is of the file as it is now, read once from its start
+    assert (j["result"]["rows"], j["result"]["step_last"]) == (len(new), new[-1])
     assert (
         "changed while no agent followed it"
         in server.api("GET", f"/simulations/{sid}/log").text

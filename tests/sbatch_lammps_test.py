@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import procs_named, procs_under, wait_for
 from tests.hpc_site import Site
+from tests.lammps_test import _assert_result
 
 pytestmark = [
     pytest.mark.slurm,
@@ -185,6 +186,8 @@ def test_an_agent_killed_mid_run_is_followed_again_with_no_frame_lost_or_twice(
     rows = [x for x in f if x["plot"] == "rows"]
     c = rows[0]["columns"]
     assert rows[0]["rows"][0][c.index("Temp")] == 1.5
+    # and the result of every row once
+    _assert_result(j, f)
     # the log too: the old agent's text and the new one's joined at their
     # offsets are the text the new agent has (its run.log, written whole)
     d = _run_dir(sb, s["id"])

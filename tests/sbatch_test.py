@@ -321,6 +321,8 @@ def test_agent_killed_and_signed_in_again_reattaches(sbatch_factory, hpc_site):
     # none lost, none twice
     st = [x["step"] for x in fr]
     assert len(fr) == j["frames"] > 3 and st == sorted(set(st)) and st[0] == 0
+    # the new agent's result is the last frame's (its stdout read again)
+    assert j["result"] == {"u_max": max(fr[-1]["u"])}
 
 
 def test_supervisor_killed_and_restarted_readopts(sbatch_factory, hpc_site):
@@ -334,7 +336,7 @@ def test_supervisor_killed_and_restarted_readopts(sbatch_factory, hpc_site):
     sb.server.stop(signal.SIGKILL)
     sb.server.start()
     j = sb.server.wait_status("jo", s["id"], {"completed", "error"}, 60)
-    assert j["status"] == "completed", j
+    assert j["status"] == "completed" and j["result"] == {"secs": 5.0}, j
     # the same agent reconnected: no new sign-in was needed
     assert sb.agent_pid() == p
 

@@ -1,4 +1,8 @@
-"""Test code: sleeps ``secs`` seconds, reporting progress as it goes."""
+"""Test code: sleeps ``secs`` seconds, reporting progress as it goes.
+
+Its one frame, at the end, is ``{"secs": secs}``: its catalog ``result``
+(what a sweep of it shows) is that number.
+"""
 
 import time
 
@@ -23,6 +27,7 @@ def main():
         report.progress((now - start) / secs)
         time.sleep(min(interval, end - now))
     print("sleep: done", flush=True)
+    report.frame({"secs": secs})
     report.progress(1.0)
 
 
