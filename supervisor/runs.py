@@ -57,7 +57,7 @@ class Runs(agents.Watcher):
         self._held = {}
         self._tasks = tasks.Tasks("runs")
         self._positions_pending = False
-        self._sweep_job = _nothing
+        self._sweep_job = lambda sim: None
         self.restarts = 0
         #: what agents report about runs (`reports.Reports.handlers`)
         self.reports = reports.Reports(self, sims)
@@ -475,10 +475,6 @@ class Runs(agents.Watcher):
 
     async def destroy(self):
         await self._tasks.destroy()
-
-
-def _nothing(*args):
-    pass
 
 
 async def _first(reply, ended, timeout_secs):

@@ -409,7 +409,7 @@ class Sweeps:
                     "simulation": sid,
                     "params": {k: p.get(k) for k in names},
                     "status": self.member_status(w, i, s),
-                    "result": getattr(s.job, "result", None) if s else None,  # TEMP
+                    "result": s.job.result if s else None,
                     "error": s.job.error if s else None,
                 }
             )

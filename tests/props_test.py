@@ -112,6 +112,7 @@ _FIELDS = {
     "seq": _INT,
     "offset": _INT,
     "max_bytes": _INT,
+    "max_bytes_root": st.booleans(),
     "version": _STR,
     "host": _STR,
     "job_id": _STR,

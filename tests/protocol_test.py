@@ -33,7 +33,6 @@ _RUN = {
     "follow": [{"file": "log.lammps", "parser": "lammps_log"}],
     "steps": 1000,
     "worker": "rdf",
-    "site_files": {"Cu_u3.eam": "/usr/share/lammps/potentials/Cu_u3.eam"},
     "result": [
         {"name": "temp_mean", "table": "thermo", "column": "Temp", "reduce": "mean"},
         {"name": "u_max", "field": "u", "reduce": "max"},
