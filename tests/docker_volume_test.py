@@ -53,29 +53,24 @@ def _volume_file(engine, volume, path):
 
 def _volume_names(engine, volume):
     """The names at the top of `volume`."""
-    c = engine.client().containers.create(
-        engine.image,
-        command=["true"],
-        network_mode="none",
-        volumes={volume: {"bind": "/v", "mode": "ro"}},
-    )
-    try:
-        s, _ = c.get_archive("/v")
-        with tarfile.open(fileobj=io.BytesIO(b"".join(s))) as t:
-            return {m.name.split("/")[1] for m in t.getmembers() if m.name.count("/")}
-    finally:
-        c.remove(force=True)
+    t = _archive(engine, "/v", {volume: {"bind": "/v", "mode": "ro"}})
+    return {m.name.split("/")[1] for m in t.getmembers() if m.name.count("/")}
 
 
 def _image_file(engine, path, volumes=None):
     """A file's bytes in a container of our own image (with `volumes`)."""
+    t = _archive(engine, path, volumes)
+    return t.extractfile(t.getmembers()[0]).read()
+
+
+def _archive(engine, path, volumes=None):
+    """`path` of a container of our own image (with `volumes`), as a tar."""
     c = engine.client().containers.create(
         engine.image, command=["true"], network_mode="none", volumes=volumes or {}
     )
     try:
         s, _ = c.get_archive(path)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(s))) as t:
-            return t.extractfile(t.getmembers()[0]).read()
+        return tarfile.open(fileobj=io.BytesIO(b"".join(s)))
     finally:
         c.remove(force=True)
 
