@@ -63,7 +63,8 @@ const SHOWN_VALUES = 8;
 
 /** "0.1, 0.2, …, 1.0" for a preview. */
 function showValues(vs, isFloat) {
-    const f = (v) => (typeof v === "number" ? pyNum(v, isFloat) : String(v));
+    // 0.6000000000000001 (a range's value, as the server makes it too) reads 0.6
+    const f = (v) => (typeof v === "number" ? pyNum(Number(v.toPrecision(8)), isFloat) : String(v));
     if (vs.length <= SHOWN_VALUES) {
         return vs.map(f).join(", ");
     }
@@ -126,8 +127,11 @@ class Axis {
     _options(control) {
         const select = control.tagName === "SELECT" ? control : control.querySelector("select");
         this.boxes = h("div.axis-options", { role: "group", "aria-label": `Values of ${this.p.label || this.p.name}` });
+        let built = false;
         const build = () => {
-            const was = new Set(this._checked?.() || [select.value].filter(Boolean));
+            // at first the field's value; later what was checked
+            const was = new Set(built ? this._checked() : [select.value].filter(Boolean));
+            built = true;
             const opts = [...select.querySelectorAll("option")].filter((o) => o.value);
             fill(
                 this.boxes,
@@ -303,7 +307,11 @@ export class AxesEditor {
 
     _addToggle(field, p) {
         const control = field.children[1];
-        const button = h("button.btn.btn-ghost.btn-sm.sweep-toggle", { type: "button", "aria-pressed": "false", "aria-label": `Sweep ${p.label || p.name}` }, "Sweep");
+        // its name says which parameter in words (not aria-label: the
+        // field's label must name only its input)
+        const what = h("span.visually-hidden", ` ${p.label || p.name}`);
+        const word = h("span", "Sweep");
+        const button = h("button.btn.btn-ghost.btn-sm.sweep-toggle", { type: "button", "aria-pressed": "false" }, word, what);
         field.querySelector("label").after(button);
         button.addEventListener("click", () => {
             const a = this.axes.get(p.name);
@@ -313,16 +321,16 @@ export class AxesEditor {
                 this.axes.delete(p.name);
                 control.hidden = false;
                 button.setAttribute("aria-pressed", "false");
-                button.textContent = "Sweep";
-                button.setAttribute("aria-label", `Sweep ${p.label || p.name}`);
+                word.textContent = "Sweep";
+                what.textContent = ` ${p.label || p.name}`;
             } else {
                 const x = new Axis(p, control, () => this.changed());
                 this.axes.set(p.name, x);
                 control.hidden = true;
                 control.after(x.el);
                 button.setAttribute("aria-pressed", "true");
-                button.textContent = "One value";
-                button.setAttribute("aria-label", `One value of ${p.label || p.name}`);
+                word.textContent = "One value";
+                what.textContent = ` of ${p.label || p.name}`;
                 x.focus();
             }
             field.classList.toggle("is-swept", this.axes.has(p.name));

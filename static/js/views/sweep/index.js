@@ -23,7 +23,14 @@ const RETRIED = ["error", "timed_out", "canceled"];
 export function sweepView(root, [id], ctx) {
     let page = null;
     let mounted = true;
-    const offs = [];
+    // member jobs pushed while the sweep is fetched: laid over what it says
+    const early = new Map();
+    const offs = [
+        ctx.live.on("job", (m) => (page ? page.onJob(m.id, m.job) : early.set(m.id, m.job))),
+        ctx.live.on("sweep", (m) => m.id === id && page?.onSweep(m)),
+        ctx.live.on("sim", (m) => m.deleted && page?.onSimDeleted(m.id)),
+        ctx.live.on("synced", () => page?.refetch()),
+    ];
     root.append(h("p.muted.loading", "Loading…"));
     get(`/sweeps/${encodeURIComponent(id)}`).then(
         (d) => {
@@ -31,13 +38,7 @@ export function sweepView(root, [id], ctx) {
                 return;
             }
             root.replaceChildren();
-            page = new SweepPage(root, d, ctx);
-            offs.push(
-                ctx.live.on("sweep", (m) => m.id === id && page.onSweep(m)),
-                ctx.live.on("job", (m) => page.onJob(m.id, m.job)),
-                ctx.live.on("sim", (m) => m.deleted && page.onSimDeleted(m.id)),
-                ctx.live.on("synced", () => page.refetch()),
-            );
+            page = new SweepPage(root, d, ctx, early);
             // what was pushed while the page was fetching
             const w = ctx.live.sweeps.get(id);
             if (w) {
@@ -72,7 +73,7 @@ function crumbs() {
 }
 
 class SweepPage {
-    constructor(root, detail, ctx) {
+    constructor(root, detail, ctx, early) {
         this.ctx = ctx;
         this.id = detail.id;
         this.code = ctx.codes.get(detail.code) || { name: detail.code, title: detail.code, params: [] };
@@ -85,13 +86,28 @@ class SweepPage {
         this._fetchAgain = false;
         this._fetchTimer = null;
         this._lastFetch = performance.now();
+        /** member jobs pushed while a fetch is on its way (sim id -> job) */
+        this._during = new Map();
         this._closed = false;
         const csv = `/api/sweeps/${encodeURIComponent(this.id)}/results.csv`;
         this.grid = new MemberGrid(this.summary);
         this.plot = new ResultsPlot(this.summary);
         this.table = new ResultsTable(this.summary, csv);
         this.build(root);
+        this._overlay(early);
         this.render();
+    }
+
+    /**
+     * Lay the jobs pushed while the members were fetched over what the
+     * fetch says: the reply may have been made before them, and a job's
+     * pushes come in order, so the last one pushed is the newest.
+     */
+    _overlay(jobs) {
+        for (const [sid, job] of jobs) {
+            this.onJob(sid, job);
+        }
+        jobs.clear();
     }
 
     build(root) {
@@ -249,6 +265,9 @@ class SweepPage {
         if (!m || m.status === "deleted") {
             return;
         }
+        if (this._fetching) {
+            this._during.set(simId, job);
+        }
         const status = job.status === "missing" ? "pending" : job.status;
         if (m.status === status && m.result === (job.result ?? null) && m.error === (job.error ?? null)) {
             return;
@@ -290,6 +309,7 @@ class SweepPage {
     async _fetch() {
         this._fetching = true;
         this._fetchAgain = false;
+        this._during.clear();
         this._lastFetch = performance.now();
         try {
             const d = await get(`/sweeps/${encodeURIComponent(this.id)}`);
@@ -299,6 +319,8 @@ class SweepPage {
             this.members = d.members;
             this.bySim = new Map(this.members.map((m) => [m.simulation, m]));
             this.summary = { ...d, members: d.members.length };
+            this._fetching = false;
+            this._overlay(this._during);
             this.render();
         } catch (e) {
             if (e.status === 404) {
