@@ -223,6 +223,8 @@ class Axis {
     }
 
     update() {
+        // the last refusal was of other values
+        this.error.textContent = "";
         const [spec, m] = this.read();
         this.preview.dataset.values = spec ? String(Array.isArray(spec) ? spec.length : spec.num) : "";
         if (!spec) {
@@ -312,6 +314,7 @@ export class AxesEditor {
         const what = h("span.visually-hidden", ` ${p.label || p.name}`);
         const word = h("span", "Sweep");
         const button = h("button.btn.btn-ghost.btn-sm.sweep-toggle", { type: "button", "aria-pressed": "false" }, word, what);
+        field.classList.add("has-sweep");
         field.querySelector("label").after(button);
         button.addEventListener("click", () => {
             const a = this.axes.get(p.name);

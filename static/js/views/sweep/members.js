@@ -27,11 +27,13 @@ export class MemberGrid {
         this.sweep = sweep;
         this.cells = [];
         this.grid = h("div.member-grid", { id: "sweep-members", role: "group", "aria-label": "Members, coloured by status" });
-        const [, b] = sweep.axes;
-        if (sweep.combine === "grid" && sweep.axes.length === 2 && b.values.length <= MAX_GRID_COLUMNS) {
-            // rows of the first axis's values, a column per value of the second
+        const [a, b] = sweep.axes;
+        /** laid out as the heat map: a column per value of the first axis, a
+         * row per value of the second (its first value at the bottom) */
+        this.rows = sweep.combine === "grid" && sweep.axes.length === 2 && a.values.length <= MAX_GRID_COLUMNS ? b.values.length : 0;
+        if (this.rows) {
             this.grid.classList.add("member-matrix");
-            this.grid.style.setProperty("--columns", String(b.values.length));
+            this.grid.style.setProperty("--columns", String(a.values.length));
         }
         this.legend = h("p.member-legend", { id: "sweep-counts", "aria-live": "polite" });
         this.el = h(
@@ -46,7 +48,14 @@ export class MemberGrid {
     /** Show `members` (all, in order); cells that did not change stay. */
     show(members, counts) {
         if (this.cells.length !== members.length) {
-            this.cells = members.map((m) => h("a.member-cell", { href: `#/sim/${m.simulation}`, tabindex: "-1" }));
+            this.cells = members.map((m) => {
+                const c = h("a.member-cell", { href: `#/sim/${m.simulation}`, tabindex: "-1" });
+                if (this.rows) {
+                    c.style.gridColumn = String(Math.floor(m.index / this.rows) + 1);
+                    c.style.gridRow = String(this.rows - (m.index % this.rows));
+                }
+                return c;
+            });
             fill(this.grid, this.cells);
         }
         members.forEach((m, i) => {

@@ -93,6 +93,10 @@ export class ResultsPlot {
                 return;
             }
             const { traces, extra, points } = this._data();
+            if (!points && !this.div) {
+                // nothing to draw yet: the placeholder stays
+                return;
+            }
             if (!this.div) {
                 this.div = h("div.plot-area", { role: "img", "aria-label": `Results of the sweep ${this.sweep.name}` });
                 fill(this.area, this.div);
