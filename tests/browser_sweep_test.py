@@ -8,13 +8,13 @@ page never polls and is never reloaded). Screenshots go to tests/artifacts/.
 """
 
 import csv
-import json
 import pathlib
 import io
 import re
 
 import pytest
 
+from supervisor import sweep_axes
 from tests import browser_test as bt
 
 try:
@@ -177,7 +177,9 @@ def test_sweep_of_two_axes_draws_a_heat_map(server, pages):
     count = page.locator("#sweep-count")
     expect(count).to_have_text("6 runs (a grid of 3 × 2)")
     page.get_by_text("zip: the i-th values together").click()
-    expect(count).to_have_text("Zip needs axes of one length: alpha has 3, initial has 2")
+    expect(count).to_have_text(
+        "Zip needs axes of one length: alpha has 3, initial has 2"
+    )
     page.get_by_text("grid: every combination").click()
     expect(count).to_have_text("6 runs (a grid of 3 × 2)")
     bt.shot(page, "sweep-new-grid")
@@ -190,13 +192,13 @@ def test_sweep_of_two_axes_draws_a_heat_map(server, pages):
     plot = page.locator("#sweep-plot")
     expect(plot).to_have_attribute("data-kind", "heatmap")
     expect(plot).to_have_attribute("data-points", "6")
-    expect(page.locator("#sweep-members.member-matrix [data-status=completed]")).to_have_count(6)
+    expect(
+        page.locator("#sweep-members.member-matrix [data-status=completed]")
+    ).to_have_count(6)
     seen = page.evaluate("window.__seen")
     assert [e["points"] for e in seen] == sorted(e["points"] for e in seen), seen
     d = server.api("GET", f"/sweeps/{sid}", "hana", expect=200).json()
-    z = page.evaluate(
-        "document.querySelector('#sweep-plot .plot-area').data[0].z"
-    )
+    z = page.evaluate("document.querySelector('#sweep-plot .plot-area').data[0].z")
     # a column per alpha, a row per initial profile
     want = [[None] * 3 for _ in range(2)]
     for m in d["members"]:
@@ -290,3 +292,32 @@ def test_sweep_refused_then_canceled_retried_and_deleted(server, pages):
     expect(page.get_by_text("No simulations yet")).to_be_visible()
     assert server.api("GET", "/sweeps", "cora", expect=200).json() == []
     assert server.api("GET", "/simulations", "cora", expect=200).json() == []
+
+
+#: ranges whose preview in the form must be the values the server makes
+_RANGES = [
+    ({"start": 0.2, "stop": 1, "num": 5, "scale": "linear"}, False),
+    ({"start": 1, "stop": 1000, "num": 7, "scale": "log"}, False),
+    ({"start": 5, "stop": -5, "num": 4, "scale": "linear"}, False),
+    ({"start": 3, "stop": 3, "num": 1, "scale": "linear"}, False),
+    ({"start": 1, "stop": 100, "num": 6, "scale": "log"}, True),
+    ({"start": 0, "stop": 9, "num": 4, "scale": "linear"}, True),
+    # halves to even, as Python rounds
+    ({"start": 0.5, "stop": 6.5, "num": 4, "scale": "linear"}, True),
+]
+
+
+@pytest.mark.browser
+def test_range_preview_is_what_the_server_makes(server, pages):
+    page = pages.new()
+    page.goto(server.url + "/")
+    got = page.evaluate(
+        """async (ranges) => {
+            const { rangeValues } = await import('/js/axes.js');
+            return ranges.map(([r, integer]) =>
+                rangeValues(r.start, r.stop, r.num, r.scale, integer));
+        }""",
+        _RANGES,
+    )
+    want = [sweep_axes.axis_values(r, integer) for r, integer in _RANGES]
+    assert got == [pytest.approx(w, rel=1e-12) for w in want]

@@ -233,7 +233,10 @@ class Axis {
             const isFloat = this.p.type === "float";
             const vs = Array.isArray(spec) ? spec : rangeValues(spec.start, spec.stop, spec.num, spec.scale, this.p.type === "int");
             const n = vs.length;
-            this.preview.textContent = `${n} ${n === 1 ? "value" : "values"}: ${showValues(vs, isFloat)}`;
+            const twice = vs.find((v, i) => !Array.isArray(spec) && vs.indexOf(v) !== i);
+            // the server refuses an integer range that repeats a value
+            const warn = twice === undefined ? "" : ` (repeats ${twice}: ask for fewer)`;
+            this.preview.textContent = `${n} ${n === 1 ? "value" : "values"}: ${showValues(vs, isFloat)}${warn}`;
         }
         this.onChange();
     }

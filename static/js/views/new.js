@@ -172,6 +172,7 @@ export function newView(root, params, ctx) {
 }
 
 function defaultName(code, ctx) {
-    const n = [...ctx.live.sims.values()].filter((s) => s.user === ctx.user.name && s.code === code.name).length;
+    // a sweep's members have names of their own
+    const n = [...ctx.live.sims.values()].filter((s) => s.user === ctx.user.name && s.code === code.name && !s.sweep).length;
     return `${code.name} ${n + 1}`;
 }
