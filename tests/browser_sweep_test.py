@@ -28,7 +28,7 @@ pytestmark = pytest.mark.browser
 browser = bt.browser
 pages = bt.pages
 
-#: the seconds of a sweep of `sleep` that finishes in about 2 s on 2 slots
+#: the seconds of a sweep of `sleep` that finishes in about 4 s, one at a time
 NAPS = [0.2, 0.4, 0.6, 0.8, 1.0]
 
 # records the plot's points and the completed cells as they change
@@ -90,6 +90,8 @@ def test_sweep_of_one_axis_fills_its_plot(server, pages):
         "5 values: 0.2, 0.4, 0.6, 0.8, 1.0"
     )
     expect(page.locator("#sweep-count")).to_have_text("5 runs")
+    # one at a time: they finish 0.4 s or more apart, even on a busy host
+    page.get_by_label("At most at once").fill("1")
     create = page.get_by_role("button", name="Create sweep of 5 runs")
     bt.shot(page, "sweep-new-range")
     create.click()
