@@ -20,8 +20,11 @@ import concurrent.futures
 
 from supervisor.client import _base, _sweep
 
-#: refusals that may be of some members only: the batch is split
-_SPLIT_STATUSES = frozenset((400, 413))
+#: refusals that may be of some members only (a value, a body too large):
+#: the batch is split; others (the code, driver, cores, plan) are of all
+_SPLIT_CODES = frozenset(
+    ("bad_param", "bad_params", "unknown_param", "bad_axes", "too_many_members")
+)
 
 _INVALID_STATE = (asyncio.InvalidStateError, concurrent.futures.InvalidStateError)
 
@@ -151,7 +154,7 @@ class Engine:
             )
             w = await self.client.create_sweep(**b)
         except _base.ApiError as e:
-            if len(batch) > 1 and e.status in _SPLIT_STATUSES:
+            if len(batch) > 1 and (e.code in _SPLIT_CODES or e.status == 413):
                 h = len(batch) // 2
                 await asyncio.gather(self._post(batch[:h]), self._post(batch[h:]))
             else:
