@@ -34,7 +34,7 @@ import time
 
 from pykern.pkdebug import pkdlog
 
-from supervisor import errors, job, sweep_axes, tasks
+from supervisor import errors, events, job, sweep_axes, tasks
 
 #: a sweep's summary is pushed at most this often
 PUSH_SECS = 0.25
@@ -159,10 +159,10 @@ class Sweeps:
         ]
 
     def snapshot(self, user):
-        """The sweep messages a new events subscriber gets first."""
+        """The sweep messages a new events subscriber gets first (frames)."""
         for w in list(self.by_id.values()):
             if not w.deleted and (w.user == user.name or user.is_admin()):
-                yield self._message(w)
+                yield events.frame(events.dumps(self._message(w)))
 
     # --- create ----------------------------------------------------------------
 
