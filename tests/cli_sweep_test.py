@@ -1,6 +1,7 @@
 """``supervisor sweep``: its axis specs, then every command against a real supervisor."""
 
 import json
+import pty
 import os
 import pathlib
 import subprocess
@@ -98,6 +99,8 @@ def test_create_status_watch_list(server, alice):
     s = _ok(_cli(server, alice, "status", i, "--members")).splitlines()
     assert len(s) == 4
     idx, sim, st, params, result, _ = s[1].split("\t")
+    with client.Client(server.url, alice) as c:
+        assert sim == c.sweep(i)["members"][0]["simulation"]
     assert (idx, st, json.loads(params)) == ("0", "completed", {"secs": 0.0})
     assert json.loads(result) == {"secs": 0.0}
     (row,) = _ok(_cli(server, alice, "list")).splitlines()
@@ -200,3 +203,42 @@ def test_cancel_and_delete(server, alice):
         assert p.returncode == 1 and code in p.stderr, (args, p.stderr)
     p = _cli(server, "not-a-token", "list")
     assert p.returncode == 1 and "401" in p.stderr
+
+
+def test_watch_on_a_terminal_redraws_one_line(server, alice):
+    i = _ok(_cli(server, alice, "create", "sleep", "--axis", "secs=0.2,0.3"))
+    m, s = pty.openpty()
+    try:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.cli", "sweep", "watch", i],
+            env=dict(
+                os.environ,
+                SUPERVISOR_PKCLI_SIM_URL=server.url,
+                SUPERVISOR_PKCLI_SIM_TOKEN=alice,
+            ),
+            stdout=s,
+            stderr=subprocess.PIPE,
+            cwd=_ROOT,
+        )
+        os.close(s)
+        s = None
+        out = b""
+        while True:
+            try:
+                b = os.read(m, 4096)
+            except OSError:
+                # the other end closed (EIO)
+                break
+            if not b:
+                break
+            out += b
+        assert p.wait(_SECS) == 0, p.stderr.read()
+        p.stderr.close()
+    finally:
+        os.close(m)
+        if s is not None:
+            os.close(s)
+    t = out.decode()
+    # the bar is redrawn in place: one line, then the final status
+    assert t.startswith("\r[") and t.count("\r[") >= 2, t
+    assert t.rstrip().splitlines()[-1] == "done 2/2 100% completed=2", t

@@ -102,9 +102,7 @@ def test_tracker_claims_ends_pushed_before_the_reply():
     assert t.message({"type": "job", "simulation": "a", "job": done}) == []
     assert t.message({"type": "job", "simulation": "b", "job": _job("running")}) == []
     # a snapshot's simulation message, and a deletion
-    t.message(
-        {"type": "simulation", "simulation": {"id": "c", "job": _job("error")}}
-    )
+    t.message({"type": "simulation", "simulation": {"id": "c", "job": _job("error")}})
     t.message({"type": "simulation", "simulation": {"id": "d", "deleted": True}})
     fa, fb, fc, fd = _F("a"), _F("b"), _F("c"), _F("d")
     r = {f.simulation: (j, e) for f, j, e in t.claim([fa, fb, fc, fd])}
@@ -177,7 +175,11 @@ def test_as_completed_wait_and_one_batch(server, alice):
     for f, s, m in zip(fs, secs, ms):
         j = f.result()
         assert j["status"] == job.COMPLETED and j["result"] == {"secs": s}
-        assert (f.sweep_id, f.index, f.simulation) == (w["id"], m["index"], m["simulation"])
+        assert (f.sweep_id, f.index, f.simulation) == (
+            w["id"],
+            m["index"],
+            m["simulation"],
+        )
         assert m["params"] == {"secs": s}
     # a submit after the batch went is a sweep of its own
     with alice.executor("sleep", batch_secs=0.001) as ex:
@@ -306,9 +308,7 @@ def test_grid_sweep_of_heat(alice):
     with alice.executor("heat", cores=1) as ex:
         fs = ex.sweep({"steps": [100, 200], "alpha": [0.01, 0.02]}, nx=21)
         assert [f.params for f in fs] == [
-            {"nx": 21, "steps": s, "alpha": a}
-            for s in (100, 200)
-            for a in (0.01, 0.02)
+            {"nx": 21, "steps": s, "alpha": a} for s in (100, 200) for a in (0.01, 0.02)
         ]
         js = [f.result(_SECS) for f in fs]
     assert all(j["status"] == job.COMPLETED for j in js)
