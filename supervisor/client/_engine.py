@@ -5,7 +5,7 @@ into batches (each one ``POST /api/sweeps`` of zipped members), learns the
 members' simulations (one ``GET /api/sweeps/{id}``), follows their ends on
 one ``/api/events`` websocket (`_sweep.Tracker`; never by polling), sends
 the cancels of cancelled futures (one ``POST .../cancel?members=`` per
-sweep and tick) and, at shutdown, cancels whole sweeps. The front ends
+sweep for those cancelled together) and, at shutdown, cancels whole sweeps. The front ends
 give it their kind of future: `executor_aio.AsyncExecutor` asyncio ones on
 the caller's loop; `executor.Executor` `concurrent.futures` ones, with the
 engine on a loop of its own thread.
@@ -257,10 +257,13 @@ class Engine:
     def _cancel_member(self, future):
         self._to_cancel.setdefault(future.sweep_id, set()).add(future.index)
         if self._cancel_soon is None:
-            self._cancel_soon = asyncio.get_running_loop().call_soon(self._cancels)
+            # cancels close together (a loop of cancel()) go together
+            self._cancel_soon = asyncio.get_running_loop().call_later(
+                self._batch_secs, self._cancels
+            )
 
     def _cancels(self):
-        """Send the member cancels of this tick: one request per sweep (and chunk)."""
+        """Send the member cancels asked for: one request per sweep (and chunk)."""
         self._cancel_soon = None
         c, self._to_cancel = self._to_cancel, {}
         for i, xs in c.items():
@@ -347,7 +350,7 @@ class Engine:
         Raises:
             Error: a cancel the server refused
         """
-        while self._open or self._tasks or self._batch:
+        while self._busy():
             self._quiet.clear()
             await self._quiet.wait()
         if self._cancel_errors:
@@ -381,6 +384,10 @@ class Engine:
         self._tasks.discard(task)
         self._check_quiet()
 
+    def _busy(self):
+        """Futures not ended, submits or cancels not sent, requests unanswered."""
+        return bool(self._open or self._batch or self._to_cancel or self._tasks)
+
     def _check_quiet(self):
-        if not (self._open or self._tasks or self._batch):
+        if not self._busy():
             self._quiet.set()
