@@ -195,6 +195,14 @@ def test_leaving_the_block_waits(alice):
         fs = [ex.submit(secs=0.2), ex.submit(secs=0.1)]
         assert not any(f.done() for f in fs)
     assert [f.result(0)["status"] for f in fs] == [job.COMPLETED] * 2
+    # shutdown(wait=False) returns at once; the futures still end
+    ex = alice.executor("sleep")
+    f = ex.submit(secs=0.3)
+    ex.shutdown(wait=False)
+    assert not f.done()
+    assert f.result(_SECS)["status"] == job.COMPLETED
+    with pytest.raises(RuntimeError):
+        ex.submit(secs=0)
 
 
 def test_failures_surface_as_exceptions(alice):
@@ -257,6 +265,16 @@ def test_future_cancel_cancels_its_member(server, alice):
     assert d["counts"] == {"canceled": 2, "completed": 1}, d["counts"]
     for f in (running, pending):
         assert not procs_under(server.data_dir / "run" / "alice" / f.simulation)
+    # the API it uses refuses members that are not the sweep's
+    for q, code in (
+        ("9", "bad_members"),
+        ("1,x", "bad_argument"),
+        ("", "bad_argument"),
+    ):
+        r = server.api(
+            "POST", f"/sweeps/{ex.sweeps[0]}/cancel?members={q}", "alice", json={}
+        )
+        assert r.status_code == 400 and r.json()["error"] == code, (q, r.text)
 
 
 def test_shutdown_cancel_futures(server, alice):
