@@ -34,7 +34,7 @@ import time
 
 from pykern.pkdebug import pkdlog
 
-from supervisor import errors, job, sweep_axes, tasks
+from supervisor import errors, events, job, sweep_axes, tasks
 
 #: a sweep's summary is pushed at most this often
 PUSH_SECS = 0.25
@@ -159,10 +159,10 @@ class Sweeps:
         ]
 
     def snapshot(self, user):
-        """The sweep messages a new events subscriber gets first."""
+        """The sweep messages a new events subscriber gets first (frames)."""
         for w in list(self.by_id.values()):
             if not w.deleted and (w.user == user.name or user.is_admin()):
-                yield self._message(w)
+                yield events.frame(events.dumps(self._message(w)))
 
     # --- create ----------------------------------------------------------------
 
@@ -293,11 +293,38 @@ class Sweeps:
 
     # --- cancel, retry, delete -------------------------------------------------
 
-    async def cancel(self, user, sweep_id):
-        """End every member (those running confirmed gone); the summary."""
+    async def cancel(self, user, sweep_id, members=None):
+        """End every member, or those of `members` (indices), those running
+        confirmed gone; the summary."""
         w = self.get(user, sweep_id)
-        await self._cancel(w)
+        await (self._cancel(w) if members is None else self._cancel_some(w, members))
         return self.summary(w)
+
+    async def _cancel_some(self, w, indices):
+        """End members `indices` only; the sweep goes on with the others."""
+        n = len(w.members)
+        if x := [i for i in indices if not 0 <= i < n]:
+            raise errors.BadInput(
+                "bad_members", f"sweep {w.id} has members 0 to {n - 1}, not {x[0]}"
+            )
+        now = time.time()
+        ss = []
+        for i in dict.fromkeys(indices):
+            w.todo_set.discard(i)
+            w.retry.discard(i)
+            s = self._sim_store.by_id.get(w.members[i])
+            if s is not None and s.job.status == job.MISSING and s.id not in w.feeding:
+                s.job.never_ran(job.CANCELED, now, "canceled before it ran")
+                self._runs.changed(s)
+            elif s is not None:
+                ss.append(s)
+        f = self._save(w)
+        await asyncio.gather(
+            *(w.feeding[s.id] for s in ss if s.id in w.feeding), return_exceptions=True
+        )
+        await asyncio.gather(*(self._runs.cancel(s) for s in ss))
+        self._push(w)
+        await f
 
     async def _cancel(self, w):
         w.canceled = True
