@@ -152,6 +152,14 @@ class Hub:
         self.sent = 0
         #: subscribers resynchronised because they fell too far behind, ever
         self.resyncs = 0
+        # subscribers with frames held to the end of this turn of the loop
+        self.corked = set()
+
+    def uncork(self):
+        """Write what this turn published now: before an HTTP reply, so a
+        client sees the push of its own change no later than the reply."""
+        for s in list(self.corked):
+            s.uncork()
 
     def subscribe(self, sub):
         sub.hub = self
@@ -265,7 +273,7 @@ class Subscriber:
         # the snapshot being written (an iterator), or None
         self._snapshot = None
         self._writing = False
-        # frames of this turn of the loop, written together by `_uncork`
+        # frames of this turn of the loop, written together by `uncork`
         self._cork = []
         self.closed = False
 
@@ -294,7 +302,9 @@ class Subscriber:
             # many frames, not one syscall each; every frame kept, in order)
             self._cork.append(payload)
             if len(self._cork) == 1:
-                asyncio.get_running_loop().call_soon(self._uncork)
+                if self.hub is not None:
+                    self.hub.corked.add(self)
+                asyncio.get_running_loop().call_soon(self.uncork)
             return
         for d in kind.drops:
             self._unqueue(d)
@@ -314,9 +324,11 @@ class Subscriber:
             self._resync()
         self._pump()
 
-    def _uncork(self):
+    def uncork(self):
         c = self._cork
         self._cork = []
+        if self.hub is not None:
+            self.hub.corked.discard(self)
         if c and not self.closed:
             # nothing was queued meanwhile: pushes go to the queue only once
             # a write waits or a snapshot is written, which only this starts

@@ -280,6 +280,8 @@ class Base(tornado.web.RequestHandler):
 
     def reply_json(self, text, status=200):
         """Reply with `text` (str or bytes), JSON already."""
+        # pushes of what this request changed go out first (`Hub.uncork`)
+        self.sv.hub.uncork()
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")

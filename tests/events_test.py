@@ -645,3 +645,37 @@ async def test_what_a_turn_of_the_loop_publishes_is_one_write_every_frame_kept()
     await asyncio.sleep(0)
     # one write (one future) of all of them: none coalesced, in order
     assert len(w.pending) == 1 and w.written == ms
+
+
+def test_an_http_reply_follows_the_pushes_of_its_change(server_factory):
+    # the GUI opens a new simulation's page on the POST's reply and looks it
+    # up among what was pushed: the push is written before the reply, not
+    # held to the end of the loop's turn (on loopback a write is in the
+    # peer's buffer when it returns: the moment the reply can be read, the
+    # push can be too)
+    sv = server_factory()
+    sv.add_user("alice")
+    t = sv.tokens["alice"]
+    ev = RawEvents(sv.url, t)
+    h, p = sv.url.split("//", 1)[1].split(":")
+    try:
+        ev.handshake()
+        assert ev.read()["type"] == "synced"
+        for i in range(20):
+            b = json.dumps({"code": "sleep", "name": f"s{i}", "params": {"secs": 0}})
+            with socket.create_connection((h, int(p)), timeout=30) as c:
+                c.sendall(
+                    (
+                        f"POST /api/simulations HTTP/1.1\r\nHost: {h}:{p}\r\n"
+                        f"Authorization: Bearer {t}\r\nContent-Type: "
+                        f"application/json\r\nContent-Length: {len(b)}\r\n\r\n{b}"
+                    ).encode()
+                )
+                r, _, _ = select.select([c], [], [], 30)
+                assert r == [c]
+                w, _, _ = select.select([ev.sock], [], [], 0)
+                assert w == [ev.sock], f"the push came after the reply (request {i})"
+                assert c.recv(1 << 16).startswith(b"HTTP/1.1 201")
+            assert ev.read()["simulation"]["name"] == f"s{i}"
+    finally:
+        ev.close()

@@ -60,11 +60,14 @@ async def test_a_demoted_admin_stream_sees_no_more_of_others(tmp_path):
         w.sv.hub.subscribe(s)
         s.start()
         await w.sim()
+        # written at the end of the loop's turn (`events.Subscriber.uncork`)
+        await asyncio.sleep(0)
         assert [m["type"] for m in got] == ["synced", "simulation"]
         await w.sv.admin.update_user(u, {"role": "user"})
         got.clear()
         # alice's new simulation, and a change of it
         await w.sim()
+        await asyncio.sleep(0)
         assert got == [] and closed == [1] and w.sv.hub.open_of("carol") == 0
     finally:
         await w.stop()
