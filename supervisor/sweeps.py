@@ -14,7 +14,9 @@ twice the user's running slots, are queued, starting or running at once; the
 next one goes as one ends. The resources' queue then holds a few of a
 sweep's members, not thousands, and the round-robin across users gives
 another user's run its turn whatever the size of the sweep. A member not
-handed over yet is ``pending`` (its job is ``missing``: it never ran).
+handed over yet is ``pending`` (its job is ``missing``: it never ran). On
+a batch driver (sbatch) the members handed over together are one job array
+(`_array_of`), which Slurm holds to ``max_parallel`` (its ``%LIMIT``).
 
 Cancel ends every member: those not handed over end ``canceled`` without
 running, the others are canceled as a simulation is (confirmed gone).
@@ -121,7 +123,7 @@ class Sweeps:
         self._hub = hub
         self.by_id = {}
         self._tasks = tasks.Tasks("sweeps")
-        runs.watch_jobs(self._member_changed)
+        runs.watch_jobs(self._member_changed, self._array_of)
 
     # --- load and lookup -------------------------------------------------------
 
@@ -242,8 +244,22 @@ class Sweeps:
     # --- handing members over --------------------------------------------------
 
     def _limit(self, w):
-        n = _SLOTS_AHEAD * self._users.plan_of(w.user).max_running
-        return min(n, w.max_parallel) if w.max_parallel else n
+        s = self._users.plan_of(w.user).max_running
+        n = _SLOTS_AHEAD * s
+        if not w.max_parallel:
+            return n
+        if not (w.active or w.feeding) and self._runs.is_batch(w.driver):
+            # what may run at once goes as one job array, which Slurm holds
+            # to max_parallel (its %LIMIT); later members go only while
+            # fewer than max_parallel are in flight, never past it beside it
+            return max(s, min(n, w.max_parallel))
+        return min(n, w.max_parallel)
+
+    def _array_of(self, sim):
+        """A member's job array on a batch driver (`Runs.watch_jobs`): the
+        members of a sweep handed over together are one array."""
+        w = self.by_id.get(sim.sweep["id"])
+        return None if w is None else {"key": w.id, "limit": w.max_parallel}
 
     def _feed(self, w):
         """Hand members over while the sweep has room in flight."""
