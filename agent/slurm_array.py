@@ -142,6 +142,9 @@ class Arrays:
             del self._groups[group.shape]
         if group.timer is not None:
             group.timer.cancel()
+        # in the order of their index (a sweep's members): Slurm starts
+        # the tasks of an array in theirs
+        group.runs.sort(key=lambda r: r.batch_options["array"]["index"])
         self._tasks.spawn(self._submit(group.runs))
 
     async def _submit(self, runs):
@@ -200,6 +203,7 @@ def _shape(run):
     """What the runs of one array share: its key and limit, and each job's resources."""
     b = dict(run.batch_options)
     a = b.pop("array")
+    # not its index: the runs of one array differ in that
     return (
         a["key"],
         a.get("limit"),

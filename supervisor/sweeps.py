@@ -259,7 +259,9 @@ class Sweeps:
         """A member's job array on a batch driver (`Runs.watch_jobs`): the
         members of a sweep handed over together are one array."""
         w = self.by_id.get(sim.sweep["id"])
-        return None if w is None else {"key": w.id, "limit": w.max_parallel}
+        if w is None:
+            return None
+        return {"key": w.id, "limit": w.max_parallel, "index": sim.sweep["index"]}
 
     def _feed(self, w):
         """Hand members over while the sweep has room in flight."""

@@ -61,7 +61,7 @@ _BATCH = st.fixed_dictionaries(
         "cores_as": st.sampled_from([None, "tasks", "cpus"]),
         "extra": st.lists(_STR, max_size=3),
         "array": st.fixed_dictionaries(
-            {"key": _ID, "limit": st.none() | st.integers(1, 2**31)}
+            {"key": _ID, "limit": st.none() | st.integers(1, 2**31), "index": _INT}
         ),
     },
 )
