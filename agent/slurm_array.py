@@ -81,7 +81,7 @@ class Arrays:
         """
         loop = asyncio.get_running_loop()
         run.array_wait = loop.create_future()
-        s = _shape(run)
+        s = array_shape(run)
         g = self._groups.get(s)
         if g is None:
             g = self._groups[s] = _Group(s, loop.time())
@@ -96,7 +96,7 @@ class Arrays:
 
     def discard(self, run):
         """Take `run` out of an array not yet submitted; False if it is not in one."""
-        g = self._groups.get(_shape(run)) if run.array_wait else None
+        g = self._groups.get(array_shape(run)) if run.array_wait else None
         if g is None or run not in g.runs:
             return False
         g.runs.remove(run)
@@ -199,8 +199,9 @@ class _Group:
         self.timer = None
 
 
-def _shape(run):
-    """What the runs of one array share: its key and limit, and each job's resources."""
+def array_shape(run):
+    """What the runs of one array share (pure): its key and limit, and each
+    job's resources (cores, time, launch, the other sbatch options)."""
     b = dict(run.batch_options)
     a = b.pop("array")
     # not its index: the runs of one array differ in that
