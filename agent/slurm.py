@@ -408,6 +408,7 @@ class SlurmPool(records.Records):
 
     def _update(self, run, state, reason, exit_code, signal_):
         changed = self._set_batch(run, state, reason)
+        self._cancels.check(run, state)
         if state == "RUNNING" and run.started_at is None:
             run.started_at = time.time()
             self.table.jobs[run.run_id]["started_at"] = run.started_at

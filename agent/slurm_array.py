@@ -12,8 +12,13 @@ Each run is then task ``ARRAYID_i`` of it, in the job table and followed as
 any job is (one squeue a round for all of them). A task's link goes when the
 task has ended, the directory with the last one.
 
-`Cancels` gathers the scancels wanted close together (a sweep's cancel is
-one ``cancel`` op per member) into one scancel (`slurm_text.scancel_argv`).
+`Cancels` gathers the scancels of array tasks wanted close together (a
+sweep's cancel is one ``cancel`` op per member, which a busy supervisor
+sends over a fraction of a second) into one scancel
+(`slurm_text.scancel_argv`); a job's goes at once. One scancel runs at a
+time: those wanted meanwhile go in the next. scancel says nothing (and
+exits 0) when Slurm did not take a request, so a job still pending or
+running `CANCEL_AGAIN_SECS` after its scancel is canceled again.
 
 Both wait on the event loop's timers, never in a polling loop.
 """
@@ -22,6 +27,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 
 from agent.log import log
 from agent.slurm_text import (
@@ -33,6 +39,7 @@ from agent.slurm_text import (
     array_script,
     parse_sbatch,
     scancel_argv,
+    split_job_id,
     time_limit_minutes,
 )
 
@@ -43,11 +50,14 @@ QUIET_SECS = 0.2
 #: the first run of an array waits at most this long for the others
 MAX_WAIT_SECS = 2.0
 
-#: cancels this close together go in one scancel (ops read back to back)
-CANCEL_QUIET_SECS = 0.02
+#: cancels of array tasks this close together go in one scancel
+CANCEL_QUIET_SECS = 0.1
 
 #: ... the first waits at most this long for the others
-CANCEL_MAX_WAIT_SECS = 0.2
+CANCEL_MAX_WAIT_SECS = 2.0
+
+#: a job Slurm still runs (or holds) this long after its scancel is canceled again
+CANCEL_AGAIN_SECS = 3.0
 
 
 class Arrays:
@@ -251,17 +261,25 @@ class Cancels:
         self._runs = {}
         self._first_at = None
         self._timer = None
+        #: a scancel is under way (the next waits for it)
+        self._busy = False
 
     def add(self, run):
         """scancel `run`'s job soon (with the others asked for meanwhile)."""
-        loop = asyncio.get_running_loop()
         self._runs[run.run_id] = run
-        if self._timer is not None:
-            self._timer.cancel()
-        else:
-            self._first_at = loop.time()
-        d = min(CANCEL_QUIET_SECS, self._first_at + CANCEL_MAX_WAIT_SECS - loop.time())
-        self._timer = loop.call_later(max(0.0, d), self._flush)
+        self._arm()
+
+    def check(self, run, state):
+        """Slurm says `state` of `run`'s job: cancel it again if the scancel
+        was not taken (see the module doc)."""
+        if (
+            run.cancel_sent
+            and state in ("PENDING", "RUNNING")
+            and time.monotonic() - run.cancel_sent_at > CANCEL_AGAIN_SECS
+        ):
+            log("scancel_again", run_id=run.run_id, job_id=run.job_id, state=state)
+            run.cancel_sent = False
+            self.add(run)
 
     def destroy(self):
         if self._timer is not None:
@@ -269,29 +287,53 @@ class Cancels:
             self._timer = None
         self._runs.clear()
 
+    def _arm(self):
+        if self._busy or not self._runs:
+            return
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+        else:
+            self._first_at = loop.time()
+        if any(split_job_id(r.job_id)[1] is None for r in self._runs.values()):
+            # a job's: at once (with the tasks' wanted so far)
+            d = 0.0
+        else:
+            d = min(
+                CANCEL_QUIET_SECS, self._first_at + CANCEL_MAX_WAIT_SECS - loop.time()
+            )
+        self._timer = loop.call_later(max(0.0, d), self._flush)
+
     def _flush(self):
         self._timer = None
         runs = list(self._runs.values())
         self._runs.clear()
+        self._busy = True
         self._tasks.spawn(self._send(runs))
 
     async def _send(self, runs):
         """scancel the jobs of `runs` until Slurm took it (or they ended)."""
-        while True:
-            live = [r for r in runs if not r.is_exited]
-            if not live:
-                return
-            argv = scancel_argv([r.job_id for r in live], self._live_ids())
-            try:
-                await self._command(argv)
-                break
-            except SlurmError as e:
-                # the controller may be down: the jobs are not gone; try again
-                log("scancel_failed", jobs=len(live), error=str(e))
-                for r in live:
-                    self._failed(r, f"scancel failed: {e}")
-                await asyncio.sleep(self._retry_secs)
-        log("scancel", jobs=len(live), argv=" ".join(argv[1:])[:200])
-        for r in live:
-            r.cancel_sent = True
-        self._sent()
+        try:
+            while True:
+                live = [r for r in runs if not r.is_exited]
+                if not live:
+                    return
+                argv = scancel_argv([r.job_id for r in live], self._live_ids())
+                try:
+                    await self._command(argv)
+                    break
+                except SlurmError as e:
+                    # the controller may be down: the jobs are not gone; again
+                    log("scancel_failed", jobs=len(live), error=str(e))
+                    for r in live:
+                        self._failed(r, f"scancel failed: {e}")
+                    await asyncio.sleep(self._retry_secs)
+            log("scancel", jobs=len(live), argv=" ".join(argv[1:]))
+            t = time.monotonic()
+            for r in live:
+                r.cancel_sent = True
+                r.cancel_sent_at = t
+            self._sent()
+        finally:
+            self._busy = False
+            self._arm()

@@ -54,8 +54,10 @@ class SlurmRun(Run):
         self.last_seen = time.monotonic()
         #: loop time of the submission (0: submitted by an agent before us)
         self.submitted = 0.0
-        #: scancel succeeded; Slurm has yet to end the job
+        #: scancel succeeded (at monotonic `cancel_sent_at`); Slurm has yet
+        #: to end the job
         self.cancel_sent = False
+        self.cancel_sent_at = 0.0
         #: a sacct query for the exit code of a FAILED job is under way
         self.asking_exit = False
         #: its end is in the job table, to be written before it is reported

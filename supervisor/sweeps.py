@@ -331,12 +331,14 @@ class Sweeps:
                     job.CANCELED, now, "its sweep was canceled before it ran"
                 )
                 self._runs.changed(s)
+        # those in flight at once (on Slurm: one scancel of them all);
         # hand-overs under way end by canceling what they queued
-        await asyncio.gather(*w.feeding.values(), return_exceptions=True)
+        h = asyncio.gather(*w.feeding.values(), return_exceptions=True)
         ss = [s for sid in list(w.active) if (s := self._sim_store.by_id.get(sid))]
         await asyncio.gather(
             *(self._runs.cancel(s, error="its sweep was canceled") for s in ss)
         )
+        await h
         self._push(w)
         await f
 
