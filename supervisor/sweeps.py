@@ -258,7 +258,7 @@ class Sweeps:
     def _array_of(self, sim):
         """A member's job array on a batch driver (`Runs.watch_jobs`): the
         members of a sweep handed over together are one array."""
-        w = self.by_id.get(sim.sweep["id"])
+        w = self.by_id.get(sim.sweep["id"]) if sim.sweep else None
         if w is None:
             return None
         return {"key": w.id, "limit": w.max_parallel, "index": sim.sweep["index"]}
