@@ -7,9 +7,8 @@ but the op id counter.
 
 import asyncio
 
-import tornado.websocket
-
 from agent import protocol
+from supervisor import events
 
 
 class AgentGone(Exception):
@@ -23,16 +22,37 @@ class OpFailed(Exception):
 class Ops:
     def __init__(self):
         self._ids = iter(range(1, 2**62))
+        # connection -> frames sent to it in this turn of the loop
+        self._corks = {}
 
     def send(self, agent, kind, **fields):
-        """Queue a frame to `agent`; False if it is not connected."""
-        if agent.conn is None:
+        """Queue a frame to `agent`; False if it is not connected.
+
+        The frames of one turn of the loop go out in one write at its end
+        (a sweep's run ops, the forgets of many ends), in order; `flush`
+        writes them at once (before a close).
+        """
+        c = agent.conn
+        if c is None or not c.is_open():
             return False
-        try:
-            agent.conn.write_message(protocol.make(protocol.TO_AGENT, kind, **fields))
-        except tornado.websocket.WebSocketClosedError:
-            return False
+        m = protocol.make(protocol.TO_AGENT, kind, **fields).encode()
+        q = self._corks.get(c)
+        if q is None:
+            q = self._corks[c] = []
+            asyncio.get_running_loop().call_soon(self._uncork, c)
+        q.append(events.frame(m))
         return True
+
+    def flush(self, agent):
+        """Write what was sent to `agent` this turn now (it is to be closed)."""
+        if agent.conn is not None:
+            self._uncork(agent.conn)
+
+    def _uncork(self, conn):
+        q = self._corks.pop(conn, None)
+        if q:
+            # closed meanwhile: dropped (its ops fail as the close says)
+            conn.write_frames(q[0] if len(q) == 1 else b"".join(q))
 
     def new_op(self, agent):
         """An op id and the future its reply resolves (or `AgentGone` fails)."""

@@ -77,12 +77,8 @@ class Agents:
         self._by_key = {}
         ops = agent_ops.Ops()
         #: talking to an agent: frames out, ops and their replies (`agent_ops`)
-        self.send, self.new_op, self.reply, self.call = (
-            ops.send,
-            ops.new_op,
-            ops.reply,
-            ops.call,
-        )
+        self.send, self.flush, self.new_op = ops.send, ops.flush, ops.new_op
+        self.reply, self.call = ops.reply, ops.call
         self._fail_ops = ops.fail
         # (user, driver, host) -> future resolved when the user signs in
         self._sign_ins = {}
@@ -360,6 +356,7 @@ class Agents:
         self._fail_ops(agent, str(reason))
         if agent.conn is not None:
             self.send(agent, "shutdown")
+            self.flush(agent)
             agent.conn.close()
             agent.conn = None
         for w in self._watchers:
@@ -486,6 +483,7 @@ class Agents:
                 self.send(a, "shutdown")
                 self._store.delete(f"agents/{a.id}.json")
             if a.conn is not None:
+                self.flush(a)
                 a.conn.close()
         await self._tasks.destroy()
 

@@ -23,13 +23,15 @@ the event loop to everyone else's requests between pages.
 
 import asyncio
 import collections
-import json
 import struct
 
+import msgspec
 from pykern.pkdebug import pkdlog
 
 #: snapshot bytes written at once, before waiting for them to drain
 SNAPSHOT_PAGE_BYTES = 64 * 1024
+
+_ENCODER = msgspec.json.Encoder()
 
 #: live messages written at once (a slow client's backlog in one write)
 LIVE_PAGE_BYTES = 256 * 1024
@@ -41,7 +43,7 @@ class Closed(Exception):
 
 def dumps(msg):
     """`msg` as the payload sent (compact JSON)."""
-    return json.dumps(msg, separators=(",", ":")).encode()
+    return _ENCODER.encode(msg)
 
 
 def frame(payload):
@@ -263,6 +265,8 @@ class Subscriber:
         # the snapshot being written (an iterator), or None
         self._snapshot = None
         self._writing = False
+        # frames of this turn of the loop, written together by `_uncork`
+        self._cork = []
         self.closed = False
 
     def pkdebug_str(self):
@@ -285,8 +289,12 @@ class Subscriber:
             return
         q = self._queue
         if not q and not self._writing and self._snapshot is None:
-            # the common case, a subscriber keeping up: straight out
-            self._send([payload], False)
+            # the common case, a subscriber keeping up: out at the end of this
+            # turn of the loop, with whatever else it publishes (one write of
+            # many frames, not one syscall each; every frame kept, in order)
+            self._cork.append(payload)
+            if len(self._cork) == 1:
+                asyncio.get_running_loop().call_soon(self._uncork)
             return
         for d in kind.drops:
             self._unqueue(d)
@@ -305,6 +313,14 @@ class Subscriber:
         if self.queued_bytes > self._max_queued_bytes:
             self._resync()
         self._pump()
+
+    def _uncork(self):
+        c = self._cork
+        self._cork = []
+        if c and not self.closed:
+            # nothing was queued meanwhile: pushes go to the queue only once
+            # a write waits or a snapshot is written, which only this starts
+            self._send(c, False)
 
     def _unqueue(self, key):
         o = self._queue.pop(key, None)

@@ -6,10 +6,13 @@ simulation, status, the swept parameters, then the code's results.
 
 import csv
 import io
+import re
 
-from supervisor import schema, schema_sweeps
+from supervisor import errors, schema, schema_sweeps
 from supervisor.http_base import Base
 from supervisor.openapi import Op, action, ops
+
+_MEMBERS_RE = re.compile(r"[0-9]{1,9}(,[0-9]{1,9})*", re.ASCII)
 
 
 class SweepList(Base):
@@ -59,17 +62,25 @@ class Sweep(Base):
 class SweepCancel(Base):
     api = ops(
         post=action(
-            "cancel every member (those running confirmed gone)",
+            "cancel every member, or those named (those running confirmed gone)",
             schema_sweeps.Sweep,
             lookup=True,
+            query=(
+                (
+                    "members",
+                    {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"},
+                    "only these members (indices, e.g. 0,3,7); the others go on",
+                ),
+            ),
         )
     )
 
     async def post(self, sweep_id):
         u = self.require_user()
         self.sv.sweeps.get(u, sweep_id)
+        m = _members_arg(self)
         self.body(schema.NoBody)
-        self.reply(await self.sv.sweeps.cancel(u, sweep_id))
+        self.reply(await self.sv.sweeps.cancel(u, sweep_id, m))
 
 
 class SweepRetry(Base):
@@ -121,6 +132,18 @@ class SweepCsv(Base):
             "Content-Disposition", f'attachment; filename="sweep-{d["id"]}.csv"'
         )
         self.finish(b.getvalue())
+
+
+def _members_arg(handler):
+    """The ``members`` query argument: a list of indices, or None if not given."""
+    a = handler.get_query_arguments("members", strip=False)
+    if not a:
+        return None
+    if len(a) > 1 or not _MEMBERS_RE.fullmatch(a[0]):
+        raise errors.BadInput(
+            "bad_argument", "members must be indices once, e.g. members=0,3,7"
+        )
+    return [int(x) for x in a[0].split(",")]
 
 
 def _cell(v):

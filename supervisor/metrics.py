@@ -87,6 +87,16 @@ class _Collector:
             "simvisor_store_writes", "durable document writes", value=self._store.writes
         )
         yield CounterMetricFamily(
+            "simvisor_store_commits",
+            "journal appends (each one fsync for a batch of document writes)",
+            value=self._store.commits,
+        )
+        yield CounterMetricFamily(
+            "simvisor_store_write_seconds",
+            "time the store's writer spent writing (commits and checkpoints)",
+            value=self._store.write_secs,
+        )
+        yield CounterMetricFamily(
             "simvisor_library_staged_bytes",
             "library file bytes sent to agents that fetch them (sbatch)",
             value=self._runs.staging_files.sent_bytes,

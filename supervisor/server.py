@@ -11,6 +11,7 @@ import asyncio
 import pathlib
 import secrets
 import signal
+import sys
 
 import plotly
 import tornado.netutil
@@ -42,6 +43,9 @@ from supervisor import (
     users,
     ws,
 )
+
+#: how often a thread holding the GIL hands it over (`sys.setswitchinterval`)
+SWITCH_SECS = 0.0005
 
 _STATIC = pathlib.Path(__file__).resolve().parents[1] / "static"
 #: plotly.js as the plotly package bundles it: nothing comes from the internet
@@ -232,6 +236,9 @@ class Supervisor:
 
 def serve(cfg):
     """Run the supervisor until SIGTERM or SIGINT."""
+    # the store's writer thread takes the GIL back after each syscall; at
+    # the default 5 ms a busy loop made each of its commits wait ~10 ms
+    sys.setswitchinterval(SWITCH_SECS)
 
     async def _main():
         sv = Supervisor(cfg)

@@ -1,13 +1,18 @@
 """The json-store: durable documents under the data directory.
 
-The supervisor is the only writer. Every write is atomic and durable: write a
-temp file, fsync it, rename it over the document, fsync the directory; a crash
-at any point leaves the old or the new document, never a torn one.
+The supervisor is the only writer. Every write is atomic and durable: a
+crash at any point leaves the old or the new document, never a torn one.
+Saves are made durable in batches (`supervisor.journal`): whatever was saved
+while the writer was busy goes to the journal in one append and one fsync,
+then each document is written (temp file, rename) without a sync of its
+own; every few seconds a checkpoint syncs the documents written since
+(each once) and empties the journal, and a start replays it. A document
+saved five times in a run's life costs five records and at most one sync.
 
 Writes happen on one background thread, in order, so the event loop never
 waits on a disk. Saves of the same document coalesce: while a write is queued
 only the newest content is kept, and every caller's future resolves once that
-content (or a newer one) is on disk.
+content (or a newer one) is durable and in its file.
 
 A write that fails (a full disk, an I/O error, a read-only directory)
 rejects its callers' futures, but its content is not dropped: the document
@@ -26,13 +31,24 @@ import pathlib
 import threading
 import time
 
+import msgspec
 from pykern.pkdebug import pkdlog
 
+from supervisor import journal
+
 _TMP_SUFFIX = ".tmp"
+
+#: documents as compact JSON (msgspec: several times faster
+#: than the json module, which made most of a run's supervisor CPU)
+_ENCODER = msgspec.json.Encoder()
 
 #: first wait before dirty documents are written again; it doubles up to the max
 _RETRY_FIRST_SECS = 0.1
 _RETRY_MAX_SECS = 5.0
+
+#: the journal is emptied (its documents synced) after this long or size
+CHECKPOINT_SECS = 5.0
+CHECKPOINT_BYTES = 16 << 20
 
 
 def _tmp_name(name):
@@ -44,14 +60,15 @@ def _tmp_name(name):
     return name + _TMP_SUFFIX
 
 
-def write_atomic(path, data, before_rename=None):
-    """Write `data` (bytes) to `path` atomically and durably.
+def write_atomic(path, data, before_rename=None, sync=True):
+    """Write `data` (bytes) to `path` atomically and (`sync`) durably.
 
     Args:
         path (pathlib.Path): the document
         data (bytes): its new content
         before_rename (callable): test hook, called after the temp file is
             durable and before it replaces the document
+        sync (bool): False: no fsync (the store's journal has the content)
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     t = path.with_name(_tmp_name(path.name))
@@ -59,7 +76,8 @@ def write_atomic(path, data, before_rename=None):
     try:
         try:
             _write_all(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if before_rename:
@@ -69,7 +87,8 @@ def write_atomic(path, data, before_rename=None):
         # a full disk writes short or fails: no partial temp is left behind
         t.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
 
 
 def _write_all(fd, data):
@@ -104,8 +123,9 @@ class Store:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="store"
         )
-        # key -> [bytes or None (delete), [futures]]: written by the thread
-        self._pending = {}
+        # the batch being filled (key -> [bytes or None (delete), [futures]]),
+        # which the thread takes whole; None: the next save opens one
+        self._open = None
         # key -> bytes or None: newest content whose write failed (the thread
         # writes it; the loop reads its size)
         self._dirty = {}
@@ -114,7 +134,10 @@ class Store:
         self._behind = {}
         self._lock = threading.Lock()
         self.writes = 0
+        #: journal appends: batches of writes made durable by one fsync
+        self.commits = 0
         self.write_secs = 0.0
+        self.checkpoint_secs = 0.0
         #: failed write attempts (documents), since start
         self.failures = 0
         #: the last failure, while documents are dirty
@@ -123,6 +146,16 @@ class Store:
         self._retry = None
         self._retry_secs = _RETRY_FIRST_SECS
         self._destroyed = False
+        self.journal = journal.Journal(self.root, self._apply, self._apply_delete)
+        # what a crash left unsynced: written again, durably, before any load
+        self.journal.replay()
+        self._checkpoint_at = time.monotonic() + CHECKPOINT_SECS
+        # checkpoints run beside the writer, one at a time
+        self._checkpointer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="store-checkpoint"
+        )
+        self._checkpointing = None
+        self.checkpoints = 0
 
     def path(self, key):
         # keys are made by the supervisor from checked ids; refuse anything
@@ -154,7 +187,7 @@ class Store:
 
     def save(self, key, doc):
         """Queue a durable write of `doc`; returns a future done when it is on disk."""
-        return self._queue(key, json.dumps(doc, indent=1, sort_keys=True).encode())
+        return self._queue(key, _ENCODER.encode(doc))
 
     def delete(self, key):
         return self._queue(key, None)
@@ -182,43 +215,115 @@ class Store:
         return f"{n} documents not written yet (retrying): {self.last_error}"
 
     def _queue(self, key, data):
-        f = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        f = loop.create_future()
         with self._lock:
-            p = self._pending.get(key)
+            b = self._open
+            if b is None:
+                b = self._open = {}
+                self._executor.submit(self._flush, b, loop)
+            p = b.get(key)
             if p is not None:
                 # not yet taken by the thread: newest content wins
                 p[0] = data
                 p[1].append(f)
-                return f
-            p = self._pending[key] = [data, [f]]
-        self._executor.submit(self._flush, key, p, asyncio.get_running_loop())
+            else:
+                b[key] = [data, [f]]
         return f
 
-    def _flush(self, key, p, loop):
+    def _flush(self, batch, loop):
         with self._lock:
-            if self._pending.get(key) is p:
-                del self._pending[key]
-        e = self._write(key, p[0], loop)
-        loop.call_soon_threadsafe(_resolve, p[1], e)
+            if self._open is batch:
+                self._open = None
+        e = self._write(batch, loop)
+        loop.call_soon_threadsafe(
+            _resolve_all, [(p[1], e.get(k)) for k, p in batch.items()]
+        )
 
-    def _write(self, key, data, loop):
-        """Write or delete one document (on the thread); returns the error or None."""
+    def _write(self, batch, loop):
+        """Write or delete documents (on the thread): one durable append to
+        the journal, then each file. Returns key -> error of those that failed.
+
+        Args:
+            batch (dict): key -> [bytes or None (delete), ...], in order
+        """
         t = time.perf_counter()
-        e = None
         try:
-            if data is None:
-                self.path(key).unlink(missing_ok=True)
-            else:
-                write_atomic(self.path(key), data)
+            self.journal.append(
+                b"".join(journal.record(k, p[0]) for k, p in batch.items())
+            )
         except Exception as x:
-            e = x
-        self.writes += 1
-        self.write_secs += time.perf_counter() - t
+            errs = dict.fromkeys(batch, x)
+        else:
+            errs = {}
+            for k, p in batch.items():
+                try:
+                    if p[0] is None:
+                        self._apply_delete(k)
+                    else:
+                        self._apply(k, p[0])
+                except Exception as x:
+                    errs[k] = x
+                self.journal.written(k)
+        self.writes += len(batch)
+        self.commits += 1
         # what this wrote is newer than any failed content of the key
-        self._note(key, e, data)
-        if e is not None:
+        for k, p in batch.items():
+            self._note(k, errs.get(k), p[0])
+        if errs:
             loop.call_soon_threadsafe(self._schedule_retry, loop)
-        return e
+        if (
+            time.monotonic() >= self._checkpoint_at
+            or self.journal.size >= CHECKPOINT_BYTES
+        ):
+            self._start_checkpoint()
+        self.write_secs += time.perf_counter() - t
+        return errs
+
+    def _apply(self, key, data, sync=False):
+        write_atomic(self.path(key), data, sync=sync)
+
+    def _apply_delete(self, key, sync=False):
+        p = self.path(key)
+        p.unlink(missing_ok=True)
+        if sync and p.parent.exists():
+            _fsync_dir(p.parent)
+
+    def _start_checkpoint(self):
+        """On the writer: a new journal file; the old one's documents synced
+        on the checkpoint thread (unless one is under way: later)."""
+        c = self._checkpointing
+        if c is not None and not c.done():
+            return None
+        self._checkpoint_at = time.monotonic() + CHECKPOINT_SECS
+        try:
+            p = self.journal.rotate()
+        except OSError as e:
+            # appends go on to the old file until a rotation succeeds
+            pkdlog("store: journal rotation failed error={}", e)
+            return None
+        self._checkpointing = self._checkpointer.submit(self._checkpoint, p)
+        return self._checkpointing
+
+    def _checkpoint(self, period):
+        t = time.perf_counter()
+        try:
+            self.journal.checkpoint(period, self.path)
+        except OSError as e:
+            # its file stays: replayed at start if never checkpointed
+            pkdlog("store: checkpoint failed error={}", e)
+            return
+        self.checkpoints += 1
+        self.checkpoint_secs += time.perf_counter() - t
+
+    def _sync_all(self):
+        """On the writer, at stop: checkpoint what the journal holds, now."""
+        c = self._checkpointing
+        if c is not None:
+            c.result()
+        c = self._start_checkpoint()
+        if c is not None:
+            c.result()
 
     def _note(self, key, error, data=None, behind=False):
         """Count a write's outcome (any thread); log a bad spell's start and end."""
@@ -258,15 +363,12 @@ class Store:
     def _write_dirty(self, loop):
         """On the thread: the dirty documents, until one fails again."""
         with self._lock:
-            todo = [(k, d) for k, d in self._dirty.items() if k not in self._pending]
-        for k, d in todo:
-            with self._lock:
-                if k not in self._dirty or self._dirty[k] is not d:
-                    # written (or failed anew) since: that is newer
-                    continue
-            if self._write(k, d, loop) is not None:
-                # the disk is still full: the next try after a longer wait
-                return
+            o = self._open or {}
+            todo = {k: [d] for k, d in self._dirty.items() if k not in o}
+        if todo and self._write(todo, loop):
+            # the disk is still full: the next try after a longer wait (a
+            # newer save meanwhile made its key's content moot: `_note`)
+            return
         loop.call_soon_threadsafe(self._retried)
 
     def _retried(self):
@@ -277,13 +379,15 @@ class Store:
         """Run `fn` on the writer thread, in order with the writes."""
         with self._lock:
             # saves after this call must not join writes queued before it
-            self._pending.clear()
+            self._open = None
         return asyncio.wrap_future(self._executor.submit(fn, *args))
 
     async def flush(self):
-        """Wait for every queued write, and try the dirty ones once more (shutdown)."""
+        """Wait for every queued write, try the dirty ones once more and sync
+        what the journal holds (shutdown)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._write_dirty, loop)
+        await loop.run_in_executor(self._executor, self._sync_all)
         if n := self.dirty():
             pkdlog("store: documents not written at stop dirty={}", n)
 
@@ -293,6 +397,13 @@ class Store:
             self._retry.cancel()
             self._retry = None
         self._executor.shutdown(wait=True)
+        self._checkpointer.shutdown(wait=True)
+        self.journal.close()
+
+
+def _resolve_all(outcomes):
+    for futures, error in outcomes:
+        _resolve(futures, error)
 
 
 def _resolve(futures, error):

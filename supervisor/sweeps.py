@@ -15,8 +15,7 @@ next one goes as one ends. The resources' queue then holds a few of a
 sweep's members, not thousands, and the round-robin across users gives
 another user's run its turn whatever the size of the sweep. A member not
 handed over yet is ``pending`` (its job is ``missing``: it never ran). On
-a batch driver (sbatch) the members handed over together are one job array
-(`_array_of`), which Slurm holds to ``max_parallel`` (its ``%LIMIT``).
+sbatch they are one Slurm job array (`sweep_arrays`).
 
 Cancel ends every member: those not handed over end ``canceled`` without
 running, the others are canceled as a simulation is (confirmed gone).
@@ -36,7 +35,8 @@ import time
 
 from pykern.pkdebug import pkdlog
 
-from supervisor import errors, job, sweep_axes, tasks
+from supervisor import errors, events, job, sweep_axes, tasks
+from supervisor.sweep_arrays import array_of, in_flight_limit
 
 #: a sweep's summary is pushed at most this often
 PUSH_SECS = 0.25
@@ -123,7 +123,7 @@ class Sweeps:
         self._hub = hub
         self.by_id = {}
         self._tasks = tasks.Tasks("sweeps")
-        runs.watch_jobs(self._member_changed, self._array_of)
+        runs.watch_jobs(self._member_changed, lambda s: array_of(self.by_id, s))
 
     # --- load and lookup -------------------------------------------------------
 
@@ -161,10 +161,10 @@ class Sweeps:
         ]
 
     def snapshot(self, user):
-        """The sweep messages a new events subscriber gets first."""
+        """The sweep messages a new events subscriber gets first (frames)."""
         for w in list(self.by_id.values()):
             if not w.deleted and (w.user == user.name or user.is_admin()):
-                yield self._message(w)
+                yield events.frame(events.dumps(self._message(w)))
 
     # --- create ----------------------------------------------------------------
 
@@ -245,23 +245,8 @@ class Sweeps:
 
     def _limit(self, w):
         s = self._users.plan_of(w.user).max_running
-        n = _SLOTS_AHEAD * s
-        if not w.max_parallel:
-            return n
-        if not (w.active or w.feeding) and self._runs.is_batch(w.driver):
-            # what may run at once goes as one job array, which Slurm holds
-            # to max_parallel (its %LIMIT); later members go only while
-            # fewer than max_parallel are in flight, never past it beside it
-            return max(s, min(n, w.max_parallel))
-        return min(n, w.max_parallel)
-
-    def _array_of(self, sim):
-        """A member's job array on a batch driver (`Runs.watch_jobs`): the
-        members of a sweep handed over together are one array."""
-        w = self.by_id.get(sim.sweep["id"]) if sim.sweep else None
-        if w is None:
-            return None
-        return {"key": w.id, "limit": w.max_parallel, "index": sim.sweep["index"]}
+        b, m = self._runs.is_batch(w.driver), w.max_parallel
+        return in_flight_limit(s, _SLOTS_AHEAD, m, bool(w.active or w.feeding), b)
 
     def _feed(self, w):
         """Hand members over while the sweep has room in flight."""
@@ -311,11 +296,38 @@ class Sweeps:
 
     # --- cancel, retry, delete -------------------------------------------------
 
-    async def cancel(self, user, sweep_id):
-        """End every member (those running confirmed gone); the summary."""
+    async def cancel(self, user, sweep_id, members=None):
+        """End every member, or those of `members` (indices), those running
+        confirmed gone; the summary."""
         w = self.get(user, sweep_id)
-        await self._cancel(w)
+        await (self._cancel(w) if members is None else self._cancel_some(w, members))
         return self.summary(w)
+
+    async def _cancel_some(self, w, indices):
+        """End members `indices` only; the sweep goes on with the others."""
+        n = len(w.members)
+        if x := [i for i in indices if not 0 <= i < n]:
+            raise errors.BadInput(
+                "bad_members", f"sweep {w.id} has members 0 to {n - 1}, not {x[0]}"
+            )
+        now = time.time()
+        ss = []
+        for i in dict.fromkeys(indices):
+            w.todo_set.discard(i)
+            w.retry.discard(i)
+            s = self._sim_store.by_id.get(w.members[i])
+            if s is not None and s.job.status == job.MISSING and s.id not in w.feeding:
+                s.job.never_ran(job.CANCELED, now, "canceled before it ran")
+                self._runs.changed(s)
+            elif s is not None:
+                ss.append(s)
+        f = self._save(w)
+        await asyncio.gather(
+            *(w.feeding[s.id] for s in ss if s.id in w.feeding), return_exceptions=True
+        )
+        await asyncio.gather(*(self._runs.cancel(s) for s in ss))
+        self._push(w)
+        await f
 
     async def _cancel(self, w):
         w.canceled = True
@@ -331,8 +343,7 @@ class Sweeps:
                     job.CANCELED, now, "its sweep was canceled before it ran"
                 )
                 self._runs.changed(s)
-        # those in flight at once (on Slurm: one scancel of them all);
-        # hand-overs under way end by canceling what they queued
+        # at once (one scancel on Slurm); hand-overs end by canceling theirs
         h = asyncio.gather(*w.feeding.values(), return_exceptions=True)
         ss = [s for sid in list(w.active) if (s := self._sim_store.by_id.get(sid))]
         await asyncio.gather(

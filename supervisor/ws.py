@@ -230,6 +230,19 @@ class Agent(_Socket):
     def check_origin(self, origin):
         return True
 
+    def is_open(self):
+        c = self.ws_connection
+        return c is not None and not c.is_closing()
+
+    def write_frames(self, data):
+        """Write whole websocket frames (`events.frame`: unmasked, the agent is
+        the client; no compression is negotiated); dropped once closed."""
+        if self.is_open():
+            try:
+                self.ws_connection.stream.write(data)
+            except tornado.iostream.StreamClosedError:
+                pass
+
     def open(self):
         self.set_nodelay(True)
         self.sv.agents.attach(self.agent, self)

@@ -115,6 +115,11 @@ class Server:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
+                    *(
+                        ["-m", "cProfile", "-o", os.environ["SIMVISOR_PROFILE"]]
+                        if os.environ.get("SIMVISOR_PROFILE")
+                        else []
+                    ),
                     "-m",
                     "supervisor.cli",
                     "service",

@@ -45,6 +45,8 @@ class _Writer:
 
     async def drain(self):
         """Resolve writes until none is left pending (as a reading client)."""
+        # what a subscriber keeping up was sent this turn goes at its end
+        await asyncio.sleep(0)
         while self.pending:
             self.pending.pop(0).set_result(None)
             # the subscriber's callback, then its next write
@@ -75,6 +77,9 @@ async def test_coalescing_keeps_the_newest_in_order():
     h, _ = _sub(w, [events.SYNCED])
     await w.drain()
     h.publish("alice", "a", _job("a", "running", 0.0))
+    # a subscriber keeping up is written at the end of the loop's turn
+    assert [m["type"] for m in w.written] == ["synced"]
+    await asyncio.sleep(0)
     assert [m["type"] for m in w.written] == ["synced", "job"]
     # the socket has not drained: the rest queue and coalesce
     for i in range(1, 50):
@@ -215,6 +220,7 @@ async def test_fan_out_by_owner_admin_and_simulation():
         h.subscribe(s)
         s.start()
     h.publish("alice", "a", _job("a", "running"))
+    await asyncio.sleep(0)
     assert {n for n, w in got.items() if w.written} == {
         "wide",
         "one",
@@ -585,6 +591,7 @@ async def test_a_new_runs_job_is_not_passed_by_the_old_runs_pieces():
     h, _ = _sub(w, [events.SYNCED])
     await w.drain()
     h.publish("alice", "a", job("running", "r1"))
+    await asyncio.sleep(0)
     # the socket is busy with that: the rest queue
     h.publish("alice", "a", _frame("a", 5))
     h.publish("alice", "a", job("completed", "r1"))
@@ -617,9 +624,24 @@ async def test_after_a_restart_the_first_job_of_a_new_run_drops_the_old_pieces()
     h.know_runs([("a", "r1")])
     await w.drain()
     h.publish("alice", "a", _frame("a", 4))
+    await asyncio.sleep(0)
     # the socket is busy with that: the rest queue
     h.publish("alice", "a", _frame("a", 5))
     h.publish("alice", "a", job("queued", "r2"))
     w.written = []
     await w.drain()
     assert w.written == [job("queued", "r2")]
+
+
+async def test_what_a_turn_of_the_loop_publishes_is_one_write_every_frame_kept():
+    w = _Writer()
+    h, _ = _sub(w, [events.SYNCED])
+    await w.drain()
+    w.written = []
+    ms = [_job("a", "running", i / 10) for i in range(10)] + [_frame("a", 1)]
+    for m in ms:
+        h.publish("alice", "a", m)
+    assert not w.pending
+    await asyncio.sleep(0)
+    # one write (one future) of all of them: none coalesced, in order
+    assert len(w.pending) == 1 and w.written == ms

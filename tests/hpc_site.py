@@ -357,7 +357,7 @@ class Site:
     - `partitions`: the Slurm partitions ("debug" is the default);
     - `wide_partition`: "wide", a partition made at run time (``scontrol
       create``) that lets 50 jobs share each of the node's 2 cores, for as
-      many tasks at once as the bench's 100-task job array (row 21); no
+      many tasks at once as the bench's 100-task job array (row 22); no
       test runs in it, so the others keep the node's 2 cores;
     - `sshd`: {"append": Sshd, "prompt": Sshd} (after `start`).
     """

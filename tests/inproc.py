@@ -49,8 +49,12 @@ class Conn:
         self.frames = asyncio.Queue()
         self.closed = False
 
-    def write_message(self, text):
-        self.frames.put_nowait(json.loads(text))
+    def is_open(self):
+        return not self.closed
+
+    def write_frames(self, data):
+        for p in events.unframe(data):
+            self.frames.put_nowait(json.loads(p))
 
     def close(self):
         self.closed = True

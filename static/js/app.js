@@ -11,6 +11,7 @@ import { listView } from "./views/list.js";
 import { loginView, logo } from "./views/login.js";
 import { newView } from "./views/new.js";
 import { simulationView } from "./views/simulation/index.js";
+import { sweepView } from "./views/sweep/index.js";
 
 const ctx = {
     user: null,
@@ -43,6 +44,7 @@ const router = new Router(
         [/^\/$/, listView],
         [/^\/new(?:\/([\w-]+))?$/, newView],
         [/^\/sim\/([0-9a-f]+)$/, simulationView],
+        [/^\/sweeps\/([0-9a-f]+)$/, sweepView],
         [/^\/files$/, filesView],
         [/^\/admin$/, adminView],
     ],
@@ -129,7 +131,7 @@ function markNav(path) {
           ? "new"
           : path === "/files"
             ? "files"
-            : path === "/" || path.startsWith("/sim")
+            : path === "/" || path.startsWith("/sim") || path.startsWith("/sweeps")
               ? "list"
               : "";
     for (const a of document.querySelectorAll("#nav a")) {
@@ -139,7 +141,7 @@ function markNav(path) {
             a.removeAttribute("aria-current");
         }
     }
-    if (!path.startsWith("/sim")) {
+    if (!path.startsWith("/sim") && !path.startsWith("/sweeps")) {
         document.title = "simvisor";
     }
 }

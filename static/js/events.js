@@ -1,9 +1,11 @@
 // The page's one /api/events websocket and the live state it feeds.
 //
-// The server sends the current state first (one "simulation" message per
-// visible simulation, then "synced"), then every change. On a close the page
+// The server sends the current state first (one "sweep" message per visible
+// sweep, one "simulation" message per visible simulation, then "synced"),
+// then every change. On a close the page
 // says so, reconnects with exponential backoff and jitter, and resynchronises
-// from the new snapshot: simulations missing from it were deleted meanwhile.
+// from the new snapshot: simulations and sweeps missing from it were deleted
+// meanwhile.
 // A client too slow to keep up gets "resync" and the snapshot again, in-band.
 // Pushed frames and log pieces may skip (only the newest is kept for a slow
 // client): the feeds see the gap by seq or offset and fetch what is missing.
@@ -18,6 +20,8 @@ export class Live {
     constructor() {
         /** id -> simulation (with its job), as last pushed */
         this.sims = new Map();
+        /** id -> sweep summary, as last pushed (at most 4 a second each) */
+        this.sweeps = new Map();
         this.synced = false;
         /** "idle" | "connecting" | "open" | "disconnected" | "stopped" */
         this.state = "idle";
@@ -29,10 +33,11 @@ export class Live {
         this._timer = null;
         this._opened = false;
         this._seen = null;
+        this._seenSweeps = null;
         this._listeners = new Map();
     }
 
-    /** on("sim"|"job"|"frame"|"log"|"sign_in"|"synced"|"connection", fn): returns off(). */
+    /** on("sim"|"job"|"sweep"|"frame"|"log"|"sign_in"|"synced"|"connection", fn): returns off(). */
     on(type, fn) {
         if (!this._listeners.has(type)) {
             this._listeners.set(type, new Set());
@@ -70,6 +75,7 @@ export class Live {
             this._ws = null;
         }
         this.sims.clear();
+        this.sweeps.clear();
         this.synced = false;
         this.everSynced = false;
         this._emit("connection", this.state);
@@ -98,6 +104,7 @@ export class Live {
             this.state = "open";
             this.synced = false;
             this._seen = new Set();
+            this._seenSweeps = new Set();
             this._emit("connection", this.state);
         };
         ws.onmessage = (ev) => {
@@ -170,6 +177,17 @@ export class Live {
                 this._emit("job", { id: m.simulation, job: m.job });
                 break;
             }
+            case "sweep": {
+                const w = m.sweep;
+                if (w.deleted) {
+                    this.sweeps.delete(w.id);
+                } else {
+                    this.sweeps.set(w.id, w);
+                    this._seenSweeps?.add(w.id);
+                }
+                this._emit("sweep", { id: w.id, deleted: Boolean(w.deleted), sweep: w.deleted ? null : w });
+                break;
+            }
             case "frame":
             case "log":
             case "sign_in":
@@ -180,6 +198,7 @@ export class Live {
                 // queued and sends the snapshot again, as after a reconnect
                 this.synced = false;
                 this._seen = new Set();
+                this._seenSweeps = new Set();
                 this._emit("connection", this.state);
                 break;
             }
@@ -190,7 +209,14 @@ export class Live {
                         this._emit("sim", { id, deleted: true });
                     }
                 }
+                for (const id of [...this.sweeps.keys()]) {
+                    if (!this._seenSweeps.has(id)) {
+                        this.sweeps.delete(id);
+                        this._emit("sweep", { id, deleted: true, sweep: null });
+                    }
+                }
                 this._seen = null;
+                this._seenSweeps = null;
                 this.synced = true;
                 this.everSynced = true;
                 this._attempt = 0;

@@ -1,4 +1,5 @@
-// Hash routes: "#/", "#/new", "#/new/heat", "#/sim/<id>", "#/files", "#/admin", "#/login".
+// Hash routes: "#/", "#/new", "#/new/heat", "#/sim/<id>", "#/sweeps/<id>",
+// "#/files", "#/admin", "#/login".
 // A view is mount(root, params, ctx) -> unmount function (or nothing).
 
 export class Router {

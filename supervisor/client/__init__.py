@@ -20,9 +20,22 @@ Errors the API reports (its JSON ``{"error", "message"}`` body) raise
 `ApiError`. A watch rides out a supervisor restart as its `Reconnect` policy
 says (by default for `RECONNECT_SECS`).
 
+Many runs of one code go through an executor, as `concurrent.futures` does
+(``Client.executor``: `Executor`, `MemberFuture`; ``AsyncClient.executor``:
+`AsyncExecutor` with asyncio futures): submits close together are one sweep,
+futures end from pushed events, and the current executor is
+`current_executor()`::
+
+    with c.executor("heat", cores=1) as ex:
+        fs = [ex.submit(steps=s) for s in (1000, 2000)]
+        jobs = [f.result() for f in concurrent.futures.as_completed(fs)]
+
 The package: `_base` is the shared core (errors, request building, the run
 watch, the reconnect policy), `sync` and `aio` the two thin front ends, `_ws`
-the events websocket both use. It imports nothing of the server.
+the events websocket both use; `_sweep` (pure: batches as sweep bodies,
+which pushes end which member) and `_engine` (the batches, events and
+cancels on one loop) are the executors' core, `executor` and `executor_aio`
+their front ends. It imports nothing of the server.
 """
 
 from supervisor.client._base import (
@@ -33,7 +46,10 @@ from supervisor.client._base import (
     Reconnect,
     RunFailed,
 )
+from supervisor.client._sweep import NoExecutor, current_executor
 from supervisor.client.aio import AsyncClient, AsyncEvents, AsyncHandle
+from supervisor.client.executor import Executor, MemberFuture
+from supervisor.client.executor_aio import AsyncExecutor, AsyncMemberFuture
 from supervisor.client.sync import Client, Events, Handle
 
 __all__ = [
@@ -42,11 +58,17 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "AsyncEvents",
+    "AsyncExecutor",
     "AsyncHandle",
+    "AsyncMemberFuture",
     "Client",
     "Error",
     "Events",
+    "Executor",
     "Handle",
+    "MemberFuture",
+    "NoExecutor",
     "Reconnect",
     "RunFailed",
+    "current_executor",
 ]

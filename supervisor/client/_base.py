@@ -220,6 +220,33 @@ def sim_path(sim_id, suffix=""):
     return f"/simulations/{quote(sim_id)}{suffix}"
 
 
+def sweep_path(sweep_id, suffix=""):
+    return f"/sweeps/{quote(sweep_id)}{suffix}"
+
+
+def sweep_create_body(code, axes, params, combine, name, cores, driver, max_parallel):
+    """The body of ``POST /api/sweeps``; what is None is left out (the API's default)."""
+    b = {"code": code, "axes": axes}
+    for k, v in (
+        ("params", params),
+        ("combine", combine),
+        ("name", name),
+        ("cores", cores),
+        ("driver", driver),
+        ("max_parallel", max_parallel),
+    ):
+        if v is not None:
+            b[k] = v
+    return b
+
+
+def members_query(members):
+    """The query of ``POST /api/sweeps/{id}/cancel``: all members, or those given."""
+    if members is None:
+        return None
+    return {"members": ",".join(str(int(i)) for i in members)}
+
+
 class _RunWatch:
     """Which pushed messages tell of one run, and whether it has ended.
 
@@ -292,27 +319,32 @@ class _RunWatch:
         return self.final
 
 
-class _Watch:
-    """One `watch` of a handle: its `_RunWatch`, deadline and reconnect backoff.
+class Backoff:
+    """Reconnect state of one events stream: its deadline, the pause before
+    the next attempt, and when to give up (as a `Reconnect` policy says).
 
-    Pure (it reads the clock). The front ends' loops are the same: connect,
-    feed every message to `message` and yield what it returns until `ended`;
-    on a lost connection call `lost`, pause `backoff` seconds and reconnect.
+    Pure (it reads the clock). A loop connects, calls `synced` once the
+    snapshot is in, and on a lost connection calls `lost`, then pauses
+    `backoff` seconds and connects again.
+
+    Args:
+        policy (Reconnect): the client's
+        timeout_secs (float): deadline of the whole stream (None: none)
+        what (object): what it follows, for messages
     """
 
-    def __init__(self, handle, reconnect, timeout_secs):
-        self._handle = handle
-        self._policy = reconnect
+    def __init__(self, policy, timeout_secs, what):
+        self._policy = policy
         self._timeout_secs = timeout_secs
+        self._what = what
         self._deadline = (
             None if timeout_secs is None else time.monotonic() + timeout_secs
         )
-        self._run = _RunWatch(handle.id, handle.run_id)
         self._down_since = None
-        self._delay_secs = reconnect.first_delay_secs
+        self._delay_secs = policy.first_delay_secs
 
     def backoff(self):
-        """Seconds to pause before reconnecting; a new snapshot follows.
+        """Seconds to pause before reconnecting.
 
         Raises:
             TimeoutError: the deadline comes before the pause ends
@@ -320,16 +352,12 @@ class _Watch:
         r = self.remaining()
         if r is not None and r < self._delay_secs:
             raise self.timed_out()
-        self._run.reconnecting()
         d = self._delay_secs
         self._delay_secs = min(d * 2, self._policy.max_delay_secs)
         return d
 
-    def ended(self):
-        return self._run.final is not None
-
     def lost(self, error):
-        """The connection failed with `error` (an `OSError`).
+        """The connection failed with `error` (an `OSError`, or None: closed).
 
         Raises:
             ConnectionError: the supervisor has been unreachable too long
@@ -338,18 +366,12 @@ class _Watch:
         if self._down_since is None:
             self._down_since = n
         elif n - self._down_since > self._policy.give_up_secs:
-            raise ConnectionError(f"{self._handle}: events lost: {error}") from error
+            raise ConnectionError(f"{self._what}: events lost: {error}") from error
 
-    def message(self, msg):
-        """The run's job if `msg` tells of it (the handle learns its run), else None."""
-        j = self._run.message(msg)
-        if self._run.synced:
-            # connected and current again: the next loss starts afresh
-            self._down_since = None
-            self._delay_secs = self._policy.first_delay_secs
-        if j is not None:
-            self._handle.run_id = self._run.run_id
-        return j
+    def synced(self):
+        """Connected and current again: the next loss starts afresh."""
+        self._down_since = None
+        self._delay_secs = self._policy.first_delay_secs
 
     def remaining(self):
         """Seconds to the deadline, or None without one."""
@@ -358,4 +380,40 @@ class _Watch:
         return max(0.0, self._deadline - time.monotonic())
 
     def timed_out(self):
-        return TimeoutError(f"{self._handle} did not end within {self._timeout_secs} s")
+        return TimeoutError(f"{self._what} did not end within {self._timeout_secs} s")
+
+
+class _Watch(Backoff):
+    """One `watch` of a handle: its `_RunWatch`, deadline and reconnect backoff.
+
+    The front ends' loops are the same: connect, feed every message to
+    `message` and yield what it returns until `ended`; on a lost connection
+    call `lost`, pause `backoff` seconds and reconnect.
+    """
+
+    def __init__(self, handle, reconnect, timeout_secs):
+        super().__init__(reconnect, timeout_secs, handle)
+        self._handle = handle
+        self._run = _RunWatch(handle.id, handle.run_id)
+
+    def backoff(self):
+        """Seconds to pause before reconnecting; a new snapshot follows.
+
+        Raises:
+            TimeoutError: the deadline comes before the pause ends
+        """
+        d = super().backoff()
+        self._run.reconnecting()
+        return d
+
+    def ended(self):
+        return self._run.final is not None
+
+    def message(self, msg):
+        """The run's job if `msg` tells of it (the handle learns its run), else None."""
+        j = self._run.message(msg)
+        if self._run.synced:
+            self.synced()
+        if j is not None:
+            self._handle.run_id = self._run.run_id
+        return j

@@ -10,7 +10,7 @@ import contextlib
 
 import tornado.httpclient
 
-from supervisor.client import _base, _ws
+from supervisor.client import _base, _ws, executor_aio
 
 
 class AsyncClient(_base.BaseClient):
@@ -59,6 +59,49 @@ class AsyncClient(_base.BaseClient):
     def events(self, simulation=None):
         """`AsyncEvents`: ``async with`` and ``async for`` it."""
         return AsyncEvents(self, simulation)
+
+    def executor(self, code, **kwargs):
+        """An `AsyncExecutor` of `code`: ``async with c.executor("heat") as ex``."""
+        return executor_aio.AsyncExecutor(self, code, **kwargs)
+
+    async def create_sweep(
+        self,
+        code,
+        axes,
+        params=None,
+        combine=None,
+        name=None,
+        cores=None,
+        driver=None,
+        max_parallel=None,
+    ):
+        """See `Client.create_sweep`."""
+        return await self._json(
+            "POST",
+            "/sweeps",
+            body=_base.sweep_create_body(
+                code, axes, params, combine, name, cores, driver, max_parallel
+            ),
+        )
+
+    async def sweeps(self):
+        return await self._json("GET", "/sweeps")
+
+    async def sweep(self, sweep_id):
+        return await self._json("GET", _base.sweep_path(sweep_id))
+
+    async def cancel_sweep(self, sweep_id, members=None):
+        return await self._json(
+            "POST",
+            _base.sweep_path(sweep_id, "/cancel"),
+            query=_base.members_query(members),
+        )
+
+    async def retry_sweep(self, sweep_id):
+        return await self._json("POST", _base.sweep_path(sweep_id, "/retry"))
+
+    async def delete_sweep(self, sweep_id):
+        return await self._json("DELETE", _base.sweep_path(sweep_id))
 
     async def _json(self, method, path, body=None, query=None):
         return _base.loads(await self._send(method, path, body, query))

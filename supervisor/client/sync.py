@@ -12,7 +12,7 @@ import time
 import requests
 import tornado.ioloop
 
-from supervisor.client import _base, _ws
+from supervisor.client import _base, _sweep, _ws, executor
 
 
 class Client(_base.BaseClient):
@@ -81,6 +81,96 @@ class Client(_base.BaseClient):
     def events(self, simulation=None):
         """`Events`: the live push messages, optionally of one simulation."""
         return Events(self, simulation)
+
+    def executor(self, code, **kwargs):
+        """An `Executor` of `code` (see `supervisor.client.executor`)::
+
+        with c.executor("heat", cores=1) as ex:
+            futures = [ex.submit(steps=s) for s in (100, 200)]
+        """
+        return executor.Executor(self, code, **kwargs)
+
+    def create_sweep(
+        self,
+        code,
+        axes,
+        params=None,
+        combine=None,
+        name=None,
+        cores=None,
+        driver=None,
+        max_parallel=None,
+    ):
+        """Create a sweep: one run of `code` per member of `axes`; its summary.
+
+        Args:
+            axes (dict): parameter -> list of values or ``{start, stop, num,
+                scale?}``
+            params (dict): base parameters
+            combine (str): ``grid`` (the default) or ``zip``
+        """
+        return self._json(
+            "POST",
+            "/sweeps",
+            body=_base.sweep_create_body(
+                code, axes, params, combine, name, cores, driver, max_parallel
+            ),
+        )
+
+    def sweeps(self):
+        """The caller's sweeps (summaries)."""
+        return self._json("GET", "/sweeps")
+
+    def sweep(self, sweep_id):
+        """One sweep with its ``members``."""
+        return self._json("GET", _base.sweep_path(sweep_id))
+
+    def cancel_sweep(self, sweep_id, members=None):
+        """Cancel every member (or those of `members`, indices); its summary once they ended."""
+        return self._json(
+            "POST",
+            _base.sweep_path(sweep_id, "/cancel"),
+            query=_base.members_query(members),
+        )
+
+    def retry_sweep(self, sweep_id):
+        """Run the failed members again; the summary with ``retried``."""
+        return self._json("POST", _base.sweep_path(sweep_id, "/retry"))
+
+    def delete_sweep(self, sweep_id):
+        """Cancel, then delete the sweep and its members' simulations."""
+        return self._json("DELETE", _base.sweep_path(sweep_id))
+
+    def watch_sweep(self, sweep_id, timeout=None):
+        """Yield the sweep's summary as pushed, from now until it is not running.
+
+        Reconnects as `Handle.watch` does. Close it if you stop early.
+
+        Raises:
+            TimeoutError: still running after `timeout` seconds
+            ApiError: no such sweep, or it was deleted
+        """
+        b = _base.Backoff(self.reconnect, timeout, f"sweep {sweep_id}")
+        w = _sweep.SweepWatch(sweep_id)
+        while True:
+            try:
+                with self.events() as ev:
+                    while (m := ev.read(b.remaining())) is not None:
+                        if (s := w.message(m)) is not None:
+                            yield s
+                            if s["status"] != "running":
+                                return
+                        if w.synced:
+                            b.synced()
+            except TimeoutError as e:
+                raise b.timed_out() from e
+            except OSError as e:
+                b.lost(e)
+            else:
+                # the server closed it (a restart): as lost
+                b.lost(None)
+            time.sleep(b.backoff())
+            w.reconnecting()
 
     def _json(self, method, path, body=None, query=None):
         return _base.loads(self._send(method, path, body, query))

@@ -137,6 +137,7 @@ class Bench:
         )
         self.upload = library.upload_row()
         self.sweep = sweeps.row()
+        self.local_sweep = sweeps.local_row()
         self.rows = [
             self.upload,
             self.start,
@@ -149,6 +150,7 @@ class Bench:
             self.rate,
             self.push_load,
             self.sweep,
+            self.local_sweep,
         ]
         self.lammps_skipped = lammps.unavailable()
         self.lammps = [] if self.lammps_skipped else lammps.rows()
@@ -280,7 +282,9 @@ class Bench:
             )
         if self._wanted(self.rate):
             await self._measure([self.rate], self._rate())
-        if self._wanted(self.start, self.end, self.cancel, self.tput, *self.codes):
+        if self._wanted(
+            self.start, self.end, self.cancel, self.tput, self.local_sweep, *self.codes
+        ):
             await self._real_agent()
         if self._wanted(self.push, self.dispatch):
             await self._fake_agent()
@@ -326,7 +330,8 @@ class Bench:
         self.store.figure, self.store.floor = a, p
 
     async def _real_agent(self):
-        rows = [self.start, self.end, self.cancel, self.tput, *self.codes]
+        rows = [self.start, self.end, self.cancel, self.tput, self.local_sweep]
+        rows += self.codes
         b = figures.RealAgentBench(self.conftest, self.tmp / "real", THROUGHPUT_CORES)
         try:
             if await self._measure(rows, b.start()) is None:
@@ -337,6 +342,11 @@ class Bench:
                 await self._measure([self.cancel], self._cancel(b))
             if self._wanted(self.tput):
                 await self._measure([self.tput], self._throughput(b))
+            if self._wanted(self.local_sweep):
+                await self._measure(
+                    [self.local_sweep],
+                    sweeps.measure_local(b, self.tmp, self.local_sweep),
+                )
             for n, r in enumerate(self.lammps, 1):
                 if self._wanted(r):
                     await self._measure([r], lammps.measure(b, self.tmp, r, n))

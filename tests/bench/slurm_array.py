@@ -1,4 +1,4 @@
-"""Row 21: a sweep of 100 members on Slurm as one job array, to all RUNNING (issue 13).
+"""Row 22: a sweep of 100 members on Slurm as one job array, to all RUNNING (issue 13).
 
 The figure: one ``POST /api/sweeps`` of `MEMBERS` members of ``sleep``
 (secs 60, driver sbatch) until the last member's ``job`` push whose
@@ -43,7 +43,7 @@ POLL_SECS = slurm.POLL_SECS
 
 def row():
     r = Row(
-        f"21 sbatch: sweep of {MEMBERS} -> one job array all RUNNING",
+        f"22 sbatch: sweep of {MEMBERS} -> one job array all RUNNING",
         MS,
         f"a bare `sbatch --parsable --array=0-{MEMBERS - 1} --output=DIR/%a.out "
         "--wrap 'echo started; sleep 60'` as the site's user, from its start until `squeue "
@@ -233,7 +233,7 @@ class ArrayBench(slurm.SlurmBench):
 
 
 async def measure(conftest, data_dir, site_bench, r, leftovers):
-    """Row 21 on the site of `site_bench` (a started `slurm.SlurmBench`)."""
+    """Row 22 on the site of `site_bench` (a started `slurm.SlurmBench`)."""
     b = ArrayBench(conftest, data_dir, site_bench.site)
     try:
         await b.start()

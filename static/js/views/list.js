@@ -1,4 +1,6 @@
 // The simulation list: name, code, status and last run, live from pushes.
+// A sweep is one row (its progress and status; a link to its page); its
+// members, simulations of their own, are not listed.
 
 import { ACTIVE, fill, fmtAgo, h, keepFocus, statusBadge, timeEl } from "../dom.js";
 
@@ -55,17 +57,35 @@ export function listView(root, _params, ctx) {
 
     function render() {
         const all = showAll.checked;
-        const sims = [...live.sims.values()]
-            .filter((s) => all || s.user === user.name)
-            .sort((a, b) => lastActivity(b) - lastActivity(a));
+        const mine = (x) => all || x.user === user.name;
+        // a sweep is as recent as its latest member
+        const sweepActivity = new Map();
+        const sims = [];
+        for (const s of live.sims.values()) {
+            if (!s.sweep) {
+                sims.push(s);
+            } else {
+                sweepActivity.set(s.sweep.id, Math.max(sweepActivity.get(s.sweep.id) || 0, lastActivity(s)));
+            }
+        }
+        const shownSims = sims.filter(mine);
+        const shownSweeps = [...live.sweeps.values()].filter(mine);
+        const rows = [
+            ...shownSims.map((s) => ({ t: lastActivity(s), el: () => row(s, all, ctx) })),
+            ...shownSweeps.map((w) => ({ t: Math.max(w.created, sweepActivity.get(w.id) || 0), el: () => sweepRow(w, all, ctx) })),
+        ].sort((a, b) => b.t - a.t);
         for (const c of root.querySelectorAll(".col-user")) {
             c.hidden = !all;
         }
-        count.textContent = live.everSynced ? `${sims.length} ${sims.length === 1 ? "simulation" : "simulations"}` : "";
-        fill(body, sims.map((s) => row(s, all, ctx)));
-        table.hidden = !sims.length;
-        empty.hidden = Boolean(sims.length);
-        if (!sims.length) {
+        const n = shownSims.length;
+        const nw = shownSweeps.length;
+        count.textContent = live.everSynced
+            ? `${n} ${n === 1 ? "simulation" : "simulations"}${nw ? ` · ${nw} ${nw === 1 ? "sweep" : "sweeps"}` : ""}`
+            : "";
+        fill(body, rows.map((r) => r.el()));
+        table.hidden = !rows.length;
+        empty.hidden = Boolean(rows.length);
+        if (!rows.length) {
             fill(
                 empty,
                 live.everSynced
@@ -80,7 +100,7 @@ export function listView(root, _params, ctx) {
     }
 
     showAll.addEventListener("change", render);
-    const offs = [live.on("sim", schedule), live.on("job", schedule), live.on("synced", schedule)];
+    const offs = [live.on("sim", schedule), live.on("job", schedule), live.on("sweep", schedule), live.on("synced", schedule)];
     // relative times ("2 min ago") age; redraw them now and then
     const tick = setInterval(schedule, 30000);
     render();
@@ -128,5 +148,45 @@ function row(s, all, ctx) {
         h("td", h("span", { title: code?.title || s.code }, s.code)),
         h("td", statusBadge(j.status)),
         h("td.col-last", last),
+    );
+}
+
+/** A sweep's row: its name (to its page), code, status and progress. */
+function sweepRow(w, all, ctx) {
+    const code = ctx.codes.get(w.code);
+    const pct = Math.round((w.progress || 0) * 100);
+    const c = w.counts || {};
+    const failed = (c.error || 0) + (c.timed_out || 0) + (c.canceled || 0);
+    const running = (c.queued || 0) + (c.starting || 0) + (c.running || 0) + (c.lost || 0);
+    const parts = [`${w.done.toLocaleString()} of ${w.size.toLocaleString()} done`];
+    if (running) {
+        parts.push(`${running} running`);
+    }
+    if (failed) {
+        parts.push(`${failed} failed`);
+    }
+    return h(
+        "tr.sweep-row",
+        { dataset: { sweep: w.id } },
+        h(
+            "td",
+            h("a.sim-link", { href: `#/sweeps/${w.id}`, dataset: { key: `sweep-${w.id}` } }, w.name),
+            h("div.sub.muted", h("span.tag.tag-sweep", "sweep"), ` ${w.size.toLocaleString()} ${w.size === 1 ? "run" : "runs"} · `, h("code", w.id)),
+        ),
+        all ? h("td.col-user", w.user) : null,
+        h("td", h("span", { title: code?.title || w.code }, w.code)),
+        h("td", statusBadge(w.status)),
+        h(
+            "td.col-last",
+            h(
+                "span.inline-progress",
+                h(
+                    "span.mini-bar",
+                    { role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct), "aria-label": `${w.name} progress` },
+                    h("span.mini-fill", { style: { width: `${pct}%` } }),
+                ),
+                h("span.sweep-progress-text", parts.join(" · ")),
+            ),
+        ),
     );
 }

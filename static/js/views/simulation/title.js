@@ -1,5 +1,5 @@
-// The head of a simulation's page: breadcrumb, name (with rename), code, id
-// and owner.
+// The head of a simulation's page: breadcrumb, name (with rename), code, id,
+// owner, and the sweep it is a member of.
 
 import { patch } from "../../api.js";
 import { busy, fill, h } from "../../dom.js";
@@ -43,6 +43,10 @@ export class TitleCard {
         const sub = [h("span", this.code.title), " · ", h("code", s.id)];
         if (s.user !== this.ctx.user.name) {
             sub.push(" · owner ", h("strong", s.user));
+        }
+        if (s.sweep) {
+            const w = this.ctx.live.sweeps.get(s.sweep.id);
+            sub.push(` · member #${s.sweep.index} of `, h("a", { href: `#/sweeps/${s.sweep.id}`, id: "sim-sweep" }, w ? w.name : "its sweep"));
         }
         fill(this.subtitle, sub);
     }
