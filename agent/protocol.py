@@ -118,6 +118,7 @@ def _is_batch(v):
         "qos",
         "cores_as",
         "extra",
+        "array",
     }:
         return False
     return (
@@ -125,6 +126,21 @@ def _is_batch(v):
         and v.get("cores_as") in (None, "tasks", "cpus")
         and _is_list(v.get("extra", []))
         and all(_is_str(a) for a in v.get("extra", []))
+        and ("array" not in v or _is_array(v["array"]))
+    )
+
+
+def _is_array(v):
+    """A run of a job array (a sweep's member, `agent.slurm_array`): the
+    array's key (runs of one key that come together are one array), the
+    tasks it may run at once (``%LIMIT``; None: any) and the run's place
+    among them (its member index: tasks go in its order)."""
+    return (
+        _is_dict(v)
+        and set(v) == {"key", "limit", "index"}
+        and _is_id(v["key"])
+        and (v["limit"] is None or (_is_int(v["limit"]) and v["limit"] >= 1))
+        and _is_int(v["index"])
     )
 
 

@@ -23,6 +23,11 @@ run's record from the job's files, read again as the journal of the agent
 before it says they were read (`agent.slurm_jobs.JobReads`), which gives
 the same frames and log offsets the supervisor already has.
 
+The members of a sweep that come together are one job array, each a task
+``ARRAYID_TASK`` followed like a job; cancels that come together are one
+scancel (`agent.slurm_array`). The job table is written once per round of
+queries, not once per job.
+
 The command lines, parsing and the state mapping are pure functions in
 `agent.slurm_text`, tested without Slurm; a run's record and the job table
 are `agent.slurm_jobs`. The way of a run up to its submission is
@@ -32,28 +37,25 @@ are `agent.slurm_jobs`. The way of a run up to its submission is
 import asyncio
 import time
 
-from agent import analysis_worker, launch, outputs, records, rundir, staging
+from agent import analysis_worker, launch, outputs, records, rundir, slurm_query
+from agent import staging
 from agent.log import log
 from agent.sandbox import Bare
+from agent.slurm_array import Arrays, Cancels
 from agent.slurm_jobs import READS_DIR, JobReads, JobTable, SlurmRun
+from agent.slurm_query import command as _command
 from agent.slurm_text import (
     MPI_LAUNCHER,
     SCRIPT_FILE,
-    SQUEUE_FORMAT,
     TERMINAL,
     UNKNOWN,
     SlurmError,
     end_of,
     job_script,
-    parse_sacct,
     parse_sbatch,
-    parse_squeue,
     sbatch_argv,
     time_limit_minutes,
 )
-
-#: how long one squeue/sacct/sbatch/scancel may take
-COMMAND_TIMEOUT_SECS = 30.0
 
 #: after a submission, squeue keeps its first pace this long
 FRESH_SECS = 3.0
@@ -67,6 +69,9 @@ TAIL_SECS = 0.25
 #: a job neither squeue nor sacct knows for this long has vanished
 VANISHED_SECS = 600.0
 
+#: a forgotten job leaves the job table on disk within this
+FORGET_SAVE_SECS = 0.5
+
 _MAX_ERROR_CHARS = 2000
 
 
@@ -79,7 +84,7 @@ class SlurmPool(records.Records):
         on_event (callable): like `agent.pool.Pool`, plus kind ``batch``
             (the job id, state or reason changed: ``run.batch``)
         kill_grace_secs (float): scancel's confirmation is awaited this long
-            plus `COMMAND_TIMEOUT_SECS`
+            plus `agent.slurm_query.COMMAND_TIMEOUT_SECS`
         poll_secs (tuple): (first, max) delay between squeue queries
         max_procs (int): jobs submitted at once
         library (agent.staging.Requests): fetches library files
@@ -108,6 +113,21 @@ class SlurmPool(records.Records):
         self._follower = None
         #: the warm analysis worker, started with the first analysis
         self._worker = None
+        self._arrays = Arrays(
+            self.run_root, _command, self._tasks, self._array_submitted, self._refused
+        )
+        self._cancels = Cancels(
+            _command,
+            lambda: [r.job_id for r in self.running() if r.job_id],
+            lambda r, e: self._set_batch(r, UNKNOWN, e),
+            self._cancel_sent,
+            self._tasks,
+            self._poll_max,
+        )
+        #: (run, status, exit_code, error) to finish once the table is saved
+        self._ends = []
+        self._table_dirty = False
+        self._save_timer = None
         self._attach()
 
     # --- the hooks of records.Records ----------------------------------------
@@ -127,16 +147,34 @@ class SlurmPool(records.Records):
 
     def _kill(self, run):
         if run.job_id is not None:
-            self._tasks.spawn(self._scancel(run))
+            self._cancels.add(run)
+        elif self._arrays.discard(run):
+            # its array is not submitted yet: it never will be with it
+            self._refused(run, None, "canceled")
         elif run.op.get("worker") and self._worker is not None:
             # its request ends (the next one starts a new worker)
             self._tasks.spawn(self._worker.kill())
         # spawning: a submission in flight is canceled once its id is known
 
     def _forgotten(self, run_id):
-        if self.table.jobs.pop(run_id, None) is not None:
-            self.table.save()
+        if self.table.jobs.pop(run_id, None) is not None and self._save_timer is None:
+            # the supervisor forgets a sweep's members one by one: one write
+            self._save_timer = asyncio.get_running_loop().call_later(
+                FORGET_SAVE_SECS, self._save_table
+            )
         (self._reads_dir / run_id).unlink(missing_ok=True)
+
+    def _save_table(self):
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            self._save_timer = None
+        self.table.save()
+
+    def _destroying(self):
+        self._arrays.destroy()
+        self._cancels.destroy()
+        if self._save_timer is not None:
+            self._save_table()
 
     async def join(self):
         await super().join()
@@ -171,6 +209,10 @@ class SlurmPool(records.Records):
         except OSError as e:
             self._finish(run, "error", None, f"cannot journal the job's reads: {e}")
             return
+        if run.batch_options.get("array"):
+            # submitted with the others of its array (awaited in `_launched`)
+            self._arrays.add(run)
+            return
         try:
             out = await _command(
                 sbatch_argv(
@@ -194,6 +236,23 @@ class SlurmPool(records.Records):
 
     async def _launched(self, run):
         """Record the job (durably) and follow it."""
+        if run.array_wait is not None:
+            # recorded with the others of its array (`_array_submitted`)
+            await run.array_wait
+            if run.is_exited or run.job_id is None:
+                return
+        else:
+            self._record(run)
+            self._save_table()
+        run.submitted = asyncio.get_running_loop().time()
+        log("submitted", run_id=run.run_id, job_id=run.job_id)
+        self._set_batch(run, "PENDING", "submitted")
+        self._emit(run, "started")
+        if run.canceled:
+            self._cancels.add(run)
+        self._poke()
+
+    def _record(self, run):
         run.pid = 0
         run.state = "running"
         self.table.jobs[run.run_id] = dict(
@@ -202,15 +261,21 @@ class SlurmPool(records.Records):
             submitted_at=time.time(),
             started_at=None,
             end=None,
+            array=run.array_task,
         )
-        await asyncio.to_thread(self.table.save)
-        run.submitted = asyncio.get_running_loop().time()
-        log("submitted", run_id=run.run_id, job_id=run.job_id)
-        self._set_batch(run, "PENDING", "submitted")
-        self._emit(run, "started")
-        if run.canceled:
-            self._tasks.spawn(self._scancel(run))
-        self._poke()
+
+    def _array_submitted(self, runs):
+        """The runs of a job array were submitted: one write of the table."""
+        for r in runs:
+            # before any read of its files, as for a job
+            self._log_submitted(r)
+            self._record(r)
+        self._save_table()
+
+    def _refused(self, run, error, status="error"):
+        """A run of an array ends without its job (`agent.slurm_array`)."""
+        run.reads.remove()
+        self._finish(run, status, None, error)
 
     # --- runs ----------------------------------------------------------------
 
@@ -221,6 +286,7 @@ class SlurmPool(records.Records):
             self.runs[r.run_id] = r
             r.dir = rundir.resolve_inside(self.run_root, r.run_dir)
             r.job_id = e["job_id"]
+            r.array_task = e.get("array")
             r.started_at = e.get("started_at")
             r.pid = 0
             r.state = "running"
@@ -242,6 +308,8 @@ class SlurmPool(records.Records):
             if e.get("end"):
                 r.reads.end()
                 self._finish(r, **e["end"])
+            else:
+                self._arrays.known(r)
         if self.running():
             self._poke()
 
@@ -271,18 +339,8 @@ class SlurmPool(records.Records):
         self._emit(run, "batch")
         return True
 
-    async def _scancel(self, run):
-        """Cancel the job and wait until Slurm says it has ended."""
-        while not run.is_exited:
-            try:
-                await _command(["scancel", run.job_id])
-                break
-            except SlurmError as e:
-                # the controller may be down: the job is not gone; try again
-                log("scancel_failed", run_id=run.run_id, error=str(e))
-                self._set_batch(run, UNKNOWN, f"scancel failed: {e}")
-                await asyncio.sleep(self._poll_max)
-        run.cancel_sent = True
+    def _cancel_sent(self):
+        # Slurm has yet to end the jobs: ask soon and often (`_follow`)
         self._poke()
 
     def _poke(self):
@@ -328,75 +386,34 @@ class SlurmPool(records.Records):
                 pass
 
     async def _query(self, live):
-        """One round of squeue (and sacct for jobs that left it); True if something changed."""
+        """One round of queries (`agent.slurm_query`); True if something changed."""
+        a = await slurm_query.ask([r.job_id for r in live])
         changed = False
-        try:
-            q = parse_squeue(
-                await _command(
-                    ["squeue", "--me", "-h", "-t", "all", "-o", SQUEUE_FORMAT]
-                )
-            )
-        except SlurmError as e:
-            for r in live:
-                changed |= self._set_batch(r, UNKNOWN, f"squeue failed: {e}")
-            return changed
-        gone = []
         for r in live:
-            s = q.get(r.job_id)
-            if s is None:
-                gone.append(r)
-                continue
-            r.last_seen = time.monotonic()
-            changed |= self._update(r, s[0], s[1], None, None)
-        if gone:
-            changed |= await self._query_sacct(gone)
+            changed |= self._answer(r, *a[r.job_id])
+        self._flush_ends()
         return changed
 
-    async def _query_sacct(self, runs):
-        try:
-            a = parse_sacct(
-                await _command(
-                    [
-                        "sacct",
-                        "-n",
-                        "-P",
-                        "-X",
-                        "-j",
-                        ",".join(r.job_id for r in runs),
-                        "-o",
-                        "JobIDRaw,State,ExitCode",
-                    ]
-                )
-            )
-        except SlurmError as e:
-            a = None
-            err = f"sacct failed: {e}"
-        changed = False
-        for r in runs:
-            s = a.get(r.job_id) if a is not None else None
-            if s is not None:
-                r.last_seen = time.monotonic()
-                changed |= self._update(r, s[0], "", s[1], s[2])
-            elif time.monotonic() - r.last_seen > VANISHED_SECS:
-                self._end(
-                    r,
-                    "error",
-                    None,
-                    f"Slurm job {r.job_id} is unknown to squeue and sacct",
-                )
-                changed = True
-            else:
-                changed |= self._set_batch(
-                    r, UNKNOWN, err if a is None else "not in squeue or sacct yet"
-                )
-        return changed
+    def _answer(self, run, state, reason, exit_code, signal_):
+        if state == UNKNOWN:
+            return self._set_batch(run, UNKNOWN, reason)
+        if state is not None:
+            run.last_seen = time.monotonic()
+            return self._update(run, state, reason, exit_code, signal_)
+        if time.monotonic() - run.last_seen > VANISHED_SECS:
+            m = f"Slurm job {run.job_id} is unknown to squeue and sacct"
+            self._end(run, "error", None, m)
+            return True
+        return self._set_batch(run, UNKNOWN, reason)
 
     def _update(self, run, state, reason, exit_code, signal_):
         changed = self._set_batch(run, state, reason)
+        self._cancels.check(run, state)
         if state == "RUNNING" and run.started_at is None:
             run.started_at = time.time()
             self.table.jobs[run.run_id]["started_at"] = run.started_at
-            self.table.save()
+            # saved with this round's ends (`_flush_ends`)
+            self._table_dirty = True
         if state in TERMINAL:
             if state == "FAILED" and exit_code is None:
                 # squeue has no exit code; sacct does (later round)
@@ -426,7 +443,7 @@ class SlurmPool(records.Records):
         ):
             run.timed_out = True
             log("run_timed_out", run_id=run.run_id, max_run_secs=run.max_run_secs)
-            self._tasks.spawn(self._scancel(run))
+            self._cancels.add(run)
         return changed
 
     async def _exit_code(self, run):
@@ -434,22 +451,39 @@ class SlurmPool(records.Records):
             return
         run.asking_exit = True
         try:
-            await self._query_sacct([run])
+            a = await slurm_query.ask_sacct([run.job_id])
+            if not run.is_exited:
+                self._answer(run, *a[run.job_id])
         finally:
             run.asking_exit = False
-        if not run.is_exited and run.batch["state"] == "FAILED":
+        if not run.is_exited and run.batch["state"] == "FAILED" and not run.ending:
             # sacct is not there (or has no record yet): end without it
             run.reads.end()
             self._end(run, "error", None, f"FAILED: {run.end_error(1)}")
+        self._flush_ends()
 
     def _end(self, run, status, exit_code, error):
+        """End the run once its end is in the table (`_flush_ends`)."""
+        if run.ending:
+            return
+        run.ending = True
         # what the job wrote is the run's before it ends (idempotent)
         run.reads.end()
+        self._arrays.task_ended(run)
         e = self.table.jobs.get(run.run_id)
         if e is not None:
             e["end"] = dict(status=status, exit_code=exit_code, error=error)
-            self.table.save()
-        self._finish(run, status, exit_code, error)
+            self._table_dirty = True
+        self._ends.append((run, status, exit_code, error))
+
+    def _flush_ends(self):
+        """One write of the table for this round's changes, then the ends."""
+        if self._table_dirty:
+            self._table_dirty = False
+            self._save_table()
+        e, self._ends = self._ends, []
+        for r, status, exit_code, error in e:
+            self._finish(r, status, exit_code, error)
 
 
 def _code_error(run):
@@ -458,28 +492,3 @@ def _code_error(run):
     if run.outputs is not None and run.outputs.errors:
         return "\n".join(run.outputs.errors)
     return run.stderr_tail()
-
-
-async def _command(argv):
-    """Run a Slurm command; its stdout, or `SlurmError` with its stderr."""
-    try:
-        p = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as e:
-        raise SlurmError(f"{argv[0]}: {e.strerror or e}") from e
-    try:
-        o, e = await asyncio.wait_for(p.communicate(), COMMAND_TIMEOUT_SECS)
-    except TimeoutError:
-        p.kill()
-        await p.wait()
-        raise SlurmError(
-            f"{argv[0]} did not answer within {COMMAND_TIMEOUT_SECS} s"
-        ) from None
-    if p.returncode != 0:
-        t = e.decode(errors="replace").strip() or f"exit code {p.returncode}"
-        raise SlurmError(t[-_MAX_ERROR_CHARS:])
-    return o.decode(errors="replace")

@@ -54,10 +54,18 @@ class SlurmRun(Run):
         self.last_seen = time.monotonic()
         #: loop time of the submission (0: submitted by an agent before us)
         self.submitted = 0.0
-        #: scancel succeeded; Slurm has yet to end the job
+        #: scancel succeeded (at monotonic `cancel_sent_at`); Slurm has yet
+        #: to end the job
         self.cancel_sent = False
+        self.cancel_sent_at = 0.0
         #: a sacct query for the exit code of a FAILED job is under way
         self.asking_exit = False
+        #: its end is in the job table, to be written before it is reported
+        self.ending = False
+        #: a run of a job array (`agent.slurm_array`): resolved once submitted
+        self.array_wait = None
+        #: [its array's directory name, its task index] once submitted in one
+        self.array_task = None
 
     def log_fields(self):
         return {"job_id": self.job_id}
@@ -259,9 +267,10 @@ _JOURNAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 class JobTable:
     """The jobs this agent submitted, durable in ``<work_dir>/jobs.json``.
 
-    run_id -> {"op": the run op without its inputs, "job_id",
-    "submitted_at", "started_at" (first seen RUNNING, wall time), "end":
-    {"status", "exit_code", "error"} or None}
+    run_id -> {"op": the run op without its inputs, "job_id" (an array
+    task's ``ARRAYID_TASK``), "submitted_at", "started_at" (first seen
+    RUNNING, wall time), "end": {"status", "exit_code", "error"} or None,
+    "array": [its array's directory name, its task index] or None}
     """
 
     def __init__(self, work_dir):

@@ -2,6 +2,16 @@
 
 Pure functions for `agent.slurm`, tested without Slurm.
 
+A job array (`agent.slurm_array`: runs of one sweep submitted together) is
+one ``sbatch --array=0-N%LIMIT`` of `ARRAY_SCRIPT_FILE` in a directory of
+its own in the run root: entry ``i`` there links to the run directory of
+task ``i``, so Slurm writes each task's stdout and stderr into its run's
+directory (``--output=DIR/%a/run.out``) and the task runs that run's own job
+script there. A task's id is ``ARRAYID_TASK``; squeue ``-r`` shows each task
+on its own line, sacct shows tasks that never started as one record
+(``123_[4-19%2]``), and a pending task canceled alone leaves no record at
+all: `state_of` and `arrays_in` read those shapes.
+
 An ``mpi`` launch runs its ranks inside the job's allocation: the job asks
 for ``--ntasks`` (whatever ``cores_as`` says: a rank is a task) and its
 script starts them with Open MPI's ``mpirun``, which reads the allocation
@@ -18,6 +28,14 @@ import shlex
 OUT_FILE = "run.out"
 ERR_FILE = "run.err"
 SCRIPT_FILE = "job.sh"
+
+#: a job array's directory in the run root, and its script there
+ARRAYS_DIR = ".simvisor-arrays"
+ARRAY_SCRIPT_FILE = "array.sh"
+
+#: tasks of one job array at most (Slurm's default MaxArraySize, 1001,
+#: allows indices 0 to 1000)
+MAX_ARRAY_TASKS = 1000
 
 #: how a job's script starts the ranks of an ``mpi`` launch (`agent.run.Run`
 #: fills ``{cores}``): the allocation has one slot per task, so no
@@ -44,6 +62,14 @@ UNKNOWN = "UNKNOWN"
 #: squeue output (``-o``): job id, state, reason
 SQUEUE_FORMAT = "%i|%T|%r"
 
+#: one squeue of every job and array task of the agent's user (``-r``: each
+#: pending array task on its own line)
+SQUEUE_ARGV = ("squeue", "--me", "-h", "-t", "all", "-r", "-o", SQUEUE_FORMAT)
+
+#: sacct output (``-o``): ``JobID`` is an array task's ``123_4`` (``JobIDRaw``
+#: would be the task's own number)
+SACCT_FORMAT = "JobID,State,ExitCode"
+
 _MAX_ERROR_CHARS = 2000
 
 
@@ -68,16 +94,53 @@ def sbatch_argv(run_id, run_dir, cores, max_run_secs, batch, launch="process"):
     Returns:
         list: argv
     """
-    b = batch or {}
-    rv = [
+    return [
         "sbatch",
         "--parsable",
         f"--job-name=simvisor-{run_id}",
         f"--chdir={run_dir}",
         f"--output={run_dir / OUT_FILE}",
         f"--error={run_dir / ERR_FILE}",
-        f"--time={time_limit_minutes(max_run_secs)}",
+        *_job_options(cores, max_run_secs, batch, launch),
+        str(run_dir / SCRIPT_FILE),
     ]
+
+
+def array_sbatch_argv(
+    key, array_dir, count, limit, cores, max_run_secs, batch, launch="process"
+):
+    """The sbatch command line of a job array of `count` runs (pure).
+
+    Each task has the resources one run of them would have (`sbatch_argv`);
+    Slurm opens ``array_dir/<task>/run.out``, through the link to the task's
+    run directory.
+
+    Args:
+        key (str): the array's key (its sweep), in the job's name
+        array_dir (Path): the array's directory (absolute)
+        limit (int): tasks running at once (``%LIMIT``), or None: any
+    Returns:
+        list: argv
+    """
+    a = f"--array=0-{count - 1}"
+    if limit and limit < count:
+        a += f"%{limit}"
+    return [
+        "sbatch",
+        "--parsable",
+        f"--job-name=simvisor-array-{key}",
+        f"--chdir={array_dir}",
+        f"--output={array_dir / '%a' / OUT_FILE}",
+        f"--error={array_dir / '%a' / ERR_FILE}",
+        a,
+        *_job_options(cores, max_run_secs, batch, launch),
+        str(array_dir / ARRAY_SCRIPT_FILE),
+    ]
+
+
+def _job_options(cores, max_run_secs, batch, launch):
+    b = batch or {}
+    rv = [f"--time={time_limit_minutes(max_run_secs)}"]
     if b.get("cores_as") == "cpus" and launch != "mpi":
         rv += ["--ntasks=1", f"--cpus-per-task={cores}"]
     else:
@@ -86,8 +149,21 @@ def sbatch_argv(run_id, run_dir, cores, max_run_secs, batch, launch="process"):
         if b.get(k):
             rv.append(f"--{k}={b[k]}")
     rv += list(b.get("extra", ()))
-    rv.append(str(run_dir / SCRIPT_FILE))
     return rv
+
+
+def array_script(array_dir):
+    """The batch script of a job array: task N runs the job script of the
+    run directory that entry N of `array_dir` links to, in it (pure)."""
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            "# simvisor job array: task N runs N/job.sh in its run directory",
+            f'cd -P {shlex.quote(str(array_dir))}/"$SLURM_ARRAY_TASK_ID" || exit 1',
+            f"exec ./{SCRIPT_FILE}",
+            "",
+        ]
+    )
 
 
 def job_script(run_id, argv, cores, launch="process"):
@@ -123,33 +199,148 @@ def parse_sbatch(stdout):
 
 
 def parse_squeue(text):
-    """``squeue -h -o '%i|%T|%r'`` -> {job_id: (state, reason)}."""
+    """``squeue -h -o '%i|%T|%r'`` -> {job_id: (state, reason)}.
+
+    An array's tasks are each a job id (``123_4``), also those squeue
+    without ``-r`` writes as one line (``123_[5-9%2]``).
+    """
     rv = {}
-    for l in text.splitlines():
-        p = l.strip().split("|", 2)
-        if len(p) == 3 and p[0]:
-            rv[p[0]] = (p[1].strip(), _reason(p[2]))
+    for i, s, r in _fields(text, 3):
+        _put(rv, i, (s.strip(), _reason(r)))
     return rv
 
 
 def parse_sacct(text):
-    """``sacct -n -P -X -o JobIDRaw,State,ExitCode`` -> {job_id: (state, exit, signal)}.
+    """``sacct -n -P -X -o JobID,State,ExitCode`` -> {job_id: (state, exit, signal)}.
 
-    sacct writes "CANCELLED by 1001"; the state is the first word.
+    sacct writes "CANCELLED by 1001"; the state is the first word. An
+    array's tasks that never started are one record (``123_[5-9%2]``):
+    each of them is a job id here, unless a record of its own says more.
     """
     rv = {}
-    for l in text.splitlines():
-        p = l.strip().split("|")
-        if len(p) < 3 or not p[0]:
-            continue
-        s = p[1].split()[0] if p[1].split() else ""
-        e, _, g = p[2].partition(":")
-        rv[p[0]] = (
-            s,
-            int(e) if e.isdigit() else None,
-            int(g) if g.isdigit() else None,
+    for i, s, c in _fields(text, 3):
+        e, _, g = c.partition(":")
+        _put(
+            rv,
+            i,
+            (
+                s.split()[0] if s.split() else "",
+                int(e) if e.isdigit() else None,
+                int(g) if g.isdigit() else None,
+            ),
         )
     return rv
+
+
+def _fields(text, n):
+    for l in text.splitlines():
+        p = l.strip().split("|", n - 1)
+        if len(p) == n and p[0]:
+            yield p
+
+
+def _put(table, job_id, value):
+    ids = expand_job_id(job_id)
+    if ids == [job_id]:
+        table[job_id] = value
+        return
+    for i in ids:
+        # a task's own record (it started) says more than its array's
+        table.setdefault(i, value)
+
+
+def expand_job_id(text):
+    """The job ids of a squeue or sacct id: ``123``, ``123_4``, or the tasks
+    of one line of an array, ``123_[4-6,9%2]`` -> ``123_4 123_5 123_6 123_9``
+    (pure; a malformed range: the text itself)."""
+    a, sep, t = text.partition("_")
+    if not sep or not (t.startswith("[") and t.endswith("]")):
+        return [text]
+    rv = []
+    try:
+        for p in t[1:-1].split("%")[0].split(","):
+            lo, _, hi = p.partition("-")
+            for x in range(int(lo), int(hi or lo) + 1):
+                rv.append(f"{a}_{x}")
+    except ValueError:
+        return [text]
+    return rv
+
+
+def split_job_id(job_id):
+    """("123", 4) for the array task ``123_4``; (job_id, None) for a job."""
+    a, sep, t = job_id.partition("_")
+    return (a, int(t)) if sep and t.isdigit() else (job_id, None)
+
+
+def state_of(table, job_id):
+    """`job_id`'s entry in a parsed squeue or sacct table, or None.
+
+    An array task's may be its array's own record (``123``): squeue and
+    sacct show it, ended, for the pending tasks canceled together.
+    """
+    rv = table.get(job_id)
+    if rv is None:
+        a, t = split_job_id(job_id)
+        if t is not None:
+            m = table.get(a)
+            if m is not None and m[0] in TERMINAL:
+                return m
+    return rv
+
+
+def arrays_in(*tables):
+    """The job ids of the arrays any task or record of which is in `tables`."""
+    return {split_job_id(i)[0] for t in tables for i in t}
+
+
+def sacct_ids(job_ids):
+    """What to ask sacct about `job_ids`: jobs, and arrays as a whole (an
+    array's tasks that never started have no record of their own)."""
+    return sorted({split_job_id(i)[0] for i in job_ids})
+
+
+def scancel_argv(job_ids, live_ids):
+    """One scancel of `job_ids` (pure).
+
+    An array all of whose live tasks (`live_ids`: every job and task still
+    followed) are canceled is canceled as a whole (one request to Slurm,
+    and squeue shows each pending task CANCELLED); else its tasks as one
+    argument, ``123_[4-6,9]``.
+    """
+    jobs = []
+    tasks = {}
+    for i in job_ids:
+        a, t = split_job_id(i)
+        if t is None:
+            jobs.append(i)
+        else:
+            tasks.setdefault(a, set()).add(t)
+    live = {}
+    for i in live_ids:
+        a, t = split_job_id(i)
+        if t is not None:
+            live.setdefault(a, set()).add(t)
+    rv = ["scancel", *sorted(set(jobs))]
+    for a, ts in sorted(tasks.items()):
+        if live.get(a, set()) <= ts:
+            rv.append(a)
+        elif len(ts) == 1:
+            rv.append(f"{a}_{next(iter(ts))}")
+        else:
+            rv.append(f"{a}_[{index_ranges(ts)}]")
+    return rv
+
+
+def index_ranges(indices):
+    """``0-4,7,9-10`` of the task indices `indices` (pure)."""
+    rv = []
+    for i in sorted(indices):
+        if rv and rv[-1][1] == i - 1:
+            rv[-1][1] = i
+        else:
+            rv.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in rv)
 
 
 def _reason(r):

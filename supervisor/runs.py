@@ -19,17 +19,8 @@ import time
 
 from pykern.pkdebug import pkdexc, pkdlog
 
-from supervisor import (
-    agents,
-    errors,
-    job,
-    recovery,
-    reports,
-    resources,
-    restart,
-    staging,
-    tasks,
-)
+from supervisor import agents, errors, job, recovery, reports, resources, restart
+from supervisor import staging, tasks
 from supervisor.dispatch import dispatch
 from supervisor.run import Run
 
@@ -57,7 +48,7 @@ class Runs(agents.Watcher):
         self._held = {}
         self._tasks = tasks.Tasks("runs")
         self._positions_pending = False
-        self._sweep_job = lambda sim: None
+        self._sweep_job = self._array_of = lambda sim: None
         self.restarts = 0
         #: what agents report about runs (`reports.Reports.handlers`)
         self.reports = reports.Reports(self, sims)
@@ -198,6 +189,8 @@ class Runs(agents.Watcher):
         c = self._catalog.get(sim.code)
         p = self._users.plan_of(sim.user)
         b = self._drivers[sim.job.driver].batch_options(t.name, c, p)
+        if b is not None and (x := self._array_of(sim)) is not None:
+            b = dict(b, array=x)
         self._agents.send(
             a,
             "analysis" if c.kind == "analysis" else "run",
@@ -466,9 +459,15 @@ class Runs(agents.Watcher):
         if sim.sweep is not None:
             self._sweep_job(sim)
 
-    def watch_jobs(self, on_member):
-        """Call ``on_member(sim)`` on each change of a sweep member's job."""
-        self._sweep_job = on_member
+    def watch_jobs(self, on_member, array_of):
+        """Call ``on_member(sim)`` on each change of a sweep member's job;
+        ``array_of(sim)`` is a member's job array (`agent.slurm_array`) on a
+        batch driver, or None."""
+        self._sweep_job, self._array_of = on_member, array_of
+
+    def is_batch(self, driver):
+        """Do runs of `driver` wait in a scheduler's queue (a job array)?"""
+        return driver in self._drivers and self._drivers[driver].batch
 
     def publish(self, sim, msg):
         self._hub.publish(sim.user, sim.id, msg)

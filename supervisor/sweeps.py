@@ -14,7 +14,8 @@ twice the user's running slots, are queued, starting or running at once; the
 next one goes as one ends. The resources' queue then holds a few of a
 sweep's members, not thousands, and the round-robin across users gives
 another user's run its turn whatever the size of the sweep. A member not
-handed over yet is ``pending`` (its job is ``missing``: it never ran).
+handed over yet is ``pending`` (its job is ``missing``: it never ran). On
+sbatch they are one Slurm job array (`sweep_arrays`).
 
 Cancel ends every member: those not handed over end ``canceled`` without
 running, the others are canceled as a simulation is (confirmed gone).
@@ -35,6 +36,7 @@ import time
 from pykern.pkdebug import pkdlog
 
 from supervisor import errors, events, job, sweep_axes, tasks
+from supervisor.sweep_arrays import array_of, in_flight_limit
 
 #: a sweep's summary is pushed at most this often
 PUSH_SECS = 0.25
@@ -121,7 +123,7 @@ class Sweeps:
         self._hub = hub
         self.by_id = {}
         self._tasks = tasks.Tasks("sweeps")
-        runs.watch_jobs(self._member_changed)
+        runs.watch_jobs(self._member_changed, lambda s: array_of(self.by_id, s))
 
     # --- load and lookup -------------------------------------------------------
 
@@ -242,8 +244,9 @@ class Sweeps:
     # --- handing members over --------------------------------------------------
 
     def _limit(self, w):
-        n = _SLOTS_AHEAD * self._users.plan_of(w.user).max_running
-        return min(n, w.max_parallel) if w.max_parallel else n
+        s = self._users.plan_of(w.user).max_running
+        b, m = self._runs.is_batch(w.driver), w.max_parallel
+        return in_flight_limit(s, _SLOTS_AHEAD, m, bool(w.active or w.feeding), b)
 
     def _feed(self, w):
         """Hand members over while the sweep has room in flight."""
@@ -340,12 +343,13 @@ class Sweeps:
                     job.CANCELED, now, "its sweep was canceled before it ran"
                 )
                 self._runs.changed(s)
-        # hand-overs under way end by canceling what they queued
-        await asyncio.gather(*w.feeding.values(), return_exceptions=True)
+        # at once (one scancel on Slurm); hand-overs end by canceling theirs
+        h = asyncio.gather(*w.feeding.values(), return_exceptions=True)
         ss = [s for sid in list(w.active) if (s := self._sim_store.by_id.get(sid))]
         await asyncio.gather(
             *(self._runs.cancel(s, error="its sweep was canceled") for s in ss)
         )
+        await h
         self._push(w)
         await f
 

@@ -355,6 +355,10 @@ class Site:
     - `host`: "127.0.0.1", where the sshds listen;
     - `python`: "/usr/bin/python3", the login node's Python (with tornado);
     - `partitions`: the Slurm partitions ("debug" is the default);
+    - `wide_partition`: "wide", a partition made at run time (``scontrol
+      create``) that lets 50 jobs share each of the node's 2 cores, for as
+      many tasks at once as the bench's 100-task job array (row 22); no
+      test runs in it, so the others keep the node's 2 cores;
     - `sshd`: {"append": Sshd, "prompt": Sshd} (after `start`).
     """
 
@@ -364,6 +368,7 @@ class Site:
     host = "127.0.0.1"
     python = "/usr/bin/python3"
     partitions = ("debug", "long")
+    wide_partition = "wide"
 
     def __init__(self):
         self.node = socket.gethostname().split(".")[0]
@@ -627,11 +632,25 @@ class Site:
                 ["scontrol", "ping"], capture_output=True, text=True, env=_env()
             )
             if r.returncode == 0 and "UP" in r.stdout:
+                self._wide_partition()
                 return
             if not _alive(self.slurmctld.pid):
                 break
             time.sleep(0.05)
         self.slurmctld.fail("scontrol ping fails")
+
+    def _wide_partition(self):
+        """`wide_partition` (again: a restart may not keep a partition that
+        is not in slurm.conf)."""
+        p = [
+            f"PartitionName={self.wide_partition}",
+            f"Nodes={self.node}",
+            "OverSubscribe=FORCE:50",
+            "MaxTime=INFINITE",
+            "State=UP",
+        ]
+        if _run(["scontrol", "create", *p], check=False).returncode != 0:
+            _run(["scontrol", "update", *p])
 
     def _start_slurmd(self, deadline):
         _run(["slurmd", "-N", self.node])

@@ -60,6 +60,9 @@ _BATCH = st.fixed_dictionaries(
         "qos": _OPT_STR,
         "cores_as": st.sampled_from([None, "tasks", "cpus"]),
         "extra": st.lists(_STR, max_size=3),
+        "array": st.fixed_dictionaries(
+            {"key": _ID, "limit": st.none() | st.integers(1, 2**31), "index": _INT}
+        ),
     },
 )
 

@@ -28,7 +28,10 @@ _RUN = {
     "site_files": {"Cu_u3.eam": "/usr/share/lammps/potentials/Cu_u3.eam"},
     "links": {"data.bin": ".library/" + "ab" * 32},
     "library": [{"name": "data.bin", "sha256": "ab" * 32, "size": 10}],
-    "batch": {"partition": "debug"},
+    "batch": {
+        "partition": "debug",
+        "array": {"key": "5f1e2d3c4b5a", "limit": 4, "index": 3},
+    },
     "launch": "mpi",
     "follow": [{"file": "log.lammps", "parser": "lammps_log"}],
     "steps": 1000,
@@ -164,6 +167,20 @@ def test_every_field_is_required(table, kind):
         ({"partition": 3}, False),
         ({"extra": "--exclusive"}, False),
         ({"reservation": "x"}, False),
+        # a sweep's member: one job array of the runs of its key
+        ({"array": {"key": "5f1e2d3c4b5a", "limit": 4, "index": 0}}, True),
+        (
+            {"partition": "debug", "array": {"key": "s-1", "limit": None, "index": 7}},
+            True,
+        ),
+        ({"array": {"key": "s-1", "index": 0}}, False),
+        ({"array": {"key": "s-1", "limit": None}}, False),
+        ({"array": {"key": "../x", "limit": None, "index": 0}}, False),
+        ({"array": {"key": "s-1", "limit": 0, "index": 0}}, False),
+        ({"array": {"key": "s-1", "limit": True, "index": 0}}, False),
+        ({"array": {"key": "s-1", "limit": None, "index": -1}}, False),
+        ({"array": {"key": "s-1", "limit": None, "index": 0, "size": 3}}, False),
+        ({"array": "s-1"}, False),
     ],
 )
 def test_run_batch_options(batch, ok):

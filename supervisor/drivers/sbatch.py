@@ -188,7 +188,12 @@ class SbatchDriver(base.Driver):
         return {n: h.to_dict() for n, h in self.hosts.items()}
 
     def batch_options(self, host, code, plan):
-        """sbatch options of a run: the site's, then the plan's, then the code's."""
+        """sbatch options of a run: the site's, then the plan's, then the code's.
+
+        A sweep member's op adds its job array (``array``: `runs.Runs`, from
+        `sweeps.Sweeps`), so the members handed over together are one
+        ``sbatch --array`` (`agent.slurm_array`).
+        """
         h = self.hosts.get(host)
         return {
             **(h.batch if h else {}),

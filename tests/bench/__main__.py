@@ -27,6 +27,7 @@ from tests.bench import (
     push_load,
     report,
     slurm,
+    slurm_array,
     sweeps,
 )
 from tests.bench.report import MS, PER_SEC, Row
@@ -229,7 +230,13 @@ class Bench:
                 "library_want requests (4 in flight) over its websocket, each "
                 "written and hashed in order into its cache"
             )
-            self.rows += [self.batch_run, self.batch_cancel, self.batch_stage]
+            self.batch_array = slurm_array.row()
+            self.rows += [
+                self.batch_run,
+                self.batch_cancel,
+                self.batch_stage,
+                self.batch_array,
+            ]
         self.tput.note = (
             f"supervisor: local_cores={THROUGHPUT_CORES}, admin on the premium plan "
             f"(8 running); {THROUGHPUT_RUNS} fresh simulations per repetition; time "
@@ -290,7 +297,9 @@ class Bench:
             await self._measure([self.push_load], self._push_load())
         if not self.docker_skipped and self._wanted(self.cold):
             await self._docker()
-        if not self.slurm_skipped and self._wanted(self.batch_run, self.batch_stage):
+        if not self.slurm_skipped and self._wanted(
+            self.batch_run, self.batch_stage, self.batch_array
+        ):
             await self._slurm()
 
     async def _rate(self):
@@ -462,7 +471,7 @@ class Bench:
             self.leftovers += await b.cleanup()
 
     async def _slurm(self):
-        rows = [self.batch_run, self.batch_cancel]
+        rows = [self.batch_run, self.batch_cancel, self.batch_array]
         b = await self._measure(
             rows, slurm.SlurmBench.make(self.conftest, self.tmp / "slurm")
         )
@@ -479,6 +488,14 @@ class Bench:
                 await self._measure(
                     [self.batch_stage],
                     slurm.stage_row(b, self.batch_stage, self.tmp),
+                )
+            if self._wanted(self.batch_array):
+                a = self.batch_array
+                await self._measure(
+                    [a],
+                    slurm_array.measure(
+                        self.conftest, self.tmp / "slurm-array", b, a, self.leftovers
+                    ),
                 )
         finally:
             self.leftovers += await b.cleanup()
