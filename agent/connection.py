@@ -19,9 +19,15 @@ from agent import protocol
 #: first reconnect delay; it doubles up to --max-backoff-secs
 INITIAL_BACKOFF_SECS = 0.1
 
-#: websocket keepalive (Tornado's ping); a dead link is noticed within the timeout
+#: websocket keepalive (Tornado's ping); a dead link is noticed within the timeout.
+#: Tornado 6.3 and later wait that long for the pong of each ping (no longer
+#: than the interval); before, each ping checks the time since the last pong,
+#: which a timeout equal to the interval passes on a loaded host (the agent
+#: on a login node's Debian 12 Tornado 6.2 dropped its link every 15 s)
 PING_INTERVAL_SECS = 15.0
-PING_TIMEOUT_SECS = PING_INTERVAL_SECS
+PING_TIMEOUT_SECS = (
+    PING_INTERVAL_SECS if tornado.version_info >= (6, 3) else 2 * PING_INTERVAL_SECS
+)
 
 CONNECT_TIMEOUT_SECS = 10.0
 
