@@ -126,7 +126,7 @@ class Journal:
         for _, p in fs:
             p.unlink()
         if fs:
-            _fsync_dir(self._root)
+            fsync_dir(self._root)
             pkdlog("journal: replayed records={} files={}", n, len(fs))
         self._open(fs[-1][0] + 1 if fs else 1)
         return n
@@ -138,7 +138,7 @@ class Journal:
             self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600
         )
         # the new file's name is durable before anything depends on it
-        _fsync_dir(self._root)
+        fsync_dir(self._root)
         self.size = 0
 
     def append(self, data):
@@ -189,7 +189,7 @@ class Journal:
         else:
             _sync_each(self._root, (path(k) for k in period.keys))
         period.path.unlink(missing_ok=True)
-        _fsync_dir(self._root)
+        fsync_dir(self._root)
 
     def close(self):
         if self._fd is not None:
@@ -219,12 +219,12 @@ def _sync_each(root, paths):
             d = d.parent
     for d in dirs:
         try:
-            _fsync_dir(d)
+            fsync_dir(d)
         except FileNotFoundError:
             pass
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

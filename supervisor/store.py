@@ -88,7 +88,7 @@ def write_atomic(path, data, before_rename=None, sync=True):
         t.unlink(missing_ok=True)
         raise
     if sync:
-        _fsync_dir(path.parent)
+        journal.fsync_dir(path.parent)
 
 
 def _write_all(fd, data):
@@ -96,14 +96,6 @@ def _write_all(fd, data):
     with memoryview(data) as m:
         while m:
             m = m[os.write(fd, m) :]
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read(path):
@@ -287,7 +279,7 @@ class Store:
         p = self.path(key)
         p.unlink(missing_ok=True)
         if sync and p.parent.exists():
-            _fsync_dir(p.parent)
+            journal.fsync_dir(p.parent)
 
     def _start_checkpoint(self):
         """On the writer: a new journal file; the old one's documents synced
