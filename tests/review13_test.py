@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import time
 
 import pytest
 import requests
@@ -189,3 +190,42 @@ def test_a_future_whose_member_was_deleted_while_reconnecting_ends(server):
                 f.result(30)
         finally:
             ex.shutdown(wait=False, cancel_futures=True)
+
+
+# --- 3b. retry, cancel and a restart ---------------------------------------------
+
+
+def test_a_member_its_user_canceled_does_not_run_again_after_a_restart(server):
+    """A second retry moves ``retry_at`` on while a member of the first is
+    still running and stays in ``Sweep.retry``; canceled then by its user
+    (``POST /simulations/{id}/cancel``), it is left alone until a restart,
+    where `sweeps._due` (queued before the last retry, failed, in retry)
+    hands it over again: a run nobody asked for."""
+    server.add_user("alice")
+    w = _sweep(server, "alice", code="sleep", axes={"secs": [600, 0.1]})["id"]
+
+    def counts():
+        return server.api("GET", f"/sweeps/{w}", "alice", expect=200).json()["counts"]
+
+    try:
+        wait_for(lambda: counts().get("running") and counts().get("completed"), 60)
+        server.api("POST", f"/sweeps/{w}/cancel?members=0", "alice", expect=200)
+        server.api("POST", f"/sweeps/{w}/retry", "alice", expect=200)
+        sid = server.api("GET", f"/sweeps/{w}", "alice").json()["members"][0]
+        sid = sid["simulation"]
+        server.wait_status("alice", sid, "running", 60)
+        r = server.api("POST", f"/sweeps/{w}/retry", "alice", expect=200).json()
+        assert r["retried"] == 0
+        server.api("POST", f"/simulations/{sid}/cancel", "alice", expect=200)
+        server.wait_status("alice", sid, "canceled")
+        assert counts() == {"canceled": 1, "completed": 1}
+        server.stop()
+        server.start()
+        # give the restarted sweep its chance to hand members over
+        wait_for(lambda: server.api("GET", "/health", None).ok, 10)
+        server.api("GET", f"/sweeps/{w}", "alice", expect=200)
+        time.sleep(2)
+        assert counts() == {"canceled": 1, "completed": 1}
+        assert server.job("alice", sid)["status"] == "canceled"
+    finally:
+        server.api("POST", f"/sweeps/{w}/cancel", "alice")
