@@ -155,6 +155,25 @@ def test_a_bad_member_of_a_simulation_or_file_parameter_is_named(server_factory)
     assert "member 0" in r["message"], r
 
 
+def test_a_sweep_name_is_checked_as_a_simulation_name(server_factory):
+    """sweeps._name only strips and cuts: a name with control characters
+    (a NUL) is taken, and every member, an ordinary simulation, gets a name
+    that ``POST /simulations`` refuses (``bad_name``: printable text)."""
+    s = server_factory()
+    s.add_user("alice")
+    r = s.api("POST", "/simulations", "alice", json={"code": "sleep", "name": "x\x00y"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_name", r.text
+    r = s.api(
+        "POST",
+        "/sweeps",
+        "alice",
+        json={"code": "sleep", "axes": {"secs": [0]}, "name": "x\x00y"},
+    )
+    if r.status_code == 202:
+        s.api("POST", f"/sweeps/{r.json()['id']}/cancel", "alice")
+    assert r.status_code == 400 and r.json()["error"] == "bad_name", r.text
+
+
 # --- 4. the executor -------------------------------------------------------------
 
 
