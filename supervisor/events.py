@@ -275,6 +275,8 @@ class Subscriber:
         self._writing = False
         # frames of this turn of the loop, written together by `uncork`
         self._cork = []
+        self._cork_bytes = 0
+        self._cork_max = min(LIVE_PAGE_BYTES, max_queued_bytes)
         self.closed = False
 
     def pkdebug_str(self):
@@ -301,10 +303,16 @@ class Subscriber:
             # turn of the loop, with whatever else it publishes (one write of
             # many frames, not one syscall each; every frame kept, in order)
             self._cork.append(payload)
+            self._cork_bytes += len(payload)
             if len(self._cork) == 1:
                 if self.hub is not None:
                     self.hub.corked.add(self)
                 asyncio.get_running_loop().call_soon(self.uncork)
+            elif self._cork_bytes >= self._cork_max:
+                # a burst (a sweep's thousands of members): written now, so
+                # what follows queues behind a write that waits, coalesced
+                # and within the bound, as for a subscriber not keeping up
+                self.uncork()
             return
         for d in kind.drops:
             self._unqueue(d)
@@ -327,6 +335,7 @@ class Subscriber:
     def uncork(self):
         c = self._cork
         self._cork = []
+        self._cork_bytes = 0
         if self.hub is not None:
             self.hub.corked.discard(self)
         if c and not self.closed:

@@ -106,23 +106,33 @@ class Journal:
         """Write again, durably, what the journal files hold, in order; then
         remove them and open a new one.
 
+        Raises:
+            OSError: a record could not be written (a full disk): the
+                files stay, for the next start (nothing acknowledged is
+                dropped), and the store does not open
         Returns:
             int: records replayed
         """
         n = 0
         fs = self._files()
+        failed = None
         for _, p in fs:
-            buf = p.read_bytes()
-            for key, data in records(buf):
+            for key, data in records(p.read_bytes()):
                 try:
                     if data is None:
                         self._delete_doc(key, True)
                     else:
                         self._write_doc(key, data, True)
                 except OSError as e:
-                    # as a failed write: the rest still lands
                     pkdlog("journal: replay of key={} failed error={}", key, e)
+                    failed = failed or e
                 n += 1
+        if failed is not None:
+            raise OSError(
+                failed.errno,
+                f"the store's journal ({len(fs)} files under {self._root}) could"
+                f" not be replayed, kept for the next start: {failed}",
+            )
         for _, p in fs:
             p.unlink()
         if fs:

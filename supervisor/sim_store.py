@@ -179,13 +179,19 @@ class SimStore:
         self._close(sim)
         del self.by_id[sim.id]
         self.usage.forget(sim.user, sim.id)
-        if sim.job.run_id:
-            self._store.call(_unlink, self._outputs(sim))
-        self._store.call(shutil.rmtree, self.run_dir(sim), True)
         # on the writer thread, after any upload's write queued before: an
-        # upload under way when the simulation goes leaves no file behind
-        self._store.call(shutil.rmtree, self.inputs_dir(sim), True)
-        return self._store.delete(f"jobs/{sim.user}/{sim.id}.json")
+        # upload under way when the simulation goes leaves no file behind;
+        # the document may go first (a crash between leaves files to
+        # collect, not a simulation without them), so a sweep's thousands
+        # of deletes are a few journal commits, not one each
+        r = self._store.call(
+            _remove,
+            self._outputs(sim) if sim.job.run_id else (),
+            (self.run_dir(sim), self.inputs_dir(sim)),
+            barrier=False,
+        )
+        # done once both are: the files gone and the document's delete durable
+        return asyncio.gather(r, self._store.delete(f"jobs/{sim.user}/{sim.id}.json"))
 
     def new_run(self, sim):
         """Forget the previous run's frames and log (call before job.queue).
@@ -322,6 +328,12 @@ class SimStore:
 def _unlink(paths):
     for p in paths:
         p.unlink(missing_ok=True)
+
+
+def _remove(files, dirs):
+    _unlink(files)
+    for d in dirs:
+        shutil.rmtree(d, True)
 
 
 def _fsync_close(files):

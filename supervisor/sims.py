@@ -54,7 +54,7 @@ class Sims:
                 f"your plan keeps at most {m} simulations: delete some first",
             )
         c = self._catalog.get(body.get("code"))
-        n = _name(body.get("name", c.title))
+        n = check_name(body.get("name", c.title))
         p = c.check_params(body.get("params", {}))
         self.check_sources(user, c, p)
         s = self._store.create(user, c.name, n, p)
@@ -96,7 +96,7 @@ class Sims:
             raise errors.BadInput("bad_field", f"cannot change {', '.join(sorted(x))}")
         if "params" in body and sim.job.status in job.ACTIVE:
             raise errors.Conflict("running", "parameters cannot change while it runs")
-        n = _name(body["name"]) if "name" in body else sim.name
+        n = check_name(body["name"]) if "name" in body else sim.name
         c = self._catalog.get(sim.code)
         p = (
             c.check_params(body["params"], base=sim.params)
@@ -223,7 +223,8 @@ def _site(type_, value):
     return type_ == "file" and value.startswith(catalog.SITE_PREFIX)
 
 
-def _name(v):
+def check_name(v):
+    """A simulation's (or a sweep's) name: printable, 1 to 200 characters."""
     if (
         not isinstance(v, str)
         or not v.strip()

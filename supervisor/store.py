@@ -367,11 +367,19 @@ class Store:
         if not self.dirty():
             self._retry_secs = _RETRY_FIRST_SECS
 
-    def call(self, fn, *args):
-        """Run `fn` on the writer thread, in order with the writes."""
-        with self._lock:
-            # saves after this call must not join writes queued before it
-            self._open = None
+    def call(self, fn, *args, barrier=True):
+        """Run `fn` on the writer thread, in order with the writes.
+
+        Args:
+            barrier (bool): saves after this call land after it (they do not
+                join a batch queued before it); False: they may come first
+                (a removal whose order with later saves does not matter,
+                so many of them do not split the writes in batches)
+        """
+        if barrier:
+            with self._lock:
+                # saves after this call must not join writes queued before it
+                self._open = None
         return asyncio.wrap_future(self._executor.submit(fn, *args))
 
     async def flush(self):

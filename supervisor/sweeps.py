@@ -1,12 +1,10 @@
 """Sweeps: many runs of one code over parameter axes, made by one request, followed as one.
 
 A sweep (``POST /api/sweeps``) expands its axes (`sweep_axes`: every
-member's parameters checked before anything is made), then makes one
-ordinary simulation per member (``sweep: {id, index}`` in its document), so
-everything a simulation has (its job, files, frames, log, history) a member
-has. Its document is ``db/sweeps/<user>/<id>.json``: the request, the
-members' simulation ids in order, whether it was canceled, and which
-members a retry asked for again.
+member checked before anything is made), then makes one ordinary simulation
+per member (``sweep: {id, index}``), with all a simulation has. Its document
+(``db/sweeps/<user>/<id>.json``) has the request, the members' simulation
+ids, whether it was canceled, and which members a retry asked for again.
 
 Members are handed to the dispatch (`runs.Runs.run`, as a user's run
 request is) a few at a time: at most ``max_parallel`` of them, and at most
@@ -17,14 +15,12 @@ another user's run its turn whatever the size of the sweep. A member not
 handed over yet is ``pending`` (its job is ``missing``: it never ran). On
 sbatch they are one Slurm job array (`sweep_arrays`).
 
-Cancel ends every member: those not handed over end ``canceled`` without
-running, the others are canceled as a simulation is (confirmed gone).
-Retry hands the failed members (error, timed out, canceled) over again.
-Delete cancels, then deletes every member's simulation and the sweep.
+Cancel ends every member (those not handed over ``canceled`` without
+running, the others confirmed gone). Retry hands the failed members (error,
+timed out, canceled) over again. Delete cancels, then deletes them all.
 
-Changes are pushed on ``/api/events`` as ``{"type": "sweep", "sweep":
-SUMMARY}``, at most every `PUSH_SECS` per sweep, beside each member's own
-``job`` pushes.
+Changes are pushed as ``{"type": "sweep", "sweep": SUMMARY}``, at most
+every `PUSH_SECS` per sweep, beside each member's own ``job`` pushes.
 """
 
 import asyncio
@@ -36,6 +32,7 @@ import time
 from pykern.pkdebug import pkdlog
 
 from supervisor import errors, events, job, sweep_axes, tasks
+from supervisor.sims import check_name
 from supervisor.sweep_arrays import array_of, in_flight_limit
 
 #: a sweep's summary is pushed at most this often
@@ -178,8 +175,11 @@ class Sweeps:
             self._cfg.sweep_max_members,
         )
         self._runs.check_request(user, c.name, body.get("cores"), body.get("driver"))
-        for p in members:
-            self._sims.check_sources(user, c, p)
+        for i, p in enumerate(members):
+            try:
+                self._sims.check_sources(user, c, p)
+            except errors.BadInput as e:
+                raise errors.BadInput(e.code, f"member {i}: {e.message}") from e
         m = self._users.plan_of(user.name).max_simulations
         n = len(self._sim_store.for_user(user.name))
         if n + len(members) > m:
@@ -194,7 +194,7 @@ class Sweeps:
             {
                 "id": secrets.token_hex(6),
                 "user": user.name,
-                "name": _name(body.get("name") or f"{c.title} sweep"),
+                "name": check_name(body.get("name") or f"{c.title} sweep"),
                 "code": c.name,
                 "params": c.check_params(body.get("params") or {}),
                 "axes": axes,
@@ -363,7 +363,14 @@ class Sweeps:
             and s.job.status in RETRIED
         ]
         w.canceled = False
-        w.retry |= set(failed)
+        # an earlier retry's members it handed over already are not asked
+        # for again by this one's later time (one canceled by its user since
+        # must not run again at a restart): only those still to go stay
+        w.retry = set(failed) | {
+            i
+            for i in w.retry
+            if (s := self._sim_store.by_id.get(w.members[i])) and _due(w, i, s)
+        }
         w.retry_at = time.time()
         await self._save(w)
         w.add_todo(failed)
@@ -488,7 +495,6 @@ def _due(sweep, index, sim):
 
 
 def _name(v):
-    if not isinstance(v, str) or not v.strip():
-        raise errors.BadInput("bad_name", "name must be non-empty text")
+    """A member's name (the sweep's, checked, and its values), cut to fit."""
     v = " ".join(v.split())
     return v if len(v) <= _MAX_NAME_CHARS else v[: _MAX_NAME_CHARS - 1] + "…"

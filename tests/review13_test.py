@@ -76,7 +76,7 @@ def test_a_replay_that_fails_on_a_full_disk_keeps_the_journal(server_factory, tm
             # acknowledged (201, 202) before the crash: must still be there
             r = s.api("GET", f"/sweeps/{w['id']}", "alice")
             assert r.status_code == 200, r.text
-            assert r.json()["members"] == 3
+            assert r.json()["size"] == 3
         finally:
             # (the admin may be gone too: no API at the end, only its processes)
             s.stop()

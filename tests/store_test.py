@@ -516,3 +516,22 @@ async def test_many_saves_at_once_are_one_append(db, gates, monkeypatch):
     await held
     await asyncio.gather(*fs)
     assert len(appends) == 1 and db.writes == 50
+
+
+def test_a_replay_that_fails_keeps_the_journal_and_the_store_shut(tmp_path):
+    from supervisor import journal
+
+    db = tmp_path / "db"
+    (db / "jobs" / "a.json").mkdir(parents=True)
+    j = db / f"{journal.NAME}.3"
+    j.write_bytes(journal.record("jobs/a.json", b"[1]"))
+    # a directory where the document goes (as a full disk would, it fails)
+    with pytest.raises(OSError, match="kept for the next start"):
+        store.Store(tmp_path)
+    assert j.exists()
+    (db / "jobs" / "a.json").rmdir()
+    s = store.Store(tmp_path)
+    try:
+        assert dict(s.load_all("jobs")) == {"jobs/a.json": [1]} and not j.exists()
+    finally:
+        s.destroy()

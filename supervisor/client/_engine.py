@@ -289,6 +289,7 @@ class Engine:
         while True:
             try:
                 async with self.client.events() as ev:
+                    self._tracker.connected()
                     while (m := await ev.read()) is not None:
                         if m.get("type") == "synced":
                             b.synced()

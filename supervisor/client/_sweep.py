@@ -181,6 +181,14 @@ class Tracker:
         self._claiming = 0
         #: simulation id -> (job, error) of ends pushed while claiming
         self._unclaimed = {}
+        # while a snapshot comes: the simulations followed when it began,
+        # less those it has told of (None: no snapshot under way)
+        self._unseen = None
+
+    def connected(self):
+        """A new events connection: its snapshot tells of every simulation
+        there is; one followed since before it and not in it is gone."""
+        self._unseen = set(self._by_sim)
 
     def begin_claim(self):
         self._claiming += 1
@@ -217,8 +225,16 @@ class Tracker:
         t = msg.get("type")
         if t == "job":
             return self._end(msg.get("simulation"), msg.get("job"))
+        if t == "resync":
+            # a new snapshot follows
+            self.connected()
+            return []
+        if t == "synced":
+            return self._synced()
         if t == "simulation":
             s = msg.get("simulation") or {}
+            if self._unseen is not None:
+                self._unseen.discard(s.get("id"))
             if s.get("deleted"):
                 e = _base.ApiError(
                     404, "deleted", f"simulation {s.get('id')} was deleted"
@@ -226,6 +242,15 @@ class Tracker:
                 return self._ended(s.get("id"), (None, e))
             return self._end(s.get("id"), s.get("job"))
         return []
+
+    def _synced(self):
+        gone = self._unseen or ()
+        self._unseen = None
+        res = []
+        for sid in gone:
+            e = _base.ApiError(404, "deleted", f"simulation {sid} was deleted")
+            res += self._ended(sid, (None, e))
+        return res
 
     def _end(self, sim_id, job_):
         if not job_ or job_.get("status") not in _base.ENDED:
