@@ -182,10 +182,11 @@ class Journal:
         self._open(self._number + 1)
         return p
 
-    def checkpoint(self, period, path):
-        """Make `period`'s documents durable (`path(key)`: a document's
-        path), then remove its file (durably: it must never be replayed
-        after a newer one is gone)."""
+    def checkpoint(self, periods, path):
+        """Make the documents of `periods` (oldest first) durable
+        (`path(key)`: a document's path), then remove their files, oldest
+        first and durably: an old one must never be replayed after a newer
+        one is gone (a failed checkpoint's period comes again with the next)."""
         if _SYNCFS is not None:
             fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -197,9 +198,10 @@ class Journal:
             finally:
                 os.close(fd)
         else:
-            _sync_each(self._root, (path(k) for k in period.keys))
-        period.path.unlink(missing_ok=True)
-        fsync_dir(self._root)
+            _sync_each(self._root, (path(k) for p in periods for k in p.keys))
+        for p in periods:
+            p.path.unlink(missing_ok=True)
+            fsync_dir(self._root)
 
     def close(self):
         if self._fd is not None:

@@ -147,6 +147,8 @@ class Store:
             max_workers=1, thread_name_prefix="store-checkpoint"
         )
         self._checkpointing = None
+        # journal periods to checkpoint (on that thread), oldest first
+        self._periods = []
         self.checkpoints = 0
 
     def path(self, key):
@@ -299,12 +301,15 @@ class Store:
 
     def _checkpoint(self, period):
         t = time.perf_counter()
+        # those whose checkpoint failed go first: never a newer one before
+        self._periods.append(period)
         try:
-            self.journal.checkpoint(period, self.path)
+            self.journal.checkpoint(self._periods, self.path)
         except OSError as e:
-            # its file stays: replayed at start if never checkpointed
+            # the files stay: replayed at start if never checkpointed
             pkdlog("store: checkpoint failed error={}", e)
             return
+        self._periods = []
         self.checkpoints += 1
         self.checkpoint_secs += time.perf_counter() - t
 

@@ -535,3 +535,29 @@ def test_a_replay_that_fails_keeps_the_journal_and_the_store_shut(tmp_path):
         assert dict(s.load_all("jobs")) == {"jobs/a.json": [1]} and not j.exists()
     finally:
         s.destroy()
+
+
+async def test_a_failed_checkpoint_goes_again_before_a_newer_one(db, monkeypatch):
+    from supervisor import journal
+
+    await db.save("jobs/a.json", {"v": 1})
+    real = journal.Journal.checkpoint
+    seen = []
+
+    def failing(self, periods, path):
+        seen.append([p.path.name for p in periods])
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(journal.Journal, "checkpoint", failing)
+    monkeypatch.setattr(db, "_checkpoint_at", 0)
+    await db.save("jobs/a.json", {"v": 2})
+    await asyncio.wrap_future(db._checkpointing)
+    # the old file stays, and so must every newer one until it is gone
+    assert [n for n, _ in _journals(db)] == [".journal.1", ".journal.2"]
+    monkeypatch.setattr(journal.Journal, "checkpoint", real)
+    monkeypatch.setattr(db, "_checkpoint_at", 0)
+    await db.save("jobs/a.json", {"v": 3})
+    await asyncio.wrap_future(db._checkpointing)
+    assert seen == [[".journal.1"]]
+    assert [n for n, _ in _journals(db)] == [".journal.3"]
+    assert _doc(db, "jobs/a.json") == {"v": 3}
