@@ -1,0 +1,287 @@
+"""Second review of issue 13 (sweeps): the GUI, the CLI and the async executor.
+
+Each test reproduces one defect against a real supervisor with its test
+codes (`conftest.Server`) and fails until it is fixed; each cancels or
+deletes what it started before the fixture's cleanup.
+"""
+
+import asyncio
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import wait_for
+from supervisor import client
+from tests import browser_test as bt
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser fixture says what is missing
+    expect = None
+
+browser = bt.browser
+pages = bt.pages
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def _sweep(server, user, expect=202, **body):
+    return server.api("POST", "/sweeps", user, json=body, expect=expect).json()
+
+
+def _done(server, user, sid, timeout_secs=30):
+    return wait_for(
+        lambda: (d := server.api("GET", f"/sweeps/{sid}", user, expect=200).json())[
+            "status"
+        ]
+        != "running"
+        and d,
+        timeout_secs,
+        what=f"sweep {sid} done",
+    )
+
+
+def _cli(server, token, *args, timeout=60):
+    e = dict(os.environ, SUPERVISOR_PKCLI_SIM_URL=server.url)
+    e.pop("SUPERVISOR_PKCLI_SIM_TOKEN", None)
+    if token:
+        e["SUPERVISOR_PKCLI_SIM_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "sweep", *args],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=_ROOT,
+    )
+
+
+# --- 1. the GUI ---------------------------------------------------------------
+
+
+def _new_sleep_form(page):
+    page.get_by_role("link", name="New simulation").first.click()
+    page.get_by_text(re.compile(r"^Test codes")).click()
+    page.get_by_role("radio", name=re.compile("^Test: sleep")).check()
+    page.get_by_role("button", name="Sweep Seconds").click()
+
+
+@pytest.mark.browser
+def test_gui_a_huge_range_count_keeps_the_form_responsive(server, pages):
+    """axes.js Axis.update builds every value of a range (rangeValues) and
+    looks for a repeat with `vs.indexOf(v) !== i` for each: quadratic in the
+    count, for float ranges too. A count of 100,000 (a mistyped 10,000) freezes
+    the tab for many seconds, though the server refuses anything over 10,000."""
+    server.add_user("hugo")
+    page = pages.new()
+    bt.sign_in(page, server, "hugo")
+    _new_sleep_form(page)
+    page.get_by_label("How Seconds is swept").select_option("range")
+    axis = page.locator("[data-axis=secs]")
+    axis.get_by_label("Start").fill("0")
+    axis.get_by_label("Stop").fill("1")
+    t = time.monotonic()
+    try:
+        axis.get_by_label("Count").fill("10000000", timeout=5000)
+    except Exception as e:
+        raise AssertionError(f"the tab froze on a count of 10,000,000: {e}") from e
+    expect(page.locator("#sweep-count")).to_have_text("10,000,000 runs", timeout=5000)
+    page.evaluate("1")
+    took = time.monotonic() - t
+    assert took < 2, f"the form was frozen for {took:.1f} s by one count"
+
+
+@pytest.mark.browser
+def test_gui_xss_through_names_and_member_errors(server, pages):
+    """Names and a string parameter carried into members' errors are text."""
+    server.add_user("xena")
+    w = _sweep(
+        server,
+        "xena",
+        code="crash",
+        name=XSS,
+        axes={"message": [XSS, XSS + "2"]},
+    )
+    _done(server, "xena", w["id"])
+    page = pages.new()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    bt.sign_in(page, server, "xena")
+    row = page.locator(f"tr[data-sweep='{w['id']}']")
+    expect(row.locator("a.sim-link")).to_have_text(XSS)
+    row.locator("a.sim-link").click()
+    expect(page.locator("#sweep-title")).to_have_text(XSS)
+    expect(page.locator("#sweep-members [data-status=error]")).to_have_count(2)
+    expect(page.locator("#sweep-table tbody tr")).to_have_count(2)
+    # the plot of a code with no result, all members failed: still a page
+    page.locator("#sweep-delete").click()
+    expect(page.get_by_role("dialog")).to_contain_text(XSS)
+    page.get_by_role("dialog").get_by_role("button", name="Keep it").click()
+    page.locator("#sweep-members .member-cell").first.click()
+    expect(bt.status(page)).to_have_attribute("data-status", "error")
+    expect(page.locator("#sim-sweep")).to_have_text(XSS)
+    assert page.locator("img[src=x]").count() == 0
+    assert not dialogs, dialogs
+    server.api("DELETE", f"/sweeps/{w['id']}", "xena", expect=200)
+
+
+@pytest.mark.browser
+def test_gui_another_users_sweep_by_url_is_not_found(server, pages):
+    server.add_user("anna")
+    server.add_user("bert")
+    w = _sweep(server, "anna", code="sleep", axes={"secs": [0.0, 0.0]})
+    _done(server, "anna", w["id"])
+    r = server.api("GET", f"/sweeps/{w['id']}", "bert")
+    assert r.status_code == 404, r.text
+    page = pages.new()
+    bt.sign_in(page, server, "bert", path=f"/sweeps/{w['id']}")
+    expect(page.get_by_role("heading", name="Sweep not found")).to_be_visible()
+    assert page.locator("#sweep-title").count() == 0
+    server.api("DELETE", f"/sweeps/{w['id']}", "anna", expect=200)
+
+
+@pytest.mark.browser
+def test_gui_a_sweep_deleted_in_another_tab(server, pages):
+    """Two tabs of one user on a running sweep; one deletes it."""
+    server.add_user("tess")
+    w = _sweep(
+        server, "tess", code="sleep", axes={"secs": [30, 30, 30]}, max_parallel=1
+    )
+    a = pages.new()
+    b = pages.new()
+    bt.sign_in(a, server, "tess", path=f"/sweeps/{w['id']}")
+    bt.sign_in(b, server, "tess", path=f"/sweeps/{w['id']}")
+    for p in (a, b):
+        expect(p.locator("#sweep-members [data-status=running]")).to_have_count(1)
+    a.locator("#sweep-delete").click()
+    a.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(a.get_by_role("heading", name="Simulations")).to_be_visible()
+    # the other tab says so, without a reload, and offers nothing to do
+    expect(b.locator("#sweep-status")).to_have_attribute("data-status", "deleted")
+    expect(b.get_by_text("This sweep was deleted.")).to_be_visible()
+    for i in ("#sweep-cancel", "#sweep-retry", "#sweep-delete"):
+        expect(b.locator(i)).to_be_disabled()
+    expect(b.locator("#sweep-members [data-status=running]")).to_have_count(0)
+
+
+# --- 2. the CLI ---------------------------------------------------------------
+
+
+def test_cli_refuses_an_axis_of_nan(server):
+    """pkcli/sweep.py _json_or_text reads `NaN` (and `Infinity`) as JSON
+    numbers (Python's json accepts them): the sweep is created with a member
+    whose `secs` is NaN, which no bound refuses (NaN < 0 is false)."""
+    t = server.add_user("nina")
+    p = _cli(server, t, "create", "sleep", "--axis", "secs=NaN,0")
+    try:
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        assert "secs" in p.stderr, p.stderr
+    finally:
+        for w in server.api("GET", "/sweeps", "nina", expect=200).json():
+            server.api("DELETE", f"/sweeps/{w['id']}", "nina")
+    assert server.api("GET", "/sweeps", "nina", expect=200).json() == []
+
+
+def test_cli_watch_of_a_sweep_deleted_meanwhile(server):
+    t = server.add_user("walt")
+    w = _sweep(server, "walt", code="sleep", axes={"secs": [30, 30]})
+    p = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.cli", "sweep", "watch", w["id"]],
+        env=dict(
+            os.environ,
+            SUPERVISOR_PKCLI_SIM_URL=server.url,
+            SUPERVISOR_PKCLI_SIM_TOKEN=t,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=_ROOT,
+    )
+    try:
+        wait_for(
+            lambda: server.api("GET", f"/sweeps/{w['id']}", "walt").json()["counts"].get(
+                "running"
+            ),
+            20,
+            what="members running",
+        )
+        time.sleep(1)
+        server.api("DELETE", f"/sweeps/{w['id']}", "walt", expect=200)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, (out, err)
+    assert "deleted" in err, err
+    assert "Traceback" not in err, err
+
+
+def test_cli_without_a_token(server):
+    p = _cli(server, None, "list")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "no API token" in p.stderr
+    p = _cli(server, "sv_not-a-token", "status", "abc")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+
+
+# --- 3. the async executor ------------------------------------------------------
+
+
+async def test_async_executor_survives_a_server_restart(server):
+    server.add_user("rosa")
+    tok = server.tokens["rosa"]
+
+    async def main():
+        c = client.AsyncClient(server.url, tok)
+        async with c.executor("sleep") as ex:
+            fs = [ex.submit(secs=2) for _ in range(2)]
+            await asyncio.sleep(1)
+            server.stop()
+            server.start()
+            return await asyncio.wait_for(asyncio.gather(*fs), 60)
+
+    jobs = await main()
+    assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
+
+
+async def test_async_executor_cancel_and_exceptions(server):
+    server.add_user("cato")
+    tok = server.tokens["cato"]
+
+    async def main():
+        c = client.AsyncClient(server.url, tok)
+        ex = c.executor("sleep")
+        async with ex:
+            bad = ex.submit(secs=-1)
+            slow = ex.submit(secs=30)
+            ok = ex.submit(secs=0)
+            with pytest.raises(client.ApiError):
+                await bad
+            await wait_running(c, slow)
+            slow.cancel()
+            j = await ok
+            assert j["status"] == "completed"
+        with pytest.raises(RuntimeError):
+            ex.submit(secs=0)
+        return slow
+
+    async def wait_running(c, f):
+        for _ in range(200):
+            if f.simulation and (await c.sweep(f.sweep_id))["counts"].get("running"):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("not running")
+
+    slow = await main()
+    assert slow.cancelled()
+    d = server.api("GET", f"/sweeps/{slow.sweep_id}", "cato", expect=200).json()
+    assert d["members"][slow.index]["status"] == "canceled", d
