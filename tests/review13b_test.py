@@ -11,6 +11,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -236,7 +237,30 @@ def test_cli_without_a_token(server):
 # --- 3. the async executor ------------------------------------------------------
 
 
-async def test_async_executor_survives_a_server_restart(server):
+def _in_thread(fn, *args):
+    """asyncio.run(fn(*args)) in a thread: Playwright's loop holds this one."""
+    box = {}
+
+    def run():
+        try:
+            box["r"] = asyncio.run(fn(*args))
+        except BaseException as e:
+            box["e"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "still running"
+    if "e" in box:
+        raise box["e"]
+    return box.get("r")
+
+
+def test_async_executor_survives_a_server_restart(server):
+    _in_thread(_async_executor_survives_a_server_restart, server)
+
+
+async def _async_executor_survives_a_server_restart(server):
     server.add_user("rosa")
     tok = server.tokens["rosa"]
 
@@ -253,7 +277,11 @@ async def test_async_executor_survives_a_server_restart(server):
     assert [j["status"] for j in jobs] == ["completed", "completed"], jobs
 
 
-async def test_async_executor_cancel_and_exceptions(server):
+def test_async_executor_cancel_and_exceptions(server):
+    _in_thread(_async_executor_cancel_and_exceptions, server)
+
+
+async def _async_executor_cancel_and_exceptions(server):
     server.add_user("cato")
     tok = server.tokens["cato"]
 
@@ -285,3 +313,107 @@ async def test_async_executor_cancel_and_exceptions(server):
     assert slow.cancelled()
     d = server.api("GET", f"/sweeps/{slow.sweep_id}", "cato", expect=200).json()
     assert d["members"][slow.index]["status"] == "canceled", d
+
+
+@pytest.mark.browser
+def test_gui_heat_map_with_results_missing_for_canceled_members(server, pages):
+    """A grid whose slow members are canceled: the heat map must have holes.
+
+    A member canceled while it ran keeps a `result` (reports.py passes the
+    agent's `result` whatever the status; runs.py end stores it), and
+    views/sweep/plot.js plots `m.result` whatever `m.status`: a canceled run's
+    value at the moment it was stopped is drawn, tabled and exported as if it
+    were the code's final result."""
+    server.add_user("hank")
+    w = _sweep(
+        server,
+        "hank",
+        code="heat",
+        params={"nx": 500},
+        max_parallel=1,
+        axes={"steps": [200, 5000000], "alpha": [0.01, 0.02]},
+    )
+    page = pages.new()
+    bt.sign_in(page, server, "hank", path=f"/sweeps/{w['id']}")
+    plot = page.locator("#sweep-plot")
+    expect(plot).to_have_attribute("data-points", "2", timeout=30000)
+    expect(page.locator("#sweep-members [data-status=running]")).to_have_count(1)
+    server.api("POST", f"/sweeps/{w['id']}/cancel", "hank", expect=200)
+    expect(page.locator("#sweep-status")).to_have_attribute("data-status", "canceled")
+    expect(plot).to_have_attribute("data-kind", "heatmap")
+    expect(plot).to_have_attribute("data-points", "2")
+    expect(page.locator("#sweep-members [data-status=canceled]")).to_have_count(2)
+    z = page.evaluate("document.querySelector('#sweep-plot .plot-area').data[0].z")
+    assert sum(v is None for r in z for v in r) == 2, z
+    d = server.api("GET", f"/sweeps/{w['id']}", "hank", expect=200).json()
+    ms = [(m["status"], m["result"]) for m in d["members"]]
+    assert ms[2:] == [("canceled", None)] * 2, ms
+    with page.expect_download() as dl:
+        page.locator("#sweep-csv").click()
+    text = pathlib.Path(dl.value.path()).read_text()
+    assert text.count("canceled") >= 2, text
+    server.api("DELETE", f"/sweeps/{w['id']}", "hank", expect=200)
+
+
+def test_cli_bad_axis_specs_and_exit_codes(server):
+    t = server.add_user("cleo")
+    for args in (
+        ["--axis", "secs=0:1:0"],
+        ["--axis", "secs=0:1:3:cubic"],
+        ["--axis", "secs=1,,2"],
+        ["--axis", "secs=0:1:3", "--max-parallel", "0"],
+        ["--axis", "secs=0:1:3", "--cores", "x"],
+        ["--axis", "nope=1,2"],
+        ["--axis", "secs=0:1:99999999999"],
+    ):
+        p = _cli(server, t, "create", "sleep", *args)
+        assert p.returncode == 1, (args, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr, (args, p.stderr)
+        assert p.stderr.strip(), args
+    assert server.api("GET", "/sweeps", "cleo", expect=200).json() == []
+    for cmd in ("status", "watch", "cancel", "retry", "delete"):
+        p = _cli(server, t, cmd, "0123456789abcdef")
+        assert p.returncode == 1, (cmd, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr, (cmd, p.stderr)
+
+
+def test_async_executor_of_an_unknown_code_fails_its_futures(server):
+    _in_thread(_async_executor_of_an_unknown_code_fails_its_futures, server)
+
+
+async def _async_executor_of_an_unknown_code_fails_its_futures(server):
+    c = client.AsyncClient(server.url, server.add_user("ugo"))
+    async with c.executor("no-such-code") as ex:
+        f = ex.submit(secs=1)
+        with pytest.raises(client.ApiError):
+            await asyncio.wait_for(f, 20)
+
+
+def test_async_cancelling_the_task_in_its_with_block_cancels_members(server):
+    _in_thread(_async_cancelling_the_task_in_its_with_block_cancels_members, server)
+
+
+async def _async_cancelling_the_task_in_its_with_block_cancels_members(server):
+    """A task inside ``async with ex`` cancelled (a timeout): __aexit__ calls
+    shutdown() and waits for every member to end on the server, so the
+    cancellation takes as long as the runs (asyncio code expects a cancel to
+    end the task promptly)."""
+    server.add_user("tim")
+    c = client.AsyncClient(server.url, server.tokens["tim"])
+    got = {}
+
+    async def block():
+        async with c.executor("sleep") as ex:
+            f = ex.submit(secs=20)
+            got["f"] = f
+            await f
+
+    t = time.monotonic()
+    with pytest.raises((asyncio.TimeoutError, asyncio.CancelledError)):
+        await asyncio.wait_for(block(), 2)
+    took = time.monotonic() - t
+    f = got["f"]
+    d = await c.sweep(f.sweep_id)
+    if d["status"] == "running":
+        await c.cancel_sweep(f.sweep_id)
+    assert took < 8, f"cancelling the task took {took:.1f} s"
