@@ -417,3 +417,90 @@ async def _async_cancelling_the_task_in_its_with_block_cancels_members(server):
     if d["status"] == "running":
         await c.cancel_sweep(f.sweep_id)
     assert took < 8, f"cancelling the task took {took:.1f} s"
+
+
+def test_async_executor_whose_server_is_gone_fails_its_futures(server):
+    _in_thread(_async_server_gone, server)
+
+
+async def _async_server_gone(server):
+    server.add_user("gina")
+    c = client.AsyncClient(
+        server.url,
+        server.tokens["gina"],
+        reconnect=client.Reconnect(give_up_secs=2),
+    )
+    ex = c.executor("sleep")
+    f = ex.submit(secs=30)
+    while not f.simulation:
+        await asyncio.sleep(0.05)
+    g = ex.submit(secs=0)
+    await asyncio.sleep(0)
+    server.stop()
+    try:
+        for x in (f, g):
+            with pytest.raises(Exception) as e:
+                await asyncio.wait_for(x, 20)
+            assert not isinstance(e.value, asyncio.TimeoutError), e.value
+        await asyncio.wait_for(ex.shutdown(), 15)
+    finally:
+        server.start()
+        server.api("POST", f"/sweeps/{f.sweep_id}/cancel", "gina")
+        _done(server, "gina", f.sweep_id)
+
+
+@pytest.mark.browser
+def test_gui_list_row_follows_a_sweep_live(server, pages):
+    server.add_user("liv")
+    page = pages.new()
+    bt.sign_in(page, server, "liv")
+    w = _sweep(server, "liv", code="sleep", axes={"secs": [0.2, 0.4, 0.6]})
+    row = page.locator(f"tr[data-sweep='{w['id']}']")
+    expect(row).to_be_visible()
+    expect(row.locator(".sweep-progress-text")).to_have_text(
+        "3 of 3 done", timeout=30000
+    )
+    expect(row.locator(".badge")).to_have_attribute("data-status", "done")
+    server.api("DELETE", f"/sweeps/{w['id']}", "liv", expect=200)
+    expect(row).to_have_count(0)
+
+
+@pytest.mark.browser
+def test_gui_a_log_range_from_zero_is_refused_in_the_form(server, pages):
+    server.add_user("lola")
+    page = pages.new()
+    bt.sign_in(page, server, "lola")
+    _new_sleep_form(page)
+    page.get_by_label("How Seconds is swept").select_option("range")
+    axis = page.locator("[data-axis=secs]")
+    axis.get_by_label("Start").fill("0")
+    axis.get_by_label("Stop").fill("1")
+    axis.get_by_label("Count").fill("3")
+    axis.get_by_label("Scale").select_option("log")
+    preview = axis.locator(".axis-preview")
+    expect(preview).not_to_have_text(re.compile("3 values"))
+    assert "NaN" not in preview.inner_text()
+
+
+def test_cli_create_watch_exits_1_when_members_fail(server):
+    t = server.add_user("carl")
+    p = _cli(server, t, "create", "crash", "--axis", "message=a,b", "--watch")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "2 of 2 members did not complete" in p.stderr, p.stderr
+    i = p.stdout.splitlines()[0]
+    p = _cli(server, t, "retry", i)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert p.stdout.startswith("retried 2"), p.stdout
+    p = _cli(server, t, "watch", i)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    for args in (
+        ["--axis", "message=a,b", "--axis", "x=1", "--zip"],
+        ["--axis", "message=a,b,c", "--zip", "--axes", '{"message": [1]}'],
+    ):
+        p = _cli(server, t, "create", "crash", *args)
+        assert p.returncode == 1, (args, p.stdout, p.stderr)
+    p = _cli(server, t, "cancel", i, "--members", "7")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    p = _cli(server, t, "delete", i)
+    assert p.returncode == 0 and p.stdout.startswith("deleted"), (p.stdout, p.stderr)
