@@ -504,3 +504,92 @@ def test_cli_create_watch_exits_1_when_members_fail(server):
     assert "Traceback" not in p.stderr
     p = _cli(server, t, "delete", i)
     assert p.returncode == 0 and p.stdout.startswith("deleted"), (p.stdout, p.stderr)
+
+
+@pytest.mark.browser
+def test_gui_a_sweep_of_10000_members_loads_and_cancels(server, pages):
+    server.add_user("max", plan="premium")
+    w = _sweep(
+        server,
+        "max",
+        code="sleep",
+        axes={"secs": {"start": 30, "stop": 31, "num": 10000}},
+        max_parallel=1,
+    )
+    page = pages.new()
+    bt.sign_in(page, server, "max")
+    t = time.monotonic()
+    page.goto(f"{server.url}/#/sweeps/{w['id']}")
+    cells = page.locator("#sweep-members .member-cell")
+    expect(cells).to_have_count(10000, timeout=20000)
+    expect(page.locator("#sweep-members [data-status=running]")).to_have_count(
+        1, timeout=20000
+    )
+    loaded = time.monotonic() - t
+    t = time.monotonic()
+    page.locator("#sweep-cancel").click()
+    expect(page.locator("#sweep-status")).to_have_attribute(
+        "data-status", "canceled", timeout=30000
+    )
+    expect(page.locator("#sweep-members [data-status=canceled]")).to_have_count(
+        10000, timeout=30000
+    )
+    canceled = time.monotonic() - t
+    t = time.monotonic()
+    page.evaluate("1")
+    assert time.monotonic() - t < 1
+    server.api("DELETE", f"/sweeps/{w['id']}", "max", expect=200)
+    assert loaded < 5 and canceled < 5, (loaded, canceled)
+
+
+@pytest.mark.browser
+def test_gui_retry_in_one_tab_shows_in_the_other(server, pages):
+    server.add_user("rita")
+    w = _sweep(server, "rita", code="crash", axes={"message": ["a", "b"]})
+    _done(server, "rita", w["id"])
+    a = pages.new()
+    b = pages.new()
+    bt.sign_in(a, server, "rita", path=f"/sweeps/{w['id']}")
+    bt.sign_in(b, server, "rita", path=f"/sweeps/{w['id']}")
+    expect(b.locator("#sweep-members [data-status=error]")).to_have_count(2)
+    seen = b.evaluate(
+        """() => { window.__st = [];
+        new MutationObserver(() => window.__st.push(
+            document.querySelector('#sweep-status').dataset.status)).observe(
+            document.querySelector('#sweep-status'), {attributes: true});}"""
+    )
+    a.get_by_role("button", name="Retry 2 failed").click()
+    expect(a.locator("#notices")).to_contain_text("Running 2 members again.")
+    expect(b.locator("#sweep-status")).to_have_attribute("data-status", "done")
+    wait_for(
+        lambda: server.api("GET", f"/sweeps/{w['id']}", "rita").json()["status"]
+        == "done",
+        20,
+    )
+    d = server.api("GET", f"/sweeps/{w['id']}", "rita").json()
+    assert [m["status"] for m in d["members"]] == ["error", "error"]
+    expect(b.locator("#sweep-members [data-status=error]")).to_have_count(2)
+    assert "running" in b.evaluate("window.__st"), seen
+    server.api("DELETE", f"/sweeps/{w['id']}", "rita", expect=200)
+
+
+
+@pytest.mark.browser
+def test_gui_sweep_page_follows_through_a_server_restart(server, pages):
+    server.add_user("remy")
+    w = _sweep(
+        server, "remy", code="sleep", axes={"secs": [1.0, 1.0, 1.0]}, max_parallel=1
+    )
+    page = pages.new()
+    bt.sign_in(page, server, "remy", path=f"/sweeps/{w['id']}")
+    expect(page.locator("#sweep-members [data-status=running]")).to_have_count(1)
+    server.stop()
+    server.start()
+    expect(page.locator("#sweep-status")).to_have_attribute(
+        "data-status", "done", timeout=40000
+    )
+    d = server.api("GET", f"/sweeps/{w['id']}", "remy", expect=200).json()
+    assert d["counts"] == {"completed": 3}, d["counts"]
+    expect(page.locator("#sweep-members [data-status=completed]")).to_have_count(3)
+    expect(page.locator("#sweep-done")).to_have_text("3 of 3")
+    expect(page.locator("#sweep-plot")).to_have_attribute("data-points", "3")
