@@ -593,3 +593,22 @@ def test_gui_sweep_page_follows_through_a_server_restart(server, pages):
     expect(page.locator("#sweep-members [data-status=completed]")).to_have_count(3)
     expect(page.locator("#sweep-done")).to_have_text("3 of 3")
     expect(page.locator("#sweep-plot")).to_have_attribute("data-points", "3")
+
+
+def test_csv_export_neutralises_formulas_in_text_values(server):
+    """results.csv writes a string parameter (and the error it becomes) as
+    is: a cell `=HYPERLINK(...)` runs as a formula when the CSV is opened in
+    a spreadsheet (CSV injection); text cells starting with = + - @ need a
+    leading quote."""
+    server.add_user("fred")
+    evil = '=HYPERLINK("http://127.0.0.1/x","click")'
+    w = _sweep(server, "fred", code="crash", axes={"message": [evil, "@SUM(1)"]})
+    _done(server, "fred", w["id"])
+    r = server.api("GET", f"/sweeps/{w['id']}/results.csv", "fred", expect=200)
+    server.api("DELETE", f"/sweeps/{w['id']}", "fred", expect=200)
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(r.text)))
+    bad = [c for row in rows[1:] for c in row if c[:1] in ("=", "@", "+")]
+    assert not bad, rows
