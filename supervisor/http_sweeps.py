@@ -124,7 +124,7 @@ class SweepCsv(Base):
                     m["status"],
                     *(_cell(m["params"].get(k)) for k in names),
                     *(_cell(r.get(k)) for k in results),
-                    m["error"] or "",
+                    _cell(m["error"]),
                 ]
             )
         self.set_header("Content-Type", "text/csv; charset=utf-8")

@@ -321,7 +321,10 @@ class Runs(agents.Watcher):
         self.active.pop(run.run_id, None)
         if sim.job.status == job.QUEUED and status not in (job.CANCELED, job.ERROR):
             status = job.ERROR
-        sim.job.end(status, time.time(), exit_code, error, result=result)
+        # a run that did not complete has no result (a canceled one's last
+        # report is partial: a sweep's table and plot would take it as final)
+        r = result if status == job.COMPLETED else None
+        sim.job.end(status, time.time(), exit_code, error, result=r)
         self._sims.end_run(sim)
         run.destroy(self._resources)
         if a is not None:

@@ -11,6 +11,21 @@
 
 import { fill, h, pyNum, uid } from "./dom.js";
 
+/** Ranges longer than this are not previewed (nor made) in the page. */
+const PREVIEW_MAX = 100000;
+
+/** The first value of `vs` seen before, or undefined. */
+function firstRepeat(vs) {
+    const seen = new Set();
+    for (const v of vs) {
+        if (seen.has(v)) {
+            return v;
+        }
+        seen.add(v);
+    }
+    return undefined;
+}
+
 /** The axis values a range gives, as the server makes them (sweep_axes.py). */
 export function rangeValues(start, stop, num, scale, integer) {
     const n = num - 1;
@@ -231,10 +246,17 @@ class Axis {
             this.preview.textContent = m;
         } else {
             const isFloat = this.p.type === "float";
+            if (!Array.isArray(spec) && spec.num > PREVIEW_MAX) {
+                // made by the server (which may refuse so many); a preview
+                // would hold the page for as long as it takes to make them
+                this.preview.textContent = `${spec.num.toLocaleString("en-US")} values (too many to preview)`;
+                this.onChange();
+                return;
+            }
             const vs = Array.isArray(spec) ? spec : rangeValues(spec.start, spec.stop, spec.num, spec.scale, this.p.type === "int");
             const n = vs.length;
-            const twice = vs.find((v, i) => !Array.isArray(spec) && vs.indexOf(v) !== i);
             // the server refuses an integer range that repeats a value
+            const twice = Array.isArray(spec) ? undefined : firstRepeat(vs);
             const warn = twice === undefined ? "" : ` (repeats ${twice}: ask for fewer)`;
             this.preview.textContent = `${n} ${n === 1 ? "value" : "values"}: ${showValues(vs, isFloat)}${warn}`;
         }

@@ -27,8 +27,10 @@ terminal a bar redrawn in place, otherwise a line per change) and exits
 when the sweep is done: 0 if every member completed, 1 otherwise.
 """
 
+import builtins
 import contextlib
 import json
+import math
 import re
 import sys
 
@@ -83,11 +85,14 @@ def create(
 ):
     """Create a sweep of `code`: one run per member of the axes; prints its id."""
     a = parse_axes(axis or (), axes)
+    p = sim._params(params)
+    if _not_finite(p):
+        pkcli.command_error("--params {!r} has a number that is not finite", params)
     with sim._client(url, token) as c:
         w = c.create_sweep(
             code,
             a,
-            params=sim._params(params),
+            params=p,
             combine="zip" if zip else None,
             name=name,
             cores=_int("--cores", cores),
@@ -208,6 +213,10 @@ def parse_axes(axis_args, axes_json):
         if n in res:
             pkcli.command_error("axis {} is given twice", n)
         res[n] = axis_spec(spec.strip())
+        if _not_finite(res[n]):
+            pkcli.command_error(
+                "axis {}: {!r} has a number that is not finite", n, spec
+            )
     if not res:
         pkcli.command_error("give at least one --axis (or --axes)")
     return res
@@ -264,6 +273,19 @@ def _json_or_text(text):
         return json.loads(t)
     except ValueError:
         return t
+
+
+def _not_finite(v):
+    """Is there a NaN or an infinity in `v` (``NaN``, ``Infinity``, ``1e400``)?
+    JSON has no such numbers: the server would refuse the whole body."""
+    if isinstance(v, float):
+        return not math.isfinite(v)
+    if isinstance(v, dict):
+        return any(_not_finite(x) for x in v.values())
+    if isinstance(v, builtins.list):
+        # (`list` here is the command)
+        return any(_not_finite(x) for x in v)
+    return False
 
 
 def _percent(summary):

@@ -117,7 +117,8 @@ export class ResultsPlot {
     }
 
     _value(m) {
-        const v = m.result?.[this.field];
+        // only a completed member's result is final
+        const v = m.status === "completed" ? m.result?.[this.field] : undefined;
         return typeof v === "number" && Number.isFinite(v) ? v : null;
     }
 
