@@ -48,6 +48,8 @@ class _SweepFields(_Doc):
     driver: str
     max_parallel: int | None
     created: float
+    #: when it last changed (a summary older than one seen is stale)
+    updated: float
     #: members in all, by status, and done (ended) out of them
     size: int
     counts: dict[str, int]

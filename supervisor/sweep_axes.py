@@ -339,3 +339,13 @@ def _values(name, spec, integer):
 
 def _where(name):
     return "axis" if name is None else f"axis {name}"
+
+
+#: a member's name at most (as a simulation's)
+_MAX_NAME_CHARS = 200
+
+
+def member_name(v):
+    """A member's name (its sweep's, checked, and its values), cut to fit."""
+    v = " ".join(v.split())
+    return v if len(v) <= _MAX_NAME_CHARS else v[: _MAX_NAME_CHARS - 1] + "…"

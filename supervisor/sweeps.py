@@ -44,8 +44,6 @@ _SLOTS_AHEAD = 2
 #: failed members, which a retry runs again
 RETRIED = frozenset((job.ERROR, job.TIMED_OUT, job.CANCELED))
 
-_MAX_NAME_CHARS = 200
-
 
 class Sweep:
     """One sweep: its request, its members in order, and what goes on."""
@@ -78,6 +76,8 @@ class Sweep:
         self.feeding = {}
         self.deleted = False
         self.push_timer = None
+        #: when it last changed: a client keeps the newest summary it saw
+        self.updated = time.time()
 
     def to_doc(self):
         return {
@@ -212,7 +212,7 @@ class Sweeps:
             s = self._sim_store.create(
                 user,
                 c.name,
-                _name(f"{w.name} #{i} ({x})"),
+                sweep_axes.member_name(f"{w.name} #{i} ({x})"),
                 p,
                 sweep={"id": w.id, "index": i},
                 now=now,
@@ -331,6 +331,7 @@ class Sweeps:
 
     async def _cancel(self, w):
         w.canceled = True
+        self._push(w)
         w.todo.clear()
         w.todo_set.clear()
         w.retry.clear()
@@ -372,10 +373,10 @@ class Sweeps:
             if (s := self._sim_store.by_id.get(w.members[i])) and _due(w, i, s)
         }
         w.retry_at = time.time()
+        self._push(w)
         await self._save(w)
         w.add_todo(failed)
         self._feed(w)
-        self._push(w)
         return dict(self.summary(w), retried=len(failed))
 
     async def delete(self, user, sweep_id):
@@ -424,6 +425,7 @@ class Sweeps:
             "driver": w.driver,
             "max_parallel": w.max_parallel,
             "created": w.created,
+            "updated": w.updated,
             "size": n,
             "members": n,
             "counts": dict(counts),
@@ -460,6 +462,7 @@ class Sweeps:
 
     def _push(self, w):
         """Push the summary soon (at most every `PUSH_SECS`)."""
+        w.updated = max(time.time(), w.updated + 1e-6)
         if w.push_timer is not None or w.deleted:
             return
         w.push_timer = asyncio.get_running_loop().call_later(PUSH_SECS, self._pushed, w)
@@ -492,9 +495,3 @@ def _due(sweep, index, sim):
         and index in sweep.retry
         and (sim.job.queued_at or 0) < sweep.retry_at
     )
-
-
-def _name(v):
-    """A member's name (the sweep's, checked, and its values), cut to fit."""
-    v = " ".join(v.split())
-    return v if len(v) <= _MAX_NAME_CHARS else v[: _MAX_NAME_CHARS - 1] + "…"

@@ -116,6 +116,8 @@ def test_cancel_in_the_middle_stops_every_member(server_factory):
     c = s.api("POST", f"/sweeps/{w['id']}/cancel", "alice", json={}, expect=200).json()
     assert time.monotonic() - t < 10
     assert c["status"] == "canceled" and c["counts"] == {"canceled": 20}, c
+    # each change is later than the last (a client keeps the newest summary)
+    assert w["updated"] < d["updated"] < c["updated"]
     d = _get(s, "alice", w["id"])
     assert {m["status"] for m in d["members"]} == {"canceled"}
     assert sum("before it ran" in (m["error"] or "") for m in d["members"]) == 18

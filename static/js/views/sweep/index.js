@@ -253,6 +253,10 @@ class SweepPage {
             this.render();
             return;
         }
+        if (this.summary && m.sweep.updated < this.summary.updated) {
+            // older than the one shown (a fetch's reply came in between)
+            return;
+        }
         this.summary = m.sweep;
         this.render();
         if (!sameCounts(this.summary.counts, this.localCounts())) {
@@ -318,7 +322,10 @@ class SweepPage {
             }
             this.members = d.members;
             this.bySim = new Map(this.members.map((m) => [m.simulation, m]));
-            this.summary = { ...d, members: d.members.length };
+            if (!this.summary || d.updated >= this.summary.updated) {
+                // (a summary pushed while it was on its way may be newer)
+                this.summary = { ...d, members: d.members.length };
+            }
             this._fetching = false;
             this._overlay(this._during);
             this.render();
